@@ -1,0 +1,120 @@
+"""The ``dlstream`` command line: parses arguments and dispatches; the work lives in the services."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from services.common.config_docs import markdown_table
+from services.common.errors import DlstreamError
+from services.common.logs import configure_logging
+from services.common.settings import Settings, load_settings
+from services.stack.local_stack import LocalStack, ServiceStatus
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _stack(ctx: click.Context) -> LocalStack:
+    return LocalStack(_settings(ctx), project_root=Path.cwd())
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """dlstream: streaming inference for deep-learning models on Kafka and Triton."""
+    ctx.obj = load_settings()
+    configure_logging(ctx.obj.log)
+
+
+@cli.group()
+def stack() -> None:
+    """The local stack (Kafka, Redis, Triton) as child processes, no Docker."""
+
+
+@stack.command("install")
+@click.pass_context
+def stack_install(ctx: click.Context) -> None:
+    """Fetch the Kafka jars and check the binaries the stack needs."""
+    _stack(ctx).install()
+    click.echo("stack dependencies are installed")
+
+
+@stack.command("up")
+@click.pass_context
+def stack_up(ctx: click.Context) -> None:
+    """Start what is not running and wait until every service is healthy."""
+    _print_status(_stack(ctx).up(), as_json=False)
+
+
+@stack.command("down")
+@click.pass_context
+def stack_down(ctx: click.Context) -> None:
+    """Stop every process this stack started (by recorded pid, never by name)."""
+    _stack(ctx).down()
+    click.echo("stack stopped")
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@click.pass_context
+def stack_status(ctx: click.Context, as_json: bool) -> None:
+    """Report each service; exits 1 when one is dead, unhealthy or stopped."""
+    statuses = _stack(ctx).status()
+    _print_status(statuses, as_json=as_json)
+    if not all(s.ok for s in statuses):
+        sys.exit(1)
+
+
+@stack.command("logs")
+@click.argument("service", type=click.Choice(["kafka", "redis", "triton"]))
+@click.option("-n", "--lines", default=50, show_default=True, help="How many of the last lines.")
+@click.pass_context
+def stack_logs(ctx: click.Context, service: str, lines: int) -> None:
+    """Print the last lines of a service's log."""
+    for line in _stack(ctx).log_lines(service, lines):
+        click.echo(line)
+
+
+def _print_status(statuses: list[ServiceStatus], as_json: bool) -> None:
+    if as_json:
+        payload = {
+            s.name: {"state": s.state, "pid": s.pid, "ports": s.ports, "log": s.log_path} for s in statuses
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    for s in statuses:
+        ports = " ".join(f"{purpose}={host}:{port}" for purpose, (host, port) in s.ports.items())
+        click.echo(f"{s.name:<8} {s.state:<10} pid={s.pid or '-':<8} {ports}")
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the settings."""
+
+
+@config.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """The effective settings as JSON (secrets masked)."""
+    click.echo(_settings(ctx).model_dump_json(indent=2))
+
+
+@config.command("docs")
+def config_docs() -> None:
+    """The configuration table of the README (Markdown)."""
+    click.echo(markdown_table())
+
+
+def main() -> None:
+    """Console-script entry point: project errors become one line and exit code 2."""
+    try:
+        cli(standalone_mode=True)
+    except DlstreamError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

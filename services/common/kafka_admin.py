@@ -1,0 +1,112 @@
+"""Kafka adapter: client options from settings and topic administration with kafka-python.
+
+Library exceptions are translated here into :class:`TransientError`, so callers never import kafka errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from services.common.errors import TransientError
+from services.common.settings import KafkaSettings
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """kafka-python connection options (bootstrap servers, security) for any client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",")],
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+class KafkaAdmin:
+    """Topic administration; every method opens and closes its own short-lived client."""
+
+    def __init__(self, settings: KafkaSettings, *, timeout_s: float = 10.0) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+
+    @contextmanager
+    def _client(self) -> Iterator[Any]:
+        try:
+            client = KafkaAdminClient(
+                **client_options(self.settings),
+                request_timeout_ms=int(self.timeout_s * 1000),
+                client_id="dlstream-admin",
+            )
+        except KafkaError as exc:
+            raise TransientError(f"Kafka at {self.settings.bootstrap_servers} is unreachable: {exc}") from exc
+        try:
+            yield client
+        except KafkaError as exc:
+            raise TransientError(f"Kafka admin request failed: {exc}") from exc
+        finally:
+            client.close()
+
+    def broker_ready(self) -> bool:
+        """True when a broker answers metadata requests and the cluster has an active controller."""
+        try:
+            with self._client() as client:
+                cluster = client.describe_cluster()
+        except TransientError:
+            return False
+        return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) not in (None, -1)
+
+    def list_topics(self) -> set[str]:
+        """Names of the existing topics."""
+        with self._client() as client:
+            return set(client.list_topics())
+
+    def ensure_topics(self, names: Iterable[str], *, partitions: int, replication_factor: int = 1) -> None:
+        """Create the topics that do not exist yet, and wait until their metadata is visible."""
+        wanted = list(dict.fromkeys(names))
+        with self._client() as client:
+            missing = [n for n in wanted if n not in set(client.list_topics())]
+            if missing:
+                new = [NewTopic(n, partitions, replication_factor) for n in missing]
+                try:
+                    client.create_topics(new, timeout_ms=int(self.timeout_s * 1000))
+                except TopicAlreadyExistsError:
+                    pass
+            self._wait_visible(client, wanted)
+
+    def delete_topics(self, names: Iterable[str]) -> None:
+        """Delete the topics that exist; unknown names are ignored."""
+        with self._client() as client:
+            existing = set(client.list_topics())
+            doomed = [n for n in names if n in existing]
+            if doomed:
+                try:
+                    client.delete_topics(doomed, timeout_ms=int(self.timeout_s * 1000))
+                except UnknownTopicOrPartitionError:
+                    pass
+
+    def partition_count(self, topic: str) -> int:
+        """Number of partitions of ``topic``."""
+        with self._client() as client:
+            described = client.describe_topics([topic])
+        return len(described[0]["partitions"])
+
+    def _wait_visible(self, client: Any, names: list[str]) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            described = client.describe_topics(names)
+            ready = [t for t in described if t.get("error_code", 0) == 0 and t.get("partitions")]
+            if len(ready) == len(names):
+                return
+            if time.monotonic() > deadline:
+                raise TransientError(f"topics {names} not visible after {self.timeout_s}s")
+            time.sleep(0.2)

@@ -1,0 +1,50 @@
+"""Redis adapter: a client built from settings, with redis-py errors translated to the project's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from services.common.errors import TransientError
+from services.common.settings import RedisSettings
+
+
+class RedisStore:
+    """A thin wrapper over a redis-py client; services call ``raw`` for data commands."""
+
+    def __init__(self, client: Any) -> None:
+        self.raw = client
+
+    def ping_ok(self) -> bool:
+        """True when Redis answers PING."""
+        try:
+            return bool(self.raw.ping())
+        except RedisError:
+            return False
+
+    def ping(self) -> None:
+        """PING, raising :class:`TransientError` when Redis is unreachable."""
+        try:
+            self.raw.ping()
+        except RedisError as exc:
+            raise TransientError(f"Redis is unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.raw.close()
+
+
+def redis_client(settings: RedisSettings, *, timeout_s: float = 2.0) -> RedisStore:
+    """A client for the configured Redis (connections are opened lazily)."""
+    password = settings.password.get_secret_value() if settings.password else None
+    client = redis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        password=password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return RedisStore(client)

@@ -1,0 +1,161 @@
+"""The one typed settings tree of dlstream.
+
+Every value can be set from the environment with the prefix ``DLSTREAM_`` and ``__`` between a group and its
+field, e.g. ``DLSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Nothing here is read at import time: call
+:func:`load_settings` once in an entry point and pass the result down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    """How clients reach Kafka. The local stack binds its broker to the first host:port listed here."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. SCRAM-SHA-512.")
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    partitions: int = Field(6, ge=1, description="Partitions of each contract topic created by dlstream.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of contract topics.")
+
+    @property
+    def first_host_port(self) -> tuple[str, int]:
+        """The first broker address as (host, port)."""
+        first = self.bootstrap_servers.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
+class RedisSettings(_Group):
+    """How services reach Redis. The local stack starts redis-server on this port."""
+
+    host: str = Field("127.0.0.1", description="Redis host.")
+    port: int = Field(6379, ge=1, le=65535, description="Redis port.")
+    db: int = Field(0, ge=0, description="Redis database number.")
+    password: SecretStr | None = Field(None, description="Redis password (requirepass); none in development.")
+
+    @property
+    def url(self) -> str:
+        """A redis:// URL without the password (pass the password separately)."""
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class TritonSettings(_Group):
+    """How services reach Triton and where its model repository lives."""
+
+    host: str = Field("127.0.0.1", description="Triton host.")
+    http_port: int = Field(8000, ge=1, le=65535, description="Triton HTTP port.")
+    grpc_port: int = Field(8001, ge=1, le=65535, description="Triton gRPC port.")
+    metrics_port: int = Field(8002, ge=1, le=65535, description="Triton Prometheus metrics port.")
+    model_repository: Path = Field(Path("model_repo"), description="Triton model repository folder.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Timeout of one inference request.")
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC endpoint."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """host:port of the HTTP endpoint."""
+        return f"{self.host}:{self.http_port}"
+
+
+class TopicSettings(_Group):
+    """Names of the topics of the wire contract."""
+
+    image: str = Field("events.image", description="Image request topic.")
+    audio: str = Field("events.audio", description="Audio request topic.")
+    text: str = Field("events.text", description="Text request topic.")
+    predictions_prefix: str = Field("predictions.", description="Prefix of prediction topics (+ modality).")
+    dlq: str = Field("events.dlq", description="Dead-letter topic.")
+    labels: str = Field("feedback.labels", description="Labelled feedback topic.")
+    alerts: str = Field("drift.alerts", description="Drift alert topic.")
+
+    def all(self) -> list[str]:
+        """Every topic of the contract, requests first."""
+        requests = [self.image, self.audio, self.text]
+        predictions = [f"{self.predictions_prefix}{m}" for m in ("image", "audio", "text")]
+        return [*requests, *predictions, self.dlq, self.labels, self.alerts]
+
+
+class ContractSettings(_Group):
+    """Limits applied when validating request events."""
+
+    max_payload_bytes: int = Field(1024 * 1024, ge=1, description="Largest inline payload accepted.")
+
+
+class StackSettings(_Group):
+    """The local stack started by ``dlstream stack up`` (no Docker)."""
+
+    run_dir: Path = Field(Path(".dlstream/run"), description="Pids, logs, configs and data of the stack.")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "dlstream",
+        description="Downloaded Kafka jars (kept across runs).",
+    )
+    kafka_controller_port: int | None = Field(
+        None, description="KRaft controller port; default is the broker port + 1."
+    )
+    kafka_heap: str = Field("768m", description="JVM heap of the local broker (-Xmx).")
+    start_timeout_s: float = Field(120.0, gt=0, description="How long `up` waits for each service's health.")
+    stop_timeout_s: float = Field(30.0, gt=0, description="How long `down` waits before SIGKILL.")
+    services: tuple[Literal["kafka", "redis", "triton"], ...] = Field(
+        ("kafka", "redis", "triton"), description="Which services `stack up` starts."
+    )
+
+
+class LogSettings(_Group):
+    """Structured logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_logs: bool = Field(True, description="JSON lines (true) or human-readable console lines (false).")
+
+
+class Settings(BaseSettings):
+    """Root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DLSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    environment: Environment = Field("development", description="development, test or production.")
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    triton: TritonSettings = TritonSettings()
+    topics: TopicSettings = TopicSettings()
+    contract: ContractSettings = ContractSettings()
+    stack: StackSettings = StackSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if self.redis.password is None or not self.redis.password.get_secret_value():
+            raise ValueError("production needs DLSTREAM_REDIS__PASSWORD")
+        if self.kafka.security_protocol == "PLAINTEXT":
+            raise ValueError("production refuses Kafka PLAINTEXT; set DLSTREAM_KAFKA__SECURITY_PROTOCOL")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with keyword overrides taking precedence."""
+    return Settings(**overrides)  # type: ignore[arg-type]

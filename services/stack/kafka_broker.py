@@ -1,0 +1,202 @@
+"""Apache Kafka 4.x, single KRaft node, from the Maven Central jars resolved by ``kafka-pom.xml``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from services.common.errors import StackError
+from services.common.kafka_admin import KafkaAdmin
+from services.common.settings import Settings
+from services.stack.service import StackService
+
+_POM = "kafka-pom.xml"
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log_dir}/server.log
+appender.file.filePattern = {log_dir}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+appender.out.filter.threshold.type = ThresholdFilter
+appender.out.filter.threshold.level = warn
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+def _pom_text() -> str:
+    return resources.files("services.stack").joinpath(_POM).read_text()
+
+
+def jar_dir(cache_dir: Path) -> Path:
+    """The folder of jars for the current pom (a changed pom resolves into a new folder)."""
+    digest = hashlib.sha256(_pom_text().encode()).hexdigest()[:12]
+    return cache_dir / "kafka" / digest
+
+
+def install_kafka_jars(cache_dir: Path) -> Path:
+    """Resolve the broker and its runtime dependencies with Maven into the cache (once)."""
+    target = jar_dir(cache_dir)
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (mvn) is not installed; run `make setup` first")
+    target.mkdir(parents=True, exist_ok=True)
+    pom = target / "pom.xml"
+    pom.write_text(_pom_text())
+    libs = target / "libs"
+    cmd = [
+        mvn,
+        "--batch-mode",
+        "--quiet",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"Maven could not resolve the Kafka jars:\n{result.stdout}\n{result.stderr}")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise StackError(f"Maven finished but no kafka_2.13 jar is in {libs}")
+    marker.touch()
+    return target
+
+
+class KafkaBroker(StackService):
+    """One combined broker+controller KRaft node."""
+
+    name = "kafka"
+
+    def __init__(self, run_dir: Path, settings: Settings) -> None:
+        super().__init__(run_dir)
+        self.settings = settings
+        self.host, self.port = settings.kafka.first_host_port
+        self.controller_port = settings.stack.kafka_controller_port or self.port + 1
+
+    def ports(self) -> dict[str, tuple[str, int]]:
+        return {"broker": (self.host, self.port), "controller": (self.host, self.controller_port)}
+
+    @property
+    def _classpath(self) -> str:
+        return str(jar_dir(self.settings.stack.cache_dir) / "libs" / "*")
+
+    @property
+    def _properties(self) -> Path:
+        return self.dir / "server.properties"
+
+    def install(self) -> None:
+        install_kafka_jars(self.settings.stack.cache_dir)
+        if shutil.which("java") is None:
+            raise StackError("java is not installed; run `make setup` first")
+
+    def prepare(self) -> None:
+        self.install()
+        data = self.dir / "data"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "log4j2.properties").write_text(_LOG4J2.format(log_dir=self.dir))
+        self._properties.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+                    f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={data}",
+                    f"num.partitions={self.settings.kafka.partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=6",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "delete.topic.enable=true",
+                    "log.retention.hours=168",
+                    "",
+                ]
+            )
+        )
+        if not (data / "meta.properties").exists():
+            self._format(data)
+
+    def _format(self, data: Path) -> None:
+        # --standalone makes this node the whole dynamic controller quorum.
+        cmd = [
+            "java",
+            "-cp",
+            self._classpath,
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            _cluster_id(),
+            "--config",
+            str(self._properties),
+            "--standalone",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage in {data} failed:\n{result.stdout}{result.stderr}")
+
+    def argv(self) -> list[str]:
+        heap = self.settings.stack.kafka_heap
+        return [
+            "java",
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.dir}",
+            "-cp",
+            self._classpath,
+            "kafka.Kafka",
+            str(self._properties),
+        ]
+
+    def healthy(self) -> bool:
+        return KafkaAdmin(self.settings.kafka).broker_ready()
+
+    def after_healthy(self) -> None:
+        KafkaAdmin(self.settings.kafka).ensure_topics(
+            self.settings.topics.all(),
+            partitions=self.settings.kafka.partitions,
+            replication_factor=self.settings.kafka.replication_factor,
+        )
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

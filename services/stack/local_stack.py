@@ -1,0 +1,167 @@
+"""The local stack: Kafka, Redis and Triton as child processes of one run directory.
+
+State lives in the run directory (one JSON record per child), so ``up``, ``status`` and ``down`` work from
+separate invocations of the CLI, and a second stack with another run directory and other ports can run beside.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from services.common.errors import StackError
+from services.common.settings import Settings
+from services.stack.kafka_broker import KafkaBroker
+from services.stack.process import ProcessGroup, ProcessRecord, is_running
+from services.stack.redis_server import RedisServer
+from services.stack.service import StackService, port_open
+from services.stack.triton_server import TritonServer
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """What ``status`` reports for one service."""
+
+    name: str
+    state: str  # "running", "unhealthy", "dead" (recorded but gone) or "stopped" (never started)
+    pid: int | None
+    ports: dict[str, tuple[str, int]]
+    log_path: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the service runs and answers its health probe."""
+        return self.state == "running"
+
+
+class LocalStack:
+    """Starts, checks and stops the stack's children, by recorded pid only."""
+
+    def __init__(self, settings: Settings, *, project_root: Path) -> None:
+        self.settings = settings
+        self.project_root = project_root
+        self.run_dir = (project_root / settings.stack.run_dir).resolve()
+        self.processes = ProcessGroup()
+        available: dict[str, StackService] = {
+            "kafka": KafkaBroker(self.run_dir, settings),
+            "redis": RedisServer(self.run_dir, settings),
+            "triton": TritonServer(self.run_dir, settings, project_root=project_root),
+        }
+        self.services = {name: available[name] for name in settings.stack.services}
+
+    def _record_path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def record(self, name: str) -> ProcessRecord | None:
+        """The recorded child for ``name``, if any."""
+        return ProcessRecord.load(self._record_path(name))
+
+    def install(self) -> None:
+        """Fetch everything the services need (Kafka jars, checks for binaries)."""
+        for service in self.services.values():
+            service.install()
+
+    def up(self) -> list[ServiceStatus]:
+        """Start every service that is not running and wait until all are healthy.
+
+        Raises:
+            StackError: when a service cannot start, dies, or is not healthy in time.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.services:
+            self.start(name)
+        return self.status()
+
+    def start(self, name: str) -> None:
+        """Start one service unless its recorded child is still running, then wait for health."""
+        service = self.services[name]
+        record = self.record(name)
+        if record is not None and is_running(record):
+            self._wait_healthy(service, record)
+            return
+        for purpose, (host, port) in service.ports().items():
+            if port_open(host, port):
+                raise StackError(f"{name} {purpose} port {host}:{port} is already in use by another process")
+        service.prepare()
+        began = time.monotonic()
+        record = self.processes.spawn(
+            name, service.argv(), env=service.env(), cwd=self.run_dir, log_path=service.log_path
+        )
+        record.save(self._record_path(name))
+        log.info("stack.started", service=name, pid=record.pid, log=record.log_path)
+        self._wait_healthy(service, record)
+        service.after_healthy()
+        log.info("stack.healthy", service=name, pid=record.pid, seconds=round(time.monotonic() - began, 1))
+
+    def _wait_healthy(self, service: StackService, record: ProcessRecord) -> None:
+        deadline = time.monotonic() + self.settings.stack.start_timeout_s
+        while True:
+            if not is_running(record):
+                self.processes.reap()
+                raise StackError(f"{service.name} exited while starting; last lines of {service.log_path}:\n"
+                                 + tail(service.log_path, 30))
+            if service.healthy():
+                return
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{service.name} not healthy after {self.settings.stack.start_timeout_s}s; see {service.log_path}"
+                )
+            time.sleep(0.25)
+
+    def status(self) -> list[ServiceStatus]:
+        """The state of each service: running, unhealthy, dead (recorded but gone) or stopped."""
+        result = []
+        for name, service in self.services.items():
+            record = self.record(name)
+            if record is None:
+                state, pid = "stopped", None
+            elif not is_running(record):
+                state, pid = "dead", record.pid
+            else:
+                state, pid = ("running" if service.healthy() else "unhealthy"), record.pid
+            result.append(ServiceStatus(name, state, pid, service.ports(), str(service.log_path)))
+        return result
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to one service's process group (used to test crash recovery); the record stays."""
+        record = self.record(name)
+        if record is None:
+            raise StackError(f"{name} was not started by this stack")
+        self.processes.signal(record, sig)
+
+    def down(self) -> None:
+        """Stop every recorded child (reverse start order) and forget it."""
+        for name in reversed(list(self.services)):
+            record = self.record(name)
+            if record is None:
+                continue
+            self.processes.stop(record, self.settings.stack.stop_timeout_s)
+            self._record_path(name).unlink(missing_ok=True)
+            log.info("stack.stopped", service=name, pid=record.pid)
+
+    def log_lines(self, name: str, lines: int) -> Iterator[str]:
+        """The last ``lines`` lines of a service's log."""
+        service = self.services.get(name)
+        if service is None:
+            raise StackError(f"unknown service {name!r}; choose from {', '.join(self.services)}")
+        yield from tail(service.log_path, lines).splitlines()
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            data = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

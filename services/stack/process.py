@@ -1,0 +1,163 @@
+"""Child processes of the local stack, tracked by pid and start time, never by name.
+
+Each child is started in a new session, so its pid is also its process-group id: stopping the group also
+stops what the child started itself (Triton's Python backend stubs, for instance). The kernel start time is
+recorded beside the pid so that a reused pid is never mistaken for the child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from services.common.errors import StackError
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """What the stack remembers of a child it started."""
+
+    name: str
+    pid: int
+    start_ticks: int
+    argv: list[str]
+    log_path: str
+
+    def save(self, path: Path) -> None:
+        """Write the record atomically as JSON."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ProcessRecord | None:
+        """Read a record, or None when there is none."""
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return cls(**raw)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name in field 2 may hold spaces and parentheses; everything after the last ')' is fixed.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it does not exist."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def is_running(record: ProcessRecord) -> bool:
+    """True when the recorded process still exists, is not a zombie and is the same process."""
+    fields = _stat_fields(record.pid)
+    if fields is None:
+        return False
+    return fields[0] != "Z" and int(fields[19]) == record.start_ticks
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+class ProcessGroup:
+    """Starts children in their own sessions and stops them by recorded id."""
+
+    def __init__(self) -> None:
+        self._popen: dict[int, subprocess.Popen[bytes]] = {}
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+    ) -> ProcessRecord:
+        """Start ``argv`` detached from the terminal, output appended to ``log_path``."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    list(argv),
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StackError(f"cannot start {name}: {exc}") from exc
+        self._popen[proc.pid] = proc
+        ticks = start_ticks(proc.pid)
+        if ticks is None:
+            proc.wait()
+            raise StackError(f"{name} exited at once with code {proc.returncode}; see {log_path}")
+        return ProcessRecord(name, proc.pid, ticks, list(argv), str(log_path))
+
+    def reap(self) -> None:
+        """Collect the exit status of children of this process that have ended."""
+        for pid, proc in list(self._popen.items()):
+            if proc.poll() is not None:
+                del self._popen[pid]
+
+    def signal(self, record: ProcessRecord, sig: signal.Signals) -> None:
+        """Send ``sig`` to the child's whole process group, if the child is still the recorded one."""
+        if not is_running(record):
+            self.reap()
+            return
+        try:
+            os.killpg(record.pid, sig)
+        except ProcessLookupError:
+            pass
+        if sig == signal.SIGKILL:
+            self._wait_gone(record, 5.0)
+
+    def stop(self, record: ProcessRecord, timeout_s: float) -> None:
+        """SIGTERM the child's group, wait up to ``timeout_s``, then SIGKILL what is left of the group."""
+        if is_running(record):
+            try:
+                os.killpg(record.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._wait_gone(record, timeout_s)
+        leftovers = group_members(record.pid)
+        if leftovers:
+            try:
+                os.killpg(record.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5.0
+            while group_members(record.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.reap()
+
+    def _wait_gone(self, record: ProcessRecord, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.reap()
+            if not is_running(record):
+                return
+            time.sleep(0.05)

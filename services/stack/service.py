@@ -1,0 +1,57 @@
+"""What every service of the local stack provides to the stack that runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class StackService(ABC):
+    """A server the local stack starts, checks and stops."""
+
+    name: str
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / self.name
+
+    @property
+    def log_path(self) -> Path:
+        """Where the child's stdout and stderr go."""
+        return self.dir / f"{self.name}.log"
+
+    @abstractmethod
+    def ports(self) -> dict[str, tuple[str, int]]:
+        """The (host, port) pairs this service binds, by purpose."""
+
+    def install(self) -> None:  # noqa: B027 - most services have nothing to install
+        """Fetch what the service needs to run (idempotent)."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Write configuration and initialise storage before a start."""
+
+    @abstractmethod
+    def argv(self) -> list[str]:
+        """The command line of the server."""
+
+    def env(self) -> dict[str, str]:
+        """The server's environment."""
+        return dict(os.environ)
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """One quick health probe; False while starting or when unhealthy."""
+
+    def after_healthy(self) -> None:  # noqa: B027 - optional hook
+        """Work that needs the running server (e.g. creating topics)."""
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,133 @@
+"""Triton Inference Server from the ``tritonserver`` binary inside PyPI's ``nvidia-pytriton`` wheel (CPU).
+
+The wheel ships the server, the Python backend and one backend stub per Python version. The stub embeds an
+isolated interpreter that finds its packages through the ``python3`` first on PATH, so the venv's ``bin`` goes
+first on PATH; the wheel's private shared libraries go on LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import sysconfig
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from services.common.errors import StackError
+from services.common.settings import Settings
+from services.stack.service import StackService
+
+
+def pytriton_root() -> Path:
+    """The installed ``pytriton`` package folder."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("nvidia-pytriton is not installed; run `make setup` (pip extra `stack`)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def loadable_models(repository: Path) -> list[str]:
+    """Models of the repository that have a config and at least one non-empty numeric version folder."""
+    names = []
+    for model in sorted(p for p in repository.iterdir() if p.is_dir()):
+        if not (model / "config.pbtxt").exists():
+            continue
+        versions = [v for v in model.iterdir() if v.is_dir() and v.name.isdigit() and any(v.iterdir())]
+        if versions:
+            names.append(model.name)
+    return names
+
+
+class TritonServer(StackService):
+    """One tritonserver process in explicit model-control mode."""
+
+    name = "triton"
+
+    def __init__(self, run_dir: Path, settings: Settings, *, project_root: Path) -> None:
+        super().__init__(run_dir)
+        self.settings = settings
+        self.project_root = project_root
+        self.repository = (project_root / settings.triton.model_repository).resolve()
+
+    def ports(self) -> dict[str, tuple[str, int]]:
+        t = self.settings.triton
+        return {"http": (t.host, t.http_port), "grpc": (t.host, t.grpc_port), "metrics": (t.host, t.metrics_port)}
+
+    def install(self) -> None:
+        root = pytriton_root()
+        binary = root / "tritonserver" / "bin" / "tritonserver"
+        if not binary.exists():
+            raise StackError(f"{binary} is missing from the nvidia-pytriton wheel")
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.exists():
+            raise StackError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+
+    @property
+    def _backends(self) -> Path:
+        return self.dir / "backends"
+
+    def prepare(self) -> None:
+        self.install()
+        if not self.repository.is_dir():
+            raise StackError(f"model repository {self.repository} does not exist")
+        root = pytriton_root() / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        python_backend = self._backends / "python"
+        if python_backend.exists():
+            shutil.rmtree(python_backend)
+        shutil.copytree(
+            root / "backends" / "python",
+            python_backend,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        shutil.copy2(
+            root / "python_backend_stubs" / version / "triton_python_backend_stub",
+            python_backend / "triton_python_backend_stub",
+        )
+
+    def argv(self) -> list[str]:
+        t = self.settings.triton
+        binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        argv = [
+            str(binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self._backends}",
+            "--model-control-mode=explicit",
+            f"--http-address={t.host}",
+            f"--http-port={t.http_port}",
+            f"--grpc-address={t.host}",
+            f"--grpc-port={t.grpc_port}",
+            f"--metrics-address={t.host}",
+            f"--metrics-port={t.metrics_port}",
+            "--allow-cpu-metrics=true",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=10",
+            "--log-verbose=0",
+        ]
+        argv += [f"--load-model={name}" for name in loadable_models(self.repository)]
+        return argv
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+        libs = pytriton_root().parent / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [str(libs), env.get("LD_LIBRARY_PATH", "")] if p)
+        site_packages = sysconfig.get_paths()["purelib"]
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [str(self.project_root), site_packages, env.get("PYTHONPATH", "")] if p
+        )
+        return env
+
+    def healthy(self) -> bool:
+        t = self.settings.triton
+        url = f"http://{t.http_url}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - fixed http URL
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
