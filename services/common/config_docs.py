@@ -35,7 +35,7 @@ def _default(field: FieldInfo) -> str:
     if isinstance(value, Path) and value.is_absolute() and str(value).startswith(str(Path.home())):
         return "~/" + str(value.relative_to(Path.home()))
     if isinstance(value, tuple):
-        return "[" + ", ".join(f"\"{v}\"" for v in value) + "]"
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     return str(value)
 
 

@@ -1,8 +1,8 @@
 """The wire contract: CloudEvents 1.0 over Kafka.
 
-Requests use the Kafka *binary* content mode (value = raw payload, attributes in ``ce_*`` headers), predictions
-the *structured* mode (value = one JSON CloudEvent), and dead letters keep the original record with ``dlq-*``
-headers added. Pure functions and value objects only: no I/O.
+Requests use the Kafka *binary* content mode (value = raw payload, attributes in ``ce_*`` headers),
+predictions the *structured* mode (value = one JSON CloudEvent), and dead letters keep the original
+record with ``dlq-*`` headers added. Pure functions and value objects only: no I/O.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from kafka import KafkaAdminClient
@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from services.common.errors import TransientError
+from services.common.net import port_open
 from services.common.settings import KafkaSettings
 
 
@@ -58,6 +59,10 @@ class KafkaAdmin:
 
     def broker_ready(self) -> bool:
         """True when a broker answers metadata requests and the cluster has an active controller."""
+        # A plain TCP probe first: kafka-python retries a refused bootstrap for seconds before failing.
+        host, port = self.settings.first_host_port
+        if not port_open(host, port):
+            return False
         try:
             with self._client() as client:
                 cluster = client.describe_cluster()
@@ -77,10 +82,8 @@ class KafkaAdmin:
             missing = [n for n in wanted if n not in set(client.list_topics())]
             if missing:
                 new = [NewTopic(n, partitions, replication_factor) for n in missing]
-                try:
+                with suppress(TopicAlreadyExistsError):
                     client.create_topics(new, timeout_ms=int(self.timeout_s * 1000))
-                except TopicAlreadyExistsError:
-                    pass
             self._wait_visible(client, wanted)
 
     def delete_topics(self, names: Iterable[str]) -> None:
@@ -89,10 +92,8 @@ class KafkaAdmin:
             existing = set(client.list_topics())
             doomed = [n for n in names if n in existing]
             if doomed:
-                try:
+                with suppress(UnknownTopicOrPartitionError):
                     client.delete_topics(doomed, timeout_ms=int(self.timeout_s * 1000))
-                except UnknownTopicOrPartitionError:
-                    pass
 
     def partition_count(self, topic: str) -> int:
         """Number of partitions of ``topic``."""

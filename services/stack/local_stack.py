@@ -15,11 +15,12 @@ from pathlib import Path
 import structlog
 
 from services.common.errors import StackError
+from services.common.net import port_open
 from services.common.settings import Settings
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
 from services.stack.redis_server import RedisServer
-from services.stack.service import StackService, port_open
+from services.stack.service import StackService
 from services.stack.triton_server import TritonServer
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,7 @@ class LocalStack:
             "redis": RedisServer(self.run_dir, settings),
             "triton": TritonServer(self.run_dir, settings, project_root=project_root),
         }
-        self.services = {name: available[name] for name in settings.stack.services}
+        self.services: dict[str, StackService] = {name: available[name] for name in settings.stack.services}
 
     def _record_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.json"
@@ -105,14 +106,15 @@ class LocalStack:
         while True:
             if not is_running(record):
                 self.processes.reap()
-                raise StackError(f"{service.name} exited while starting; last lines of {service.log_path}:\n"
-                                 + tail(service.log_path, 30))
+                raise StackError(
+                    f"{service.name} exited while starting; last lines of {service.log_path}:\n"
+                    + tail(service.log_path, 30)
+                )
             if service.healthy():
                 return
             if time.monotonic() > deadline:
-                raise StackError(
-                    f"{service.name} not healthy after {self.settings.stack.start_timeout_s}s; see {service.log_path}"
-                )
+                limit = self.settings.stack.start_timeout_s
+                raise StackError(f"{service.name} not healthy after {limit}s; see {service.log_path}")
             time.sleep(0.25)
 
     def status(self) -> list[ServiceStatus]:

@@ -7,6 +7,7 @@ recorded beside the pid so that a reused pid is never mistaken for the child.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,23 +61,43 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def is_running(record: ProcessRecord) -> bool:
-    """True when the recorded process still exists, is not a zombie and is the same process."""
-    fields = _stat_fields(record.pid)
-    if fields is None:
+def _alive(pid: int, fields: list[str]) -> bool:
+    # The leader thread of a multi-threaded process (a JVM) shows "Z" while its other threads still run
+    # shutdown hooks, so the process is alive while any of its threads is not a zombie.
+    if fields[0] != "Z":
+        return True
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return fields[0] != "Z" and int(fields[19]) == record.start_ticks
+    for task in tasks:
+        try:
+            raw = (task / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if raw[raw.rindex(")") + 2] != "Z":
+            return True
+    return False
+
+
+def is_running(record: ProcessRecord) -> bool:
+    """True when the recorded process still exists, has a live thread and is the same process."""
+    fields = _stat_fields(record.pid)
+    if fields is None or int(fields[19]) != record.start_ticks:
+        return False
+    return _alive(record.pid, fields)
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
+    """Live processes whose process group is ``pgid``."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
-        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
+        pid = int(entry.name)
+        fields = _stat_fields(pid)
+        if fields and int(fields[2]) == pgid and _alive(pid, fields):
+            members.append(pid)
     return members
 
 
@@ -128,27 +149,21 @@ class ProcessGroup:
         if not is_running(record):
             self.reap()
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pid, sig)
-        except ProcessLookupError:
-            pass
         if sig == signal.SIGKILL:
             self._wait_gone(record, 5.0)
 
     def stop(self, record: ProcessRecord, timeout_s: float) -> None:
         """SIGTERM the child's group, wait up to ``timeout_s``, then SIGKILL what is left of the group."""
         if is_running(record):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(record.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             self._wait_gone(record, timeout_s)
         leftovers = group_members(record.pid)
         if leftovers:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(record.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + 5.0
             while group_members(record.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)

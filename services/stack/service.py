@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -46,12 +45,3 @@ class StackService(ABC):
 
     def after_healthy(self) -> None:  # noqa: B027 - optional hook
         """Work that needs the running server (e.g. creating topics)."""
-
-
-def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False

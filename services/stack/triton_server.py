@@ -54,7 +54,11 @@ class TritonServer(StackService):
 
     def ports(self) -> dict[str, tuple[str, int]]:
         t = self.settings.triton
-        return {"http": (t.host, t.http_port), "grpc": (t.host, t.grpc_port), "metrics": (t.host, t.metrics_port)}
+        return {
+            "http": (t.host, t.http_port),
+            "grpc": (t.host, t.grpc_port),
+            "metrics": (t.host, t.metrics_port),
+        }
 
     def install(self) -> None:
         root = pytriton_root()
@@ -127,7 +131,7 @@ class TritonServer(StackService):
         t = self.settings.triton
         url = f"http://{t.http_url}/v2/health/ready"
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - fixed http URL
+            with urllib.request.urlopen(url, timeout=1.0) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

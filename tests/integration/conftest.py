@@ -1,0 +1,112 @@
+"""One real local stack per test session, on free ports, and fresh topics and groups per test.
+
+Set ``DLSTREAM_TEST_ATTACH=1`` to use a stack that is already running instead (its addresses are read from the
+usual ``DLSTREAM_*`` variables); then nothing is started or stopped here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from services.common.kafka_admin import KafkaAdmin
+from services.common.settings import Settings, load_settings
+from services.stack.local_stack import LocalStack
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that were free on loopback a moment ago."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def stack_settings(run_dir: Path) -> Settings:
+    """Settings of a private stack on free ports, with a Redis password so the auth path is exercised."""
+    kafka, controller, redis_port, http, grpc, metrics = free_ports(6)
+    return load_settings(
+        environment="test",
+        kafka={"bootstrap_servers": f"127.0.0.1:{kafka}", "partitions": 6},
+        redis={"port": redis_port, "password": secrets.token_urlsafe(16)},
+        triton={"http_port": http, "grpc_port": grpc, "metrics_port": metrics},
+        stack={"run_dir": run_dir, "kafka_controller_port": controller, "kafka_heap": "512m"},
+    )
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The session's running stack (started here unless attaching)."""
+    if os.environ.get("DLSTREAM_TEST_ATTACH") == "1":
+        yield LocalStack(load_settings(), project_root=PROJECT_ROOT)
+        return
+    stack = LocalStack(stack_settings(tmp_path_factory.mktemp("stack")), project_root=PROJECT_ROOT)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def settings(local_stack: LocalStack) -> Settings:
+    """Settings pointing at the session's stack."""
+    return local_stack.settings
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:40].strip("-")
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses: the test's name plus a random suffix."""
+    return f"{_slug(request.node.name)}-{uuid.uuid4().hex[:8]}"
+
+
+class TopicFactory:
+    """Creates topics for one test and deletes them (and any topic sharing their prefix) afterwards."""
+
+    def __init__(self, admin: KafkaAdmin, prefix: str) -> None:
+        self.admin = admin
+        self.prefix = prefix
+        self.created: list[str] = []
+
+    def create(self, suffix: str, partitions: int = 6) -> str:
+        """Create ``<prefix>.<suffix>`` with ``partitions`` partitions and return its name."""
+        name = f"{self.prefix}.{suffix}"
+        self.admin.ensure_topics([name], partitions=partitions)
+        self.created.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        """Delete this test's topics, including those a client created under the test's prefix."""
+        doomed = [t for t in self.admin.list_topics() if t.startswith(self.prefix)]
+        self.admin.delete_topics(doomed)
+
+
+@pytest.fixture
+def topics(settings: Settings, unique_name: str) -> Iterator[TopicFactory]:
+    """This test's own topics."""
+    factory = TopicFactory(KafkaAdmin(settings.kafka), f"test.{unique_name}")
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture
+def group_id(unique_name: str) -> str:
+    """This test's own consumer group (topics of Faust apps derive from it too)."""
+    return f"test.{unique_name}.group"
