@@ -1,0 +1,40 @@
+# dlstream developer commands. `make help` lists them.
+SHELL := /bin/bash
+VENV  := .venv/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status demo lint typecheck unit integration test
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## install apt packages, the venv and the Kafka jars (idempotent)
+	@scripts/setup.sh
+
+up: setup ## the main job: start the local stack (Kafka, Redis, Triton) and wait until healthy
+	$(VENV)/dlstream stack up
+
+down: ## stop every process of the local stack
+	$(VENV)/dlstream stack down
+
+status: ## show the local stack's processes and health
+	$(VENV)/dlstream stack status
+
+lint: setup ## ruff lint and format check
+	$(VENV)/ruff check services pipelines tests
+	$(VENV)/ruff format --check services pipelines tests
+
+typecheck: setup ## mypy (strict)
+	$(VENV)/mypy
+
+unit: setup ## unit tests (pure logic, no services)
+	$(VENV)/pytest tests/unit
+
+integration: setup ## integration tests against a real stack started on free ports
+	$(VENV)/pytest tests/integration
+
+test: setup ## everything CI runs: lint, types, unit and integration tests
+	$(VENV)/ruff check services pipelines tests
+	$(VENV)/ruff format --check services pipelines tests
+	$(VENV)/mypy
+	$(VENV)/pytest tests/unit tests/integration
