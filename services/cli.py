@@ -94,6 +94,30 @@ def _print_status(statuses: list[ServiceStatus], as_json: bool) -> None:
 
 
 @cli.group()
+def models() -> None:
+    """Build and inspect the models of the Triton repository."""
+
+
+@models.command("build")
+@click.option("--model", "names", multiple=True, help="Model to build (repeatable); all when omitted.")
+@click.option("--seed", default=0, show_default=True, help="Seed of data splits, initialisation and order.")
+@click.option("--replace", is_flag=True, help="Rebuild a version that already exists.")
+@click.pass_context
+def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace: bool) -> None:
+    """Train, evaluate and export models into the repository (version 1); prints held-out accuracy."""
+    from pipelines.registry import build_models
+
+    repo = Path.cwd() / _settings(ctx).triton.model_repository
+    for result in build_models(repo, list(names), seed=seed, replace=replace):
+        metrics = result.metrics
+        click.echo(
+            f"{result.model:<14} v{result.version}  held-out accuracy {metrics['accuracy']:.4f} "
+            f"on {metrics['samples']} samples, {metrics['classes']} classes, "
+            f"{metrics['build_seconds']}s  -> {result.path}"
+        )
+
+
+@cli.group()
 def config() -> None:
     """Inspect the settings."""
 

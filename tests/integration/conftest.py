@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.registry import BUILDERS, build_models
 from services.common.kafka_admin import KafkaAdmin
 from services.common.settings import Settings, load_settings
 from services.stack.local_stack import LocalStack
+from services.stack.triton_server import loadable_models
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +56,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield LocalStack(load_settings(), project_root=PROJECT_ROOT)
         return
     stack = LocalStack(stack_settings(tmp_path_factory.mktemp("stack")), project_root=PROJECT_ROOT)
+    ensure_models_built(PROJECT_ROOT / stack.settings.triton.model_repository)
     try:
         stack.up()
         yield stack
@@ -65,6 +68,13 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 def settings(local_stack: LocalStack) -> Settings:
     """Settings pointing at the session's stack."""
     return local_stack.settings
+
+
+def ensure_models_built(repo: Path) -> None:
+    """Build the models that have no version yet (a fresh clone has none), before Triton starts."""
+    missing = [name for name in BUILDERS if name not in loadable_models(repo)]
+    if missing:
+        build_models(repo, missing)
 
 
 def _slug(text: str) -> str:
