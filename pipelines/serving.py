@@ -17,12 +17,19 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from pipelines.models.text import encode, load_encoder
+from pipelines.preprocess.audio import decode_speech
 from pipelines.preprocess.errors import PayloadError
-from pipelines.preprocess.image import decode_digit
+from pipelines.preprocess.image import decode_digit, decode_imagenet
+from pipelines.preprocess.text import decode_text
 
 Outputs = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
-DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.float32]]] = {"digit": decode_digit}
+DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.float32]]] = {
+    "digit": decode_digit,
+    "imagenet": decode_imagenet,
+    "speech": decode_speech,
+}
 
 
 class Runner(Protocol):
@@ -53,6 +60,24 @@ class TensorRunner:
         return probabilities.float().cpu().numpy(), embedding.float().cpu().numpy()
 
 
+@dataclass
+class TextRunner:
+    """The MiniLM encoder followed by the exported TorchScript head."""
+
+    encoder: Any
+    head: torch.jit.ScriptModule
+    device: torch.device
+
+    def decode(self, payload: bytes) -> str:
+        return decode_text(payload)
+
+    @torch.inference_mode()
+    def forward(self, items: list[str]) -> Outputs:
+        embeddings = torch.from_numpy(encode(self.encoder, items)).to(self.device)
+        probabilities, embedding = self.head(embeddings)
+        return probabilities.float().cpu().numpy(), embedding.float().cpu().numpy()
+
+
 def load_runner(version_dir: Path, device: str) -> Runner:
     """The runner described by ``serving.json`` in a built version folder."""
     spec = json.loads((version_dir / "serving.json").read_text())
@@ -60,6 +85,9 @@ def load_runner(version_dir: Path, device: str) -> Runner:
     if spec["runner"] == "tensor":
         module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
         return TensorRunner(module.eval(), DECODERS[spec["decoder"]], torch_device)
+    if spec["runner"] == "text":
+        head = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
+        return TextRunner(load_encoder(device), head.eval(), torch_device)
     raise ValueError(f"unknown runner {spec['runner']!r} in {version_dir / 'serving.json'}")
 
 

@@ -10,6 +10,8 @@ APT_PACKAGES=(
   maven                   # resolves the Kafka jars from Maven Central
   libpython3.11           # Triton's Python backend stub links the system libpython
   python3-venv
+  espeak-ng               # synthesises the spoken-digit data set
+  fortunes                # the fortune categories of the text data set
 )
 
 missing=()
@@ -24,10 +26,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "setup: $PYTHON is older than 3.11; set PYTHON=/path/to/python3.11" >&2
+# Triton's Python backend stub links Debian's libpython3.11; the venv must sit on that same interpreter build,
+# or the stub runs Debian's libpython against another build's standard library (C extensions fail to load).
+PYTHON="${PYTHON:-/usr/bin/python3.11}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup: $PYTHON is not Python 3.11 (the Triton backend stub needs 3.11); set PYTHON=" >&2
   exit 1
+fi
+base="$("$PYTHON" -c 'import sys; print(sys.base_prefix)')"
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')" != "$base" ]; then
+  echo "setup: .venv was built on another Python; rebuilding it on $PYTHON"
+  rm -rf .venv
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 

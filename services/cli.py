@@ -104,17 +104,44 @@ def models() -> None:
 @click.option("--replace", is_flag=True, help="Rebuild a version that already exists.")
 @click.pass_context
 def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace: bool) -> None:
-    """Train, evaluate and export models into the repository (version 1); prints held-out accuracy."""
+    """Train, evaluate and export models (version 1) that are not built yet; prints held-out accuracy."""
     from pipelines.registry import build_models
 
     repo = Path.cwd() / _settings(ctx).triton.model_repository
     for result in build_models(repo, list(names), seed=seed, replace=replace):
         metrics = result.metrics
+        evaluation = metrics.get("evaluation", "held-out samples")
         click.echo(
-            f"{result.model:<14} v{result.version}  held-out accuracy {metrics['accuracy']:.4f} "
-            f"on {metrics['samples']} samples, {metrics['classes']} classes, "
+            f"{result.model:<14} v{result.version}  accuracy {metrics['accuracy']:.4f} on "
+            f"{metrics['samples']} {evaluation}, {metrics['classes']} classes, "
             f"{metrics['build_seconds']}s  -> {result.path}"
         )
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print ratios measured side by side in one run."""
+
+
+@bench.command("models")
+@click.option(
+    "--model", "names", multiple=True, help="Model to measure (repeatable); all built when omitted."
+)
+@click.option("--seconds", default=3.0, show_default=True, help="Measuring time of each figure.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (the default output is JSON too)."
+)
+@click.pass_context
+def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float, as_json: bool) -> None:
+    """Triton throughput at batch 1 and its best batch against in-process torch, per model."""
+    from services.bench.models import bench_models
+    from services.stack.triton_server import loadable_models
+
+    settings = _settings(ctx)
+    repo = Path.cwd() / settings.triton.model_repository
+    models = list(names) or [m for m in loadable_models(repo) if m != "healthcheck"]
+    report = bench_models(settings, repo, models, seconds)
+    click.echo(json.dumps(report, indent=None if as_json else 2))
 
 
 @cli.group()

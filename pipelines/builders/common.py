@@ -38,7 +38,7 @@ def finish_build(
     example: torch.Tensor,
     probabilities: npt.NDArray[np.float32],
     embeddings: npt.NDArray[np.float32],
-    truth: npt.NDArray[np.int64],
+    truth: npt.NDArray[np.int64] | None,
     labels: list[str],
     extra_metrics: dict[str, Any],
     seed: int,
@@ -46,9 +46,11 @@ def finish_build(
     replace: bool,
     extra_files: dict[str, Any] | None = None,
 ) -> BuildResult:
-    """Evaluate held-out predictions, trace the serving module, and write ``model_dir/<version>/``."""
-    predicted = probabilities.argmax(axis=1)
-    report = classification_report(truth, predicted, labels)
+    """Evaluate held-out predictions, trace the serving module, and write ``model_dir/<version>/``.
+
+    Without ``truth`` (a pretrained model checked another way) the caller's metrics stand alone.
+    """
+    report = classification_report(truth, probabilities.argmax(axis=1), labels) if truth is not None else {}
     mean, components = pca_projection(embeddings, EMBEDDING_DIMS)
     projected = (embeddings - mean) @ components.T
     serving = ServingModule(network.eval(), mean, components).eval()
@@ -57,30 +59,21 @@ def finish_build(
         with torch.inference_mode():
             traced = torch.jit.trace(serving, example, check_trace=False)  # type: ignore[no-untyped-call]
         traced.save(str(weights))
-        plot = Path(tmp) / "confusion.png"
-        matrix = np.array(report["confusion_matrix"]["rows_true_cols_predicted"])
-        plot_confusion(matrix, labels, f"{name}: held-out accuracy {report['accuracy']:.3f}", plot)
-        metrics = {
-            "model": name,
-            "version": version,
-            **report,
-            **extra_metrics,
-            "seed": seed,
-            "build_seconds": round(time.monotonic() - started, 1),
-        }
+        artifacts = {"model.pt": weights}
+        metrics = {"model": name, "version": version, **report, **extra_metrics, "seed": seed}
+        if report:
+            plot = Path(tmp) / "confusion.png"
+            matrix = np.array(report["confusion_matrix"]["rows_true_cols_predicted"])
+            plot_confusion(matrix, labels, f"{name}: held-out accuracy {report['accuracy']:.3f}", plot)
+            artifacts["confusion.png"] = plot
+        metrics["build_seconds"] = round(time.monotonic() - started, 1)
         files: dict[str, Any] = {
             "labels.json": labels,
             "metrics.json": metrics,
             "reference.json": reference_statistics(probabilities, projected.astype(np.float32), labels, seed),
             **(extra_files or {}),
         }
-        path = write_version(
-            model_dir,
-            version,
-            files=files,
-            artifacts={"model.pt": weights, "confusion.png": plot},
-            replace=replace,
-        )
+        path = write_version(model_dir, version, files=files, artifacts=artifacts, replace=replace)
     return BuildResult(name, version, path, metrics)
 
 

@@ -55,3 +55,27 @@ def encode_png(pixels: npt.NDArray[np.uint8]) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+IMAGENET_SIZE = 224
+IMAGENET_RESIZE = 256
+
+
+def imagenet_tensor(image: Image.Image) -> npt.NDArray[np.float32]:
+    """An RGB image resized (shorter side 256), centre-cropped to 224, scaled as EfficientNet-Lite expects."""
+    width, height = image.size
+    scale = IMAGENET_RESIZE / min(width, height)
+    image = image.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR
+    )
+    width, height = image.size
+    left, top = (width - IMAGENET_SIZE) // 2, (height - IMAGENET_SIZE) // 2
+    image = image.crop((left, top, left + IMAGENET_SIZE, top + IMAGENET_SIZE))
+    pixels = np.asarray(image, dtype=np.float32)
+    # EfficientNet-Lite was trained on (x - 127) / 128, not on ImageNet mean/std.
+    return ((pixels - 127.0) / 128.0).transpose(2, 0, 1).copy()
+
+
+def decode_imagenet(payload: bytes) -> npt.NDArray[np.float32]:
+    """PNG/JPEG bytes of a photo to EfficientNet-Lite0's ``[3, 224, 224]`` input."""
+    return imagenet_tensor(decode_image(payload, "RGB"))

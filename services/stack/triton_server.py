@@ -20,6 +20,9 @@ from services.common.errors import StackError
 from services.common.settings import Settings
 from services.stack.service import StackService
 
+# The wheel's backend stub links the distribution's libpython (Debian: /usr/lib/x86_64-linux-gnu).
+SYSTEM_PREFIX = "/usr"
+
 
 def pytriton_root() -> Path:
     """The installed ``pytriton`` package folder."""
@@ -69,6 +72,12 @@ class TritonServer(StackService):
         stub = root / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.exists():
             raise StackError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+        if sys.base_prefix != SYSTEM_PREFIX:
+            raise StackError(
+                f"this venv is built on the Python in {sys.base_prefix}, but the Triton backend stub links "
+                f"the system libpython{version} of {SYSTEM_PREFIX}; rebuild the venv with "
+                f"{SYSTEM_PREFIX}/bin/python{version} (make setup does)"
+            )
 
     @property
     def _backends(self) -> Path:

@@ -1,0 +1,118 @@
+"""Spoken digits "zero".."nine" synthesised with Debian's espeak-ng over accents, voice variants, speeds and
+pitches. Whole voice variants are held out, so the test split only has voices the model never heard."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ACCENTS = (
+    "en",
+    "en-us",
+    "en-us-nyc",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+)
+# Whispering variants carry no voicing at all; they are a different task, not another voice.
+EXCLUDED_VARIANTS = frozenset({"whisper", "whisperf"})
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One synthesised utterance as WAV bytes, with how it was made."""
+
+    wav: bytes
+    label: int
+    accent: str
+    variant: str
+    speed: int
+    pitch: int
+
+
+def espeak() -> str:
+    """Path of espeak-ng, or a clear error."""
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise FileNotFoundError("espeak-ng is not installed; run `make setup` (Debian package espeak-ng)")
+    return binary
+
+
+def voice_variants() -> list[str]:
+    """The voice variants espeak-ng ships, minus the whispering ones, sorted."""
+    listing = subprocess.run(
+        [espeak(), "--voices=variant"], capture_output=True, text=True, check=True
+    ).stdout
+    names = {
+        line.split()[4].removeprefix("!v/") for line in listing.splitlines()[1:] if len(line.split()) > 4
+    }
+    return sorted(names - EXCLUDED_VARIANTS)
+
+
+def synthesise(word: str, accent: str, variant: str, speed: int, pitch: int, workdir: Path) -> bytes:
+    """One utterance as a 22,050 Hz mono 16-bit WAV."""
+    out = workdir / f"{word}-{accent}-{variant}-{speed}-{pitch}.wav"
+    cmd = [espeak(), "-v", f"{accent}+{variant}", "-s", str(speed), "-p", str(pitch), "-w", str(out), word]
+    subprocess.run(cmd, capture_output=True, check=True)
+    data = out.read_bytes()
+    out.unlink()
+    return data
+
+
+@dataclass(frozen=True)
+class SpokenDigits:
+    """Training and held-out clips, and which variants were held out."""
+
+    train: list[Clip]
+    test: list[Clip]
+    held_out_variants: list[str]
+
+
+def make_spoken_digits(
+    seed: int,
+    *,
+    held_out_fraction: float = 0.2,
+    train_accents: int = 4,
+    test_accents: int = 3,
+    test_only: bool = False,
+) -> SpokenDigits:
+    """Synthesise the data set: for every (variant, word), a few random accents at random speed and pitch.
+
+    The plan depends only on ``seed``: ``test_only=True`` synthesises exactly the held-out clips of a build.
+    """
+    rng = np.random.default_rng(seed)
+    variants = voice_variants()
+    shuffled = list(rng.permutation(variants))
+    cut = max(1, round(len(variants) * held_out_fraction))
+    held_out, seen = sorted(shuffled[:cut]), sorted(shuffled[cut:])
+    jobs: list[tuple[str, int, str, str, int, int]] = []
+    for split, names, per in (("train", seen, train_accents), ("test", held_out, test_accents)):
+        for variant in names:
+            for label in range(len(WORDS)):
+                for accent in rng.choice(ACCENTS, size=per, replace=False):
+                    speed, pitch = int(rng.integers(120, 261)), int(rng.integers(20, 81))
+                    jobs.append((split, label, str(accent), variant, speed, pitch))
+    if test_only:
+        jobs = [job for job in jobs if job[0] == "test"]
+    clips: dict[str, list[Clip]] = {"train": [], "test": []}
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [
+            pool.submit(synthesise, WORDS[label], accent, variant, speed, pitch, Path(tmp))
+            for _, label, accent, variant, speed, pitch in jobs
+        ]
+        for job, future in tqdm(
+            zip(jobs, futures, strict=True), total=len(jobs), desc="espeak-ng", leave=False
+        ):
+            split, label, accent, variant, speed, pitch = job
+            clips[split].append(Clip(future.result(), label, accent, variant, speed, pitch))
+    return SpokenDigits(clips["train"], clips["test"], held_out)
