@@ -7,14 +7,12 @@ record with ``dlq-*`` headers added. Pure functions and value objects only: no I
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -387,8 +385,3 @@ def dead_letter(
         value=value or b"",
         original_headers=strip_dead_letter_headers(headers or ()),
     )
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """One compact JSON line, as the CLI prints events."""
-    return json.dumps(record, separators=(",", ":"), sort_keys=True)

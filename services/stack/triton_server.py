@@ -1,8 +1,9 @@
 """Triton Inference Server from the ``tritonserver`` binary inside PyPI's ``nvidia-pytriton`` wheel (CPU).
 
 The wheel ships the server, the Python backend and one backend stub per Python version. The stub embeds an
-isolated interpreter that finds its packages through the ``python3`` first on PATH, so the venv's ``bin`` goes
-first on PATH; the wheel's private shared libraries go on LD_LIBRARY_PATH.
+isolated interpreter (it ignores PYTHONPATH) that finds its packages through the ``python3`` first on PATH, so
+the venv's ``bin`` goes first on PATH and ``model.py`` imports this project through the venv's editable
+install; the wheel's private shared libraries go on LD_LIBRARY_PATH.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import sys
-import sysconfig
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -130,10 +130,6 @@ class TritonServer(StackService):
         env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
         libs = pytriton_root().parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [str(libs), env.get("LD_LIBRARY_PATH", "")] if p)
-        site_packages = sysconfig.get_paths()["purelib"]
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in [str(self.project_root), site_packages, env.get("PYTHONPATH", "")] if p
-        )
         return env
 
     def healthy(self) -> bool:

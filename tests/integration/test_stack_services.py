@@ -1,4 +1,4 @@
-"""Redis and Triton of the session's stack, through the real clients."""
+"""The services of the session's stack (Redis, Triton, Kafka topics), through the real clients."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from services.common.kafka_admin import KafkaAdmin
 from services.common.redis_store import redis_client
 from services.common.settings import Settings
 
@@ -83,3 +84,11 @@ def test_triton_refuses_an_unknown_model_with_a_clear_error(settings: Settings) 
             client.get_model_metadata("no-such-model")
     finally:
         client.close()
+
+
+def test_the_stack_created_every_contract_topic_with_the_configured_partitions(settings: Settings) -> None:
+    admin = KafkaAdmin(settings.kafka)
+    existing = admin.list_topics()
+    for topic in settings.topics.all():
+        assert topic in existing
+        assert admin.partition_count(topic) == settings.kafka.partitions
