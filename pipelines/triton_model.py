@@ -26,10 +26,18 @@ class TritonPythonModel:
 
     def execute(self, requests):
         payloads = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        try:
+            results = run_requests(self.runner, payloads)
+        except Exception as exc:  # noqa: BLE001 - a model failure: every request must still get a response
+            error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         responses = []
-        for result in run_requests(self.runner, payloads):
+        for result in results:
             if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+                # INVALID_ARG tells clients this payload will never succeed (dead-letter it), unlike
+                # UNAVAILABLE or INTERNAL, which are worth retrying.
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             tensors = [
                 pb_utils.Tensor(name, array.astype(dtype))

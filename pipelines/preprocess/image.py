@@ -33,7 +33,9 @@ def decode_image(payload: bytes, mode: str) -> Image.Image:
             return probe.convert(mode)
     except PayloadError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise PayloadError("cannot decode image: the data is not a recognisable PNG or JPEG image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise PayloadError(f"cannot decode image: {exc}") from None
 
 

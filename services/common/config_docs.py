@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -34,6 +35,8 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if isinstance(value, Path) and value.is_absolute() and str(value).startswith(str(Path.home())):
         return "~/" + str(value.relative_to(Path.home()))
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, tuple):
         return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     return str(value)

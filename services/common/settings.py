@@ -100,6 +100,27 @@ class ContractSettings(_Group):
     max_payload_bytes: int = Field(1024 * 1024, ge=1, description="Largest inline payload accepted.")
 
 
+class InferenceSettings(_Group):
+    """How requests are routed to models and how predictions are shaped."""
+
+    default_models: dict[str, str] = Field(
+        default_factory=lambda: {"image": "digits", "audio": "speech_digits", "text": "text_topics"},
+        description="Model per modality when an event names none (JSON object).",
+    )
+    allowed_models: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "image": ["digits", "imagenet"],
+            "audio": ["speech_digits"],
+            "text": ["text_topics"],
+        },
+        description="Models an event may name with ce_model, per modality (JSON object).",
+    )
+    top_k: int = Field(5, ge=1, le=100, description="How many classes a prediction lists.")
+    full_probabilities_max_classes: int = Field(
+        32, ge=0, description="Predictions carry the whole probability vector for label sets up to this size."
+    )
+
+
 class StackSettings(_Group):
     """The local stack started by ``dlstream stack up`` (no Docker)."""
 
@@ -142,6 +163,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     topics: TopicSettings = TopicSettings()
     contract: ContractSettings = ContractSettings()
+    inference: InferenceSettings = InferenceSettings()
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
 

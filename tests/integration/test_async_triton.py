@@ -1,0 +1,62 @@
+"""The async Triton adapter against the real Triton: results, versions, and errors sorted for retry or DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from pipelines.data.photos import photo
+from pipelines.preprocess.image import encode_png
+from services.common.errors import TransientError
+from services.common.settings import Settings
+from services.common.triton_client import AsyncTriton, PayloadRejected
+from tests.integration.conftest import PROJECT_ROOT
+
+
+def test_concurrent_payloads_come_back_with_their_model_version(settings: Settings) -> None:
+    labels = json.loads(
+        (PROJECT_ROOT / settings.triton.model_repository / "imagenet/1/labels.json").read_text()
+    )
+
+    async def run() -> list[str]:
+        client = AsyncTriton(settings.triton)
+        try:
+            payloads = [encode_png(photo(name)) for name in ("chelsea", "coffee", "rocket")]
+            results = await asyncio.gather(*(client.infer("imagenet", p) for p in payloads))
+        finally:
+            await client.close()
+        assert {r.model_version for r in results} == {"1"}
+        assert all(r.embedding.shape == (8,) for r in results)
+        return [labels[int(r.probabilities.argmax())] for r in results]
+
+    assert asyncio.run(run()) == ["tiger cat", "espresso", "missile"]
+
+
+def test_a_refused_payload_is_final_and_an_unknown_model_is_transient(settings: Settings) -> None:
+    async def run() -> None:
+        client = AsyncTriton(settings.triton)
+        try:
+            with pytest.raises(PayloadRejected, match="not valid UTF-8"):
+                await client.infer("text_topics", b"caf\xc3")
+            # While Triton (re)loads a model it answers "unknown model": never a reason to dead-letter.
+            with pytest.raises(TransientError, match="NOT_FOUND"):
+                await client.infer("not-loaded-model", b"x")
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_an_unreachable_triton_is_transient(settings: Settings) -> None:
+    async def run() -> None:
+        unreachable = settings.triton.model_copy(update={"grpc_port": 1, "request_timeout_s": 2.0})
+        client = AsyncTriton(unreachable)
+        try:
+            with pytest.raises(TransientError):
+                await client.infer("digits", b"x")
+        finally:
+            await client.close()
+
+    asyncio.run(run())

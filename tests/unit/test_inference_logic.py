@@ -1,0 +1,91 @@
+"""Routing events to models and shaping predictions: pure logic of the inference service."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.contract import Modality, PredictionEvent, RequestEvent, Timing, new_request
+from services.common.errors import ContractError, DeadLetterReason
+from services.common.settings import InferenceSettings
+from services.inference.predictions import build_prediction, top_k
+from services.inference.routing import choose_model, modality_of_topic
+
+SETTINGS = InferenceSettings()
+TIMING = Timing(queued_ms=1.0, inference_ms=2.0, total_ms=3.5)
+
+
+def _event(modality: Modality, model: str | None = None) -> RequestEvent:
+    return new_request(modality, b"x", content_type="text/plain", source="t", model=model)
+
+
+def test_events_without_a_model_go_to_the_modality_default() -> None:
+    assert choose_model(_event(Modality.IMAGE), SETTINGS) == "digits"
+    assert choose_model(_event(Modality.AUDIO), SETTINGS) == "speech_digits"
+    assert choose_model(_event(Modality.TEXT), SETTINGS) == "text_topics"
+
+
+def test_an_event_may_pick_another_model_of_its_modality() -> None:
+    assert choose_model(_event(Modality.IMAGE, "imagenet"), SETTINGS) == "imagenet"
+
+
+@pytest.mark.parametrize(("modality", "model"), [(Modality.TEXT, "digits"), (Modality.IMAGE, "nosuch")])
+def test_a_model_not_served_for_the_modality_is_an_unknown_model(modality: Modality, model: str) -> None:
+    with pytest.raises(ContractError, match="not served") as caught:
+        choose_model(_event(modality, model), SETTINGS)
+    assert caught.value.reason is DeadLetterReason.UNKNOWN_MODEL
+
+
+def test_topics_map_to_modalities() -> None:
+    topics = {"image": "events.image", "text": "events.text"}
+    assert modality_of_topic("events.text", topics) is Modality.TEXT
+    with pytest.raises(ContractError) as caught:
+        modality_of_topic("events.video", topics)
+    assert caught.value.reason is DeadLetterReason.UNKNOWN_TOPIC
+
+
+def test_top_k_is_best_first() -> None:
+    ranked = top_k(np.array([0.1, 0.6, 0.3], dtype=np.float32), ["a", "b", "c"], 2)
+    assert [(r.label, round(r.score, 2)) for r in ranked] == [("b", 0.6), ("c", 0.3)]
+    with pytest.raises(ValueError, match="2 labels"):
+        top_k(np.ones(3, dtype=np.float32), ["a", "b"], 1)
+
+
+def test_prediction_names_request_model_version_and_carries_small_label_sets_whole() -> None:
+    event = new_request(Modality.IMAGE, b"png", content_type="image/png", source="t")
+    probs = np.array([0.05, 0.9, 0.05], dtype=np.float32)
+    prediction = build_prediction(
+        event,
+        model="digits",
+        model_version="2",
+        labels=["0", "1", "2"],
+        probabilities=probs,
+        embedding=np.arange(8, dtype=np.float32),
+        timing=TIMING,
+        k=2,
+        full_probabilities_max_classes=32,
+    )
+    data = prediction.data
+    assert (data.request_id, data.model, data.model_version, data.label) == (event.id, "digits", "2", "1")
+    assert data.probabilities == pytest.approx([0.05, 0.9, 0.05])
+    assert len(data.top_k) == 2
+    assert prediction.to_kafka().key == event.id.encode()
+    assert PredictionEvent.from_kafka(prediction.to_kafka().value) == prediction
+
+
+def test_large_label_sets_carry_only_the_top_k() -> None:
+    event = new_request(Modality.IMAGE, b"png", content_type="image/png", source="t")
+    probs = np.full(1000, 1 / 1000, dtype=np.float32)
+    prediction = build_prediction(
+        event,
+        model="imagenet",
+        model_version="1",
+        labels=[str(i) for i in range(1000)],
+        probabilities=probs,
+        embedding=np.zeros(8, dtype=np.float32),
+        timing=TIMING,
+        k=5,
+        full_probabilities_max_classes=32,
+    )
+    assert prediction.data.probabilities is None
+    assert len(prediction.data.top_k) == 5
