@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up down status lint typecheck unit integration test
+.PHONY: help setup models up down status docs lint typecheck unit integration test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ down: ## stop every process of the local stack
 status: ## show the local stack's processes and health
 	$(VENV)/dlstream stack status
 
+docs: setup ## regenerate the README's configuration table from the settings
+	$(VENV)/python scripts/update_readme_config.py
+
 lint: setup ## ruff lint and format check
 	$(VENV)/ruff check services pipelines tests
 	$(VENV)/ruff format --check services pipelines tests
@@ -37,7 +40,7 @@ integration: setup ## integration tests against a real stack started on free por
 	$(VENV)/pytest tests/integration
 
 test: setup ## everything CI runs: lint, types, unit and integration tests
-	$(VENV)/ruff check services pipelines tests
-	$(VENV)/ruff format --check services pipelines tests
+	$(VENV)/ruff check services pipelines tests scripts
+	$(VENV)/ruff format --check services pipelines tests scripts
 	$(VENV)/mypy
 	$(VENV)/pytest tests/unit tests/integration

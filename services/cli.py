@@ -119,6 +119,31 @@ def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace:
 
 
 @cli.group()
+def inference() -> None:
+    """The inference workers (Faust)."""
+
+
+@inference.command("run")
+@click.pass_context
+def inference_run(ctx: click.Context) -> None:
+    """Run one inference worker until SIGTERM (finishes the batch in flight, commits, exits)."""
+    import faust
+    from prometheus_client import start_http_server
+
+    from services.inference.app import build_app
+    from services.inference.metrics import InferenceMetrics
+
+    settings = _settings(ctx)
+    metrics = InferenceMetrics()
+    if settings.inference.metrics_port:
+        start_http_server(
+            settings.inference.metrics_port, addr=settings.triton.host, registry=metrics.registry
+        )
+    app = build_app(settings, repository=Path.cwd() / settings.triton.model_repository, metrics=metrics)
+    faust.Worker(app, loglevel=settings.log.level.lower()).execute_from_commandline()
+
+
+@cli.group()
 def bench() -> None:
     """Benchmarks that print ratios measured side by side in one run."""
 

@@ -119,6 +119,17 @@ class InferenceSettings(_Group):
     full_probabilities_max_classes: int = Field(
         32, ge=0, description="Predictions carry the whole probability vector for label sets up to this size."
     )
+    group_id: str = Field(
+        "dlstream-inference", description="Consumer group (and Faust app id) of the workers."
+    )
+    max_batch: int = Field(64, ge=1, description="Most events a worker takes from the stream at once.")
+    max_wait_ms: float = Field(20.0, gt=0, description="Longest wait to fill a batch before processing it.")
+    retry_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a transient failure.")
+    retry_max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
+    web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of a worker (health: /health).")
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Prometheus metrics port of a worker; 0: none."
+    )
 
 
 class StackSettings(_Group):

@@ -143,6 +143,8 @@ class KafkaBroker(StackService):
                     "auto.create.topics.enable=false",
                     "delete.topic.enable=true",
                     "log.retention.hours=168",
+                    # Room above the contract's payload limit: oversize events arrive and are dead-lettered.
+                    "message.max.bytes=16777216",
                     "",
                 ]
             )
@@ -159,8 +161,8 @@ class KafkaBroker(StackService):
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            _cluster_id(),
+            # One argument with "=": a generated id may begin with "-", which argparse takes for an option.
+            f"--cluster-id={_cluster_id()}",
             "--config",
             str(self._properties),
             "--standalone",

@@ -1,0 +1,184 @@
+"""The inference step: a batch of consumed records in, exactly one prediction or dead letter per record out.
+
+Records that break the contract, name a model not served, or carry a payload the model refuses become dead
+letters. Transient failures (Triton down, a model reloading) are retried with exponential backoff for as long
+as they last; the batch is not finished, so nothing is committed and consumption waits (backpressure).
+``process`` returns only after every outcome is acknowledged by Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from services.common.contract import KafkaRecord, RequestEvent, Timing, dead_letter, parse_request
+from services.common.errors import ContractError, TransientError
+from services.common.settings import Settings
+from services.common.triton_client import Inference
+from services.inference.metrics import InferenceMetrics
+from services.inference.predictions import build_prediction
+from services.inference.routing import choose_model, modality_of_topic
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    """A record as consumed, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class Sink(Protocol):
+    """Where outcomes go; ``send_all`` returns once Kafka acknowledged every record."""
+
+    async def send_all(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        """Produce ``(topic, record)`` pairs and wait for all acknowledgements."""
+
+
+Infer = Callable[[str, bytes], Awaitable[Inference]]
+
+
+@lru_cache(maxsize=64)
+def _labels(repository: Path, model: str, version: str) -> tuple[str, ...]:
+    return tuple(json.loads((repository / model / version / "labels.json").read_text()))
+
+
+class InferenceProcessor:
+    """Decides and produces the outcome of every record of a batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        infer: Infer,
+        sink: Sink,
+        metrics: InferenceMetrics,
+        *,
+        repository: Path,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.infer = infer
+        self.sink = sink
+        self.metrics = metrics
+        self.repository = repository
+        self.sleep = sleep
+        t = settings.topics
+        self.request_topics = {"image": t.image, "audio": t.audio, "text": t.text}
+
+    async def process(self, records: Sequence[ConsumedRecord]) -> None:
+        """Produce one outcome per record; returns after Kafka acknowledged all of them."""
+        self.metrics.batch_size.observe(len(records))
+        outcomes: list[tuple[str, KafkaRecord] | None] = [None] * len(records)
+        pending: dict[int, tuple[RequestEvent, str]] = {}
+        for i, record in enumerate(records):
+            self.metrics.events_in.labels(topic=record.topic).inc()
+            try:
+                modality = modality_of_topic(record.topic, self.request_topics)
+                event = parse_request(
+                    record.value,
+                    record.headers,
+                    modality=modality,
+                    max_payload_bytes=self.settings.contract.max_payload_bytes,
+                )
+                pending[i] = (event, choose_model(event, self.settings.inference))
+            except ContractError as error:
+                outcomes[i] = self._dead_letter(record, error)
+        started = time.monotonic()
+        results = await self._infer_with_retry(pending)
+        inference_ms = (time.monotonic() - started) * 1000
+        for i, result in results.items():
+            event, _ = pending[i]
+            if isinstance(result, ContractError):
+                outcomes[i] = self._dead_letter(records[i], result)
+            else:
+                outcomes[i] = self._prediction(event, result, inference_ms)
+        produced = [o for o in outcomes if o is not None]
+        assert len(produced) == len(records), "every record must have an outcome"
+        await self.sink.send_all(produced)
+        dead = sum(1 for topic, _ in produced if topic == self.settings.topics.dlq)
+        log.info(
+            "inference.batch",
+            events=len(records),
+            predictions=len(records) - dead,
+            dead_letters=dead,
+            inference_ms=round(inference_ms, 1),
+        )
+
+    async def _infer_with_retry(
+        self, pending: dict[int, tuple[RequestEvent, str]]
+    ) -> dict[int, Inference | ContractError]:
+        results: dict[int, Inference | ContractError] = {}
+        todo = dict(pending)
+        delay = self.settings.inference.retry_initial_s
+        while todo:
+            indices = list(todo)
+            began = time.monotonic()
+            answers = await asyncio.gather(
+                *(self.infer(todo[i][1], todo[i][0].data) for i in indices), return_exceptions=True
+            )
+            self.metrics.triton_seconds.observe(time.monotonic() - began)
+            transient = []
+            for i, answer in zip(indices, answers, strict=True):
+                if isinstance(answer, Inference | ContractError):
+                    results[i] = answer
+                    del todo[i]
+                elif isinstance(answer, TransientError):
+                    transient.append(str(answer))
+                else:
+                    raise answer  # a bug, not an outcome: crash, and the batch is redelivered
+            if todo:
+                self.metrics.retries.inc()
+                log.warning("inference.retry", events=len(todo), wait_s=round(delay, 2), error=transient[0])
+                await self.sleep(delay)
+                delay = min(delay * 2, self.settings.inference.retry_max_s)
+        return results
+
+    def _prediction(
+        self, event: RequestEvent, result: Inference, inference_ms: float
+    ) -> tuple[str, KafkaRecord]:
+        now = datetime.now(UTC)
+        total_ms = max(0.0, (now - event.time).total_seconds() * 1000)
+        prediction = build_prediction(
+            event,
+            model=result.model,
+            model_version=result.model_version,
+            labels=_labels(self.repository, result.model, result.model_version),
+            probabilities=result.probabilities,
+            embedding=result.embedding,
+            timing=Timing(
+                queued_ms=max(0.0, total_ms - inference_ms), inference_ms=inference_ms, total_ms=total_ms
+            ),
+            k=self.settings.inference.top_k,
+            full_probabilities_max_classes=self.settings.inference.full_probabilities_max_classes,
+        )
+        self.metrics.predictions_out.labels(model=result.model).inc()
+        topic = f"{self.settings.topics.predictions_prefix}{event.modality.value}"
+        return topic, prediction.to_kafka()
+
+    def _dead_letter(self, record: ConsumedRecord, error: ContractError) -> tuple[str, KafkaRecord]:
+        self.metrics.dead_letters.labels(reason=error.reason.value).inc()
+        letter = dead_letter(
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            error=error,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+        )
+        return self.settings.topics.dlq, letter.to_kafka()

@@ -1,0 +1,68 @@
+"""The workers' producer: acks=all and idempotent, so an outcome is durable before its offset is committed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.common.contract import KafkaRecord
+from services.common.errors import TransientError
+from services.common.settings import KafkaSettings
+
+
+def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
+    """aiokafka connection options from the settings."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+class KafkaSink:
+    """Sends outcomes and waits for every acknowledgement."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._producer = AIOKafkaProducer(
+            **aiokafka_options(settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            # A dead letter keeps the original payload, which may be over the contract's limit.
+            max_request_size=MAX_RECORD_BYTES,
+        )
+
+    async def start(self) -> None:
+        """Connect."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        await self._producer.stop()
+
+    async def send_all(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        """Produce every record; returns when all are acknowledged.
+
+        Raises:
+            TransientError: Kafka refused or timed out; the batch is not done.
+        """
+        try:
+            futures = [
+                await self._producer.send(topic, value=r.value, key=r.key, headers=r.headers)
+                for topic, r in records
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise TransientError(f"producing outcomes failed: {exc}") from exc
