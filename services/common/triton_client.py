@@ -76,13 +76,6 @@ class AsyncTriton:
             raise TransientError(f"Triton {model} answered without {OUTPUTS}")
         return Inference(model, str(response.model_version), probabilities[0], embedding[0])
 
-    async def ready(self, model: str) -> bool:
-        """True when Triton serves ``model``."""
-        try:
-            return bool(await self._client.is_model_ready(model))
-        except InferenceServerException:
-            return False
-
     async def close(self) -> None:
         """Close the channel."""
         await self._client.close()

@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.common.contract import KafkaRecord
 from services.common.errors import TransientError
+from services.common.kafka_admin import client_options
 from services.common.settings import KafkaSettings
-
-
-def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
-    """aiokafka connection options from the settings."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    return options
-
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 
@@ -36,7 +21,8 @@ class KafkaSink:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._producer = AIOKafkaProducer(
-            **aiokafka_options(settings),
+            # aiokafka takes the same connection options as kafka-python.
+            **client_options(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
