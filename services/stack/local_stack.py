@@ -47,13 +47,14 @@ class LocalStack:
 
     def __init__(self, settings: Settings, *, project_root: Path) -> None:
         self.settings = settings
-        self.project_root = project_root
         self.run_dir = (project_root / settings.stack.run_dir).resolve()
         self.processes = ProcessGroup()
         available: dict[str, StackService] = {
             "kafka": KafkaBroker(self.run_dir, settings),
             "redis": RedisServer(self.run_dir, settings),
-            "triton": TritonServer(self.run_dir, settings, project_root=project_root),
+            "triton": TritonServer(
+                self.run_dir, settings, repository=(project_root / settings.triton.model_repository).resolve()
+            ),
         }
         self.services: dict[str, StackService] = {name: available[name] for name in settings.stack.services}
 

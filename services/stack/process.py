@@ -46,13 +46,18 @@ class ProcessRecord:
         return cls(**raw)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def _read_stat(path: Path) -> list[str] | None:
+    """Fields 3 onward of a /proc stat file (state first), or None when it is gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = path.read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name in field 2 may hold spaces and parentheses; everything after the last ')' is fixed.
     return raw[raw.rindex(")") + 2 :].split()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    return _read_stat(Path(f"/proc/{pid}/stat"))
 
 
 def start_ticks(pid: int) -> int | None:
@@ -71,11 +76,8 @@ def _alive(pid: int, fields: list[str]) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     for task in tasks:
-        try:
-            raw = (task / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if raw[raw.rindex(")") + 2] != "Z":
+        task_fields = _read_stat(task / "stat")
+        if task_fields is not None and task_fields[0] != "Z":
             return True
     return False
 

@@ -49,11 +49,10 @@ class TritonServer(StackService):
 
     name = "triton"
 
-    def __init__(self, run_dir: Path, settings: Settings, *, project_root: Path) -> None:
+    def __init__(self, run_dir: Path, settings: Settings, *, repository: Path) -> None:
         super().__init__(run_dir)
         self.settings = settings
-        self.project_root = project_root
-        self.repository = (project_root / settings.triton.model_repository).resolve()
+        self.repository = repository
 
     def ports(self) -> dict[str, tuple[str, int]]:
         t = self.settings.triton
