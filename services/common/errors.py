@@ -43,3 +43,7 @@ class TransientError(DlstreamError):
 
 class StackError(DlstreamError):
     """The local stack could not be installed, started, checked or stopped."""
+
+
+class ClientError(DlstreamError):
+    """A client command was given something it cannot send or read (a missing file, an unknown type)."""

@@ -7,8 +7,9 @@ field, e.g. ``DLSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Nothing here is r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -127,6 +128,10 @@ class InferenceSettings(_Group):
     retry_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a transient failure.")
     retry_max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of a worker (health: /health).")
+    lag_interval_s: float = Field(5.0, gt=0, description="How often a worker measures its consumer lag.")
+    data_dir: Path = Field(
+        Path(".dlstream/faust"), description="Faust's data folder of a worker (one subfolder per group)."
+    )
     metrics_port: int = Field(
         9108, ge=0, le=65535, description="Prometheus metrics port of a worker; 0: none."
     )
@@ -146,8 +151,9 @@ class StackSettings(_Group):
     kafka_heap: str = Field("768m", description="JVM heap of the local broker (-Xmx).")
     start_timeout_s: float = Field(120.0, gt=0, description="How long `up` waits for each service's health.")
     stop_timeout_s: float = Field(30.0, gt=0, description="How long `down` waits before SIGKILL.")
-    services: tuple[Literal["kafka", "redis", "triton"], ...] = Field(
-        ("kafka", "redis", "triton"), description="Which services `stack up` starts."
+    services: tuple[Literal["kafka", "redis", "triton", "inference"], ...] = Field(
+        ("kafka", "redis", "triton", "inference"),
+        description="Which services `stack up` starts (inference: one worker).",
     )
 
 
@@ -187,6 +193,32 @@ class Settings(BaseSettings):
         if self.kafka.security_protocol == "PLAINTEXT":
             raise ValueError("production refuses Kafka PLAINTEXT; set DLSTREAM_KAFKA__SECURITY_PROTOCOL")
         return self
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``DLSTREAM_*`` variables that make a child process load these same settings (secrets too)."""
+    env: dict[str, str] = {"DLSTREAM_ENVIRONMENT": settings.environment}
+    for group_name in type(settings).model_fields:
+        group = getattr(settings, group_name)
+        if not isinstance(group, BaseModel):
+            continue
+        for field_name in type(group).model_fields:
+            value = _env_value(getattr(group, field_name))
+            if value is not None:
+                env[f"DLSTREAM_{group_name.upper()}__{field_name.upper()}"] = value
+    return env
+
+
+def _env_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)
+    return str(value)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -26,4 +26,10 @@ class InferenceMetrics:
         )
         self.triton_seconds = Histogram(
             "dlstream_triton_seconds", "Triton round trip of a batch.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "dlstream_consumer_lag",
+            "Records of an assigned partition not yet committed by the worker's group.",
+            ["topic", "partition"],
+            registry=r,
         )

@@ -2,7 +2,8 @@
 
 Records that break the contract, name a model not served, or carry a payload the model refuses become dead
 letters. Transient failures (Triton down, a model reloading) are retried with exponential backoff for as long
-as they last; the batch is not finished, so nothing is committed and consumption waits (backpressure).
+as they last, and so is producing the outcomes; the batch is not finished, so nothing is committed and
+consumption waits (backpressure).
 ``process`` returns only after every outcome is acknowledged by Kafka.
 """
 
@@ -24,6 +25,7 @@ from services.common.contract import KafkaRecord, RequestEvent, Timing, dead_let
 from services.common.errors import ContractError, TransientError
 from services.common.settings import Settings
 from services.common.triton_client import Inference
+from services.inference.health import WorkerState
 from services.inference.metrics import InferenceMetrics
 from services.inference.predictions import build_prediction
 from services.inference.routing import choose_model, modality_of_topic
@@ -69,6 +71,7 @@ class InferenceProcessor:
         metrics: InferenceMetrics,
         *,
         repository: Path,
+        state: WorkerState | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
@@ -76,6 +79,7 @@ class InferenceProcessor:
         self.sink = sink
         self.metrics = metrics
         self.repository = repository
+        self.state = state or WorkerState()
         self.sleep = sleep
         t = settings.topics
         self.request_topics = {"image": t.image, "audio": t.audio, "text": t.text}
@@ -109,8 +113,10 @@ class InferenceProcessor:
                 outcomes[i] = self._prediction(event, result, inference_ms)
         produced = [o for o in outcomes if o is not None]
         assert len(produced) == len(records), "every record must have an outcome"
-        await self.sink.send_all(produced)
+        await self._send_with_retry(produced)
         dead = sum(1 for topic, _ in produced if topic == self.settings.topics.dlq)
+        self.state.batches += 1
+        self.state.last_batch_at = time.monotonic()
         log.info(
             "inference.batch",
             events=len(records),
@@ -142,11 +148,33 @@ class InferenceProcessor:
                 else:
                     raise answer  # a bug, not an outcome: crash, and the batch is redelivered
             if todo:
-                self.metrics.retries.inc()
                 log.warning("inference.retry", events=len(todo), wait_s=round(delay, 2), error=transient[0])
-                await self.sleep(delay)
-                delay = min(delay * 2, self.settings.inference.retry_max_s)
+                delay = await self._back_off(delay)
+        self.state.retrying_since = None
         return results
+
+    async def _back_off(self, delay: float) -> float:
+        """Wait ``delay`` seconds and return the next, longer wait."""
+        self.metrics.retries.inc()
+        if self.state.retrying_since is None:
+            self.state.retrying_since = time.monotonic()
+        await self.sleep(delay)
+        return min(delay * 2, self.settings.inference.retry_max_s)
+
+    async def _send_with_retry(self, produced: Sequence[tuple[str, KafkaRecord]]) -> None:
+        # Resending after a failed acknowledgement may duplicate a record; the SDK drops duplicates by id.
+        delay = self.settings.inference.retry_initial_s
+        while True:
+            try:
+                await self.sink.send_all(produced)
+            except TransientError as error:
+                log.warning(
+                    "inference.send_retry", records=len(produced), wait_s=round(delay, 2), error=str(error)
+                )
+                delay = await self._back_off(delay)
+            else:
+                self.state.retrying_since = None
+                return
 
     def _prediction(
         self, event: RequestEvent, result: Inference, inference_ms: float

@@ -1,4 +1,4 @@
-"""The local stack: Kafka, Redis and Triton as child processes of one run directory.
+"""The local stack: Kafka, Redis, Triton and an inference worker as child processes of one run directory.
 
 State lives in the run directory (one JSON record per child), so ``up``, ``status`` and ``down`` work from
 separate invocations of the CLI, and a second stack with another run directory and other ports can run beside.
@@ -17,6 +17,7 @@ import structlog
 from services.common.errors import StackError
 from services.common.net import port_open
 from services.common.settings import Settings
+from services.stack.inference_worker import InferenceWorker
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
 from services.stack.redis_server import RedisServer
@@ -49,12 +50,12 @@ class LocalStack:
         self.settings = settings
         self.run_dir = (project_root / settings.stack.run_dir).resolve()
         self.processes = ProcessGroup()
+        repository = (project_root / settings.triton.model_repository).resolve()
         available: dict[str, StackService] = {
             "kafka": KafkaBroker(self.run_dir, settings),
             "redis": RedisServer(self.run_dir, settings),
-            "triton": TritonServer(
-                self.run_dir, settings, repository=(project_root / settings.triton.model_repository).resolve()
-            ),
+            "triton": TritonServer(self.run_dir, settings, repository=repository),
+            "inference": InferenceWorker(self.run_dir, settings, repository=repository),
         }
         self.services: dict[str, StackService] = {name: available[name] for name in settings.stack.services}
 
@@ -139,15 +140,19 @@ class LocalStack:
             raise StackError(f"{name} was not started by this stack")
         self.processes.signal(record, sig)
 
+    def stop(self, name: str) -> None:
+        """Stop one service (SIGTERM, SIGKILL after the stop timeout) and forget it; ``start`` restarts it."""
+        record = self.record(name)
+        if record is None:
+            return
+        self.processes.stop(record, self.settings.stack.stop_timeout_s)
+        self._record_path(name).unlink(missing_ok=True)
+        log.info("stack.stopped", service=name, pid=record.pid)
+
     def down(self) -> None:
         """Stop every recorded child (reverse start order) and forget it."""
         for name in reversed(list(self.services)):
-            record = self.record(name)
-            if record is None:
-                continue
-            self.processes.stop(record, self.settings.stack.stop_timeout_s)
-            self._record_path(name).unlink(missing_ok=True)
-            log.info("stack.stopped", service=name, pid=record.pid)
+            self.stop(name)
 
     def log_lines(self, name: str, lines: int) -> Iterator[str]:
         """The last ``lines`` lines of a service's log."""

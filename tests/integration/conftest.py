@@ -44,7 +44,13 @@ def stack_settings(run_dir: Path) -> Settings:
         kafka={"bootstrap_servers": f"127.0.0.1:{kafka}", "partitions": 6},
         redis={"port": redis_port, "password": secrets.token_urlsafe(16)},
         triton={"http_port": http, "grpc_port": grpc, "metrics_port": metrics},
-        stack={"run_dir": run_dir, "kafka_controller_port": controller, "kafka_heap": "512m"},
+        # Each test starts the workers it needs, on its own topics.
+        stack={
+            "run_dir": run_dir,
+            "kafka_controller_port": controller,
+            "kafka_heap": "512m",
+            "services": ("kafka", "redis", "triton"),
+        },
     )
 
 

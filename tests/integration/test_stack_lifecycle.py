@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,14 +67,16 @@ def test_broker_sigkilled_and_restarted_keeps_every_acknowledged_record(
     assert sorted(values) == sorted(f"record {i}" for i in range(RECORDS))
 
 
-def test_a_second_stack_on_other_ports_starts_healthy_and_down_leaves_no_process(tmp_path: Path) -> None:
-    kafka, controller, redis_port, http, grpc, metrics = free_ports(6)
+def test_a_second_stack_with_a_worker_starts_healthy_and_down_leaves_no_process(tmp_path: Path) -> None:
+    kafka, controller, redis_port, http, grpc, metrics, web, worker_metrics = free_ports(8)
     settings = load_settings(
         environment="test",
         kafka={"bootstrap_servers": f"127.0.0.1:{kafka}", "partitions": 2},
         redis={"port": redis_port},
         triton={"http_port": http, "grpc_port": grpc, "metrics_port": metrics},
+        inference={"web_port": web, "metrics_port": worker_metrics, "group_id": f"second-{web}"},
         stack={
+            "services": ("kafka", "redis", "triton", "inference"),
             "run_dir": tmp_path / "second",
             "kafka_controller_port": controller,
             "kafka_heap": "256m",
@@ -84,9 +87,11 @@ def test_a_second_stack_on_other_ports_starts_healthy_and_down_leaves_no_process
         statuses = stack.up()
         assert all(s.ok for s in statuses), statuses
         pids = [s.pid for s in statuses if s.pid is not None]
-        assert len(pids) == 3
+        assert len(pids) == 4
         assert any(len(group_members(pid)) > 1 for pid in pids), "Triton's backend stub runs in its group"
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=5) as response:
+            assert b"dlstream_events_in" in response.read()
     finally:
         stack.down()
     assert all(group_members(pid) == [] for pid in pids)
-    assert [s.state for s in stack.status()] == ["stopped"] * 3
+    assert [s.state for s in stack.status()] == ["stopped"] * 4

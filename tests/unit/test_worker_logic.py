@@ -1,0 +1,107 @@
+"""The worker's health report, lag arithmetic and retries of the outcome producer (fakes, no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.contract import KafkaRecord, Modality, new_request
+from services.common.errors import TransientError
+from services.common.settings import Settings, load_settings, settings_env
+from services.common.triton_client import Inference
+from services.inference.health import WorkerState, partition_lag
+from services.inference.metrics import InferenceMetrics
+from services.inference.processor import ConsumedRecord, InferenceProcessor
+
+
+def test_health_is_503_until_the_agent_runs_and_while_it_stops() -> None:
+    state = WorkerState()
+    assert state.health(0.0)[0] == 503
+    state.started = True
+    code, body = state.health(0.0)
+    assert (code, body["status"]) == (200, "ok")
+    state.stopping = True
+    assert state.health(0.0) == (503, {**body, "status": "stopping"})
+
+
+def test_a_worker_waiting_out_an_outage_is_alive_and_says_so() -> None:
+    state = WorkerState(started=True, retrying_since=10.0, last_batch_at=4.0, lag={"t/0": 5, "t/1": 7})
+    code, body = state.health(12.5)
+    assert code == 200
+    assert body["status"] == "retrying"
+    assert body["retrying_for_s"] == 2.5
+    assert body["seconds_since_last_batch"] == 8.5
+    assert body["consumer_lag"] == 12
+
+
+@pytest.mark.parametrize(
+    ("end", "committed", "position", "lag"),
+    [
+        (100, 60, None, 40),
+        (100, None, 90, 10),
+        (100, 100, None, 0),
+        (None, 5, 5, None),
+        (50, None, None, None),
+    ],
+)
+def test_lag_is_end_offset_minus_committed_offset(
+    end: int | None, committed: int | None, position: int | None, lag: int | None
+) -> None:
+    assert partition_lag(end, committed, position) == lag
+
+
+def test_settings_survive_the_trip_through_a_child_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = load_settings(
+        redis={"password": "s3cret"},
+        inference={"default_models": {"image": "imagenet", "audio": "a", "text": "t"}, "max_batch": 8},
+        stack={"services": ("kafka", "redis")},
+    )
+    for name, value in settings_env(original).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original
+
+
+class FlakySink:
+    """Refuses the first ``failures`` sends, then keeps what it is given."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[tuple[str, KafkaRecord]] = []
+
+    async def send_all(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("broker unavailable")
+        self.sent.extend(records)
+
+
+def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges(tmp_path: Path) -> None:
+    (tmp_path / "text_topics" / "1").mkdir(parents=True)
+    (tmp_path / "text_topics" / "1" / "labels.json").write_text('["a", "b"]')
+    settings: Settings = load_settings()
+    waits: list[float] = []
+
+    async def infer(model: str, payload: bytes) -> Inference:
+        return Inference(model, "1", np.array([0.2, 0.8], dtype=np.float32), np.zeros(8, dtype=np.float32))
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    sink = FlakySink(failures=3)
+    state = WorkerState(started=True)
+    processor = InferenceProcessor(
+        settings, infer, sink, InferenceMetrics(), repository=tmp_path, state=state, sleep=sleep
+    )
+    record = new_request(Modality.TEXT, b"hello", content_type="text/plain", source="t").to_kafka()
+    consumed = ConsumedRecord("events.text", 0, 0, record.key, record.value, record.headers)
+    asyncio.run(processor.process([consumed]))
+    assert [topic for topic, _ in sink.sent] == ["predictions.text"]
+    assert waits == [0.2, 0.4, 0.8]
+    assert state.retrying_since is None
+    assert state.batches == 1
