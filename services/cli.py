@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from services.common.config_docs import markdown_table
+from services.common.contract import Modality
 from services.common.errors import DlstreamError
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
@@ -72,7 +73,7 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
 
 
 @stack.command("logs")
-@click.argument("service", type=click.Choice(["kafka", "redis", "triton"]))
+@click.argument("service", type=click.Choice(["kafka", "redis", "triton", "inference"]))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many of the last lines.")
 @click.pass_context
 def stack_logs(ctx: click.Context, service: str, lines: int) -> None:
@@ -90,7 +91,7 @@ def _print_status(statuses: list[ServiceStatus], as_json: bool) -> None:
         return
     for s in statuses:
         ports = " ".join(f"{purpose}={host}:{port}" for purpose, (host, port) in s.ports.items())
-        click.echo(f"{s.name:<8} {s.state:<10} pid={s.pid or '-':<8} {ports}")
+        click.echo(f"{s.name:<10} {s.state:<10} pid={s.pid or '-':<8} {ports}")
 
 
 @cli.group()
@@ -141,6 +142,140 @@ def inference_run(ctx: click.Context) -> None:
         )
     app = build_app(settings, repository=Path.cwd() / settings.triton.model_repository, metrics=metrics)
     faust.Worker(app, loglevel=settings.log.level.lower()).execute_from_commandline()
+
+
+MODALITY = click.Choice([m.value for m in Modality])
+
+
+@cli.command("publish")
+@click.argument("modality", type=MODALITY)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--rate", type=float, help="Events per second (as fast as possible when omitted).")
+@click.option("--model", help="Ask for this model (ce_model) instead of the modality's default.")
+@click.option("--lines", is_flag=True, help="Text: one event per non-empty line instead of per file.")
+@click.option("--print-ids", is_flag=True, help="Print one JSON line {id, path} per event sent.")
+@click.pass_context
+def publish(
+    ctx: click.Context,
+    modality: str,
+    paths: tuple[Path, ...],
+    rate: float | None,
+    model: str | None,
+    lines: bool,
+    print_ids: bool,
+) -> None:
+    """Publish files, or the files of folders, as request events (progress bar on stderr)."""
+    from services.client.files import expand_paths
+    from services.client.publisher import Publisher, file_payloads
+
+    kind = Modality(modality)
+    files = expand_paths(paths, kind)
+    with Publisher(_settings(ctx)) as publisher:
+        sent = publisher.publish_all(
+            kind,
+            file_payloads(files, kind, lines=lines),
+            rate=rate,
+            model=model,
+            total=None if lines else len(files),
+        )
+    if print_ids:
+        for event, item in sent:
+            click.echo(json.dumps({"id": event.id, "path": item.origin}))
+    click.echo(f"published {len(sent)} {modality} events to {publisher.topic(kind)}", err=True)
+
+
+@cli.command("subscribe")
+@click.option("--modality", "modalities", multiple=True, type=MODALITY, help="Only these (repeatable).")
+@click.option("--follow", is_flag=True, help="Keep waiting for new predictions (Ctrl-C to stop).")
+@click.option("--id", "ids", multiple=True, help="Only this request id (repeatable); ends once all are seen.")
+@click.option("--latest", is_flag=True, help="Start at the end of the topics instead of the beginning.")
+@click.option("--idle-timeout", type=float, help="With --follow: stop after this many seconds without news.")
+@click.pass_context
+def subscribe_cmd(
+    ctx: click.Context,
+    modalities: tuple[str, ...],
+    follow: bool,
+    ids: tuple[str, ...],
+    latest: bool,
+    idle_timeout: float | None,
+) -> None:
+    """Print predictions as JSON lines, each request id once (redeliveries are dropped)."""
+    from services.client.subscriber import subscribe
+
+    for prediction in subscribe(
+        _settings(ctx),
+        modalities=[Modality(m) for m in modalities] or list(Modality),
+        follow=follow,
+        ids=ids,
+        start="latest" if latest else "beginning",
+        idle_timeout_s=idle_timeout,
+    ):
+        click.echo(prediction.model_dump_json())
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter topic."""
+
+
+@dlq.command("list")
+@click.option("--reason", "reasons", multiple=True, help="Only this dlq-reason (repeatable).")
+@click.option("--id", "ids", multiple=True, help="Only this request id (repeatable).")
+@click.pass_context
+def dlq_list(ctx: click.Context, reasons: tuple[str, ...], ids: tuple[str, ...]) -> None:
+    """Print dead letters as JSON lines (reason, error, source, headers; payload by size)."""
+    from services.client.dlq import dead_letters
+
+    for stored in dead_letters(_settings(ctx), reasons=reasons, ids=ids):
+        click.echo(json.dumps(stored.summary()))
+
+
+@dlq.command("replay")
+@click.option("--reason", "reasons", multiple=True, help="Only this dlq-reason (repeatable).")
+@click.option("--id", "ids", multiple=True, help="Only this request id (repeatable).")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed, send nothing.")
+@click.pass_context
+def dlq_replay(ctx: click.Context, reasons: tuple[str, ...], ids: tuple[str, ...], dry_run: bool) -> None:
+    """Send matching dead letters back to their source topics (after fixing what made them fail)."""
+    from services.client.dlq import dead_letters, replay
+    from services.client.publisher import Publisher
+
+    settings = _settings(ctx)
+    letters = list(dead_letters(settings, reasons=reasons, ids=ids))
+    if dry_run:
+        for stored in letters:
+            click.echo(json.dumps(stored.summary()))
+        return
+    with Publisher(settings) as publisher:
+        count = replay(publisher, letters)
+    click.echo(f"replayed {count} dead letters", err=True)
+
+
+@cli.command("demo")
+@click.option("--per-modality", default=30, show_default=True, help="Held-out samples sent per modality.")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Events per second.")
+@click.option(
+    "--timeout", default=60.0, show_default=True, help="Give up after this long without a prediction."
+)
+@click.pass_context
+def demo(ctx: click.Context, per_modality: int, rate: float, timeout: float) -> None:
+    """Stream held-out samples of every modality through the running stack and show the predictions."""
+    from services.client.demo import run_demo
+
+    settings = _settings(ctx)
+    score = run_demo(
+        settings,
+        Path.cwd() / settings.triton.model_repository,
+        per_modality=per_modality,
+        rate=rate,
+        timeout_s=timeout,
+        show=click.echo,
+    )
+    for modality, received in score.received.items():
+        click.echo(f"{modality}: {received} predictions, {score.correct[modality]} match the true label")
+    expected = per_modality * len(Modality)
+    if sum(score.received.values()) < expected:
+        raise DlstreamError(f"only {sum(score.received.values())} of {expected} predictions arrived")
 
 
 @cli.group()
@@ -194,3 +329,7 @@ def main() -> None:
     except DlstreamError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The SDK's producer: request events in CloudEvents binary mode, acknowledged by every in-sync replica."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from tqdm import tqdm
+
+from services.client.files import content_type_for
+from services.client.pacing import Pacer
+from services.common.contract import Modality, RequestEvent, new_request
+from services.common.errors import TransientError
+from services.common.kafka_admin import client_options
+from services.common.settings import Settings
+
+SOURCE = "dlstream/client"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One payload to publish and what it is."""
+
+    data: bytes
+    content_type: str
+    origin: str
+
+
+def file_payloads(paths: Iterable[Path], modality: Modality, *, lines: bool = False) -> Iterator[Outgoing]:
+    """One payload per file, or per non-empty line of each text file when ``lines`` is set."""
+    for path in paths:
+        content_type = content_type_for(path, modality)
+        data = path.read_bytes()
+        if lines:
+            for number, line in enumerate(data.splitlines(), start=1):
+                if line.strip():
+                    yield Outgoing(line, content_type, f"{path}:{number}")
+        else:
+            yield Outgoing(data, content_type, str(path))
+
+
+class Publisher:
+    """Publishes request events to the modality's topic; use as a context manager (flushes on exit)."""
+
+    def __init__(self, settings: Settings, *, source: str = SOURCE) -> None:
+        self.settings = settings
+        self.source = source
+        self._failures: list[BaseException] = []
+        self._producer = KafkaProducer(
+            **client_options(settings.kafka),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=max(1024 * 1024, 2 * settings.contract.max_payload_bytes),
+            client_id="dlstream-publisher",
+        )
+
+    def topic(self, modality: Modality) -> str:
+        """The request topic of ``modality``."""
+        t = self.settings.topics
+        return {Modality.IMAGE: t.image, Modality.AUDIO: t.audio, Modality.TEXT: t.text}[modality]
+
+    def publish(
+        self,
+        modality: Modality,
+        data: bytes,
+        *,
+        content_type: str,
+        model: str | None = None,
+        event_id: str | None = None,
+    ) -> RequestEvent:
+        """Send one request (asynchronously; :meth:`flush` waits for the acknowledgements)."""
+        event = new_request(
+            modality, data, content_type=content_type, source=self.source, model=model, event_id=event_id
+        )
+        record = event.to_kafka()
+        self.send_record(self.topic(modality), record.key, record.value, record.headers)
+        return event
+
+    def send_record(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Send a raw record (e.g. a replayed dead letter)."""
+        try:
+            future: Any = self._producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError as exc:
+            raise TransientError(f"publishing to {topic} failed: {exc}") from exc
+        future.add_errback(self._failures.append)
+
+    def publish_all(
+        self,
+        modality: Modality,
+        payloads: Iterable[Outgoing],
+        *,
+        rate: float | None = None,
+        model: str | None = None,
+        total: int | None = None,
+        progress: bool = True,
+    ) -> list[tuple[RequestEvent, Outgoing]]:
+        """Send every payload at ``rate`` events per second (or flat out), with a progress bar."""
+        pacer = Pacer(rate)
+        sent: list[tuple[RequestEvent, Outgoing]] = []
+        with tqdm(total=total, desc=f"publish {modality.value}", unit="ev", disable=not progress) as bar:
+            for item in payloads:
+                pacer.wait()
+                sent.append(
+                    (self.publish(modality, item.data, content_type=item.content_type, model=model), item)
+                )
+                bar.update()
+        self.flush()
+        return sent
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every record sent so far is acknowledged.
+
+        Raises:
+            TransientError: Kafka refused a record or did not acknowledge in time.
+        """
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise TransientError(f"flushing the publisher failed: {exc}") from exc
+        if self._failures:
+            first, count = self._failures[0], len(self._failures)
+            self._failures.clear()
+            raise TransientError(f"{count} records were not acknowledged; first error: {first}")
+
+    def close(self) -> None:
+        """Flush and disconnect."""
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=10)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

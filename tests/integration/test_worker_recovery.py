@@ -1,0 +1,178 @@
+"""Crashes and outages around a real worker: at-least-once delivery, nothing lost, nothing dead-lettered."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.contract import Modality
+from services.common.settings import Settings
+from services.stack.local_stack import LocalStack
+from tests.integration.conftest import TopicFactory
+from tests.integration.workers import (
+    Sample,
+    Worker,
+    deployment_settings,
+    held_out_events,
+    producer,
+    raw_outcomes,
+    send_samples,
+    wait_for_predictions,
+)
+
+
+@pytest.fixture
+def deployed(settings: Settings, topics: TopicFactory, group_id: str) -> Settings:
+    return deployment_settings(settings, topics, group_id)
+
+
+@pytest.fixture
+def workers(deployed: Settings, tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def start_worker(deployed: Settings, tmp_path: Path, workers: list[Worker]) -> Worker:
+    worker = Worker(deployed, tmp_path / f"worker-{len(workers)}.log").start()
+    workers.append(worker)
+    return worker
+
+
+def mixed(images: int, audio: int, text: int) -> list[Sample]:
+    """Events of all three modalities, interleaved."""
+    streams = [
+        held_out_events(Modality.IMAGE, images),
+        held_out_events(Modality.AUDIO, audio),
+        held_out_events(Modality.TEXT, text),
+    ]
+    out: list[Sample] = []
+    for i in range(max(images, audio, text)):
+        out += [s[i] for s in streams if i < len(s)]
+    return out
+
+
+def produce(deployed: Settings, samples: list[Sample]) -> None:
+    kafka = producer(deployed)
+    try:
+        send_samples(kafka, deployed, samples)
+        kafka.flush(timeout=60)
+    finally:
+        kafka.close(timeout=10)
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def wait_for_count(deployed: Settings, at_least: int, timeout_s: float = 120.0) -> int:
+    """Block until the test's prediction topics hold ``at_least`` records; returns the count seen."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        count = len(raw_outcomes(deployed)[0])
+        if count >= at_least:
+            return count
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {at_least} predictions after {timeout_s}s")
+
+
+def test_worker_sigkilled_mid_stream_and_restarted_loses_nothing(
+    deployed: Settings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    samples = mixed(images=3500, audio=1000, text=500)
+    ids = {s.event.id for s in samples}
+    produce(deployed, samples)
+    first = start_worker(deployed, tmp_path, workers)
+    seen_at_kill = wait_for_count(deployed, 1500)
+    first.kill()
+    assert seen_at_kill < len(samples), "the worker finished before it could be killed"
+
+    second = start_worker(deployed, tmp_path, workers)
+    found = wait_for_predictions(deployed, ids)
+    assert second.running, f"the restarted worker died; see {second.log_path}"
+    assert set(found) == ids, f"{len(ids - set(found))} events have no prediction"
+    predictions, letters = raw_outcomes(deployed)
+    assert letters == []
+    repeats = Counter(p.data.request_id for p in predictions)
+    print(
+        f"killed after {seen_at_kill} predictions; {sum(repeats.values()) - len(ids)} redelivered duplicates"
+    )
+
+
+def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(
+    deployed: Settings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    samples = mixed(images=2000, audio=500, text=0)
+    ids = {s.event.id for s in samples}
+    produce(deployed, samples)
+    first = start_worker(deployed, tmp_path, workers)
+    wait_for_count(deployed, 500)
+    began = time.monotonic()
+    assert first.terminate(timeout_s=60) == 0
+    drained_s = time.monotonic() - began
+    done_before = len(raw_outcomes(deployed)[0])
+    assert done_before < len(samples), "the worker finished before the signal"
+
+    start_worker(deployed, tmp_path, workers)
+    found = wait_for_predictions(deployed, ids)
+    assert set(found) == ids
+    predictions, letters = raw_outcomes(deployed)
+    assert letters == []
+    # Everything the first worker took was finished and committed, so nothing is delivered twice.
+    repeats = Counter(p.data.request_id for p in predictions)
+    assert max(repeats.values()) == 1, f"{sum(repeats.values()) - len(ids)} duplicates after a graceful stop"
+    print(f"SIGTERM after {done_before} predictions; exit 0 in {drained_s:.1f}s; no duplicates")
+
+
+def test_triton_stopped_for_15s_mid_stream_loses_nothing_and_dead_letters_nothing(
+    deployed: Settings, local_stack: LocalStack, tmp_path: Path, workers: list[Worker]
+) -> None:
+    if "triton" not in local_stack.services or local_stack.record("triton") is None:
+        pytest.skip("needs a stack started by the tests (not DLSTREAM_TEST_ATTACH)")
+    samples = mixed(images=1200, audio=400, text=100)
+    ids = {s.event.id for s in samples}
+    worker = start_worker(deployed, tmp_path, workers)
+
+    def produce_steadily() -> None:
+        kafka = producer(deployed)
+        try:
+            for start in range(0, len(samples), 50):  # about 20 s of traffic, outage in the middle
+                send_samples(kafka, deployed, samples[start : start + 50])
+                kafka.flush(timeout=60)
+                time.sleep(0.6)
+        finally:
+            kafka.close(timeout=10)
+
+    traffic = threading.Thread(target=produce_steadily)
+    traffic.start()
+    try:
+        wait_for_count(deployed, 200)
+        local_stack.stop("triton")
+        stopped_with = len(raw_outcomes(deployed)[0])
+        time.sleep(15)
+        during = len(raw_outcomes(deployed)[0])
+        assert '"retrying"' in fetch(f"http://127.0.0.1:{deployed.inference.web_port}/health"), (
+            "the worker should report that it waits for Triton"
+        )
+        local_stack.start("triton")
+    finally:
+        traffic.join()
+    found = wait_for_predictions(deployed, ids)
+    assert worker.running, f"the worker died; see {worker.log_path}"
+    assert set(found) == ids, f"{len(ids - set(found))} events have no prediction"
+    assert raw_outcomes(deployed)[1] == [], "a Triton outage must never dead-letter an event"
+    metrics = fetch(f"http://127.0.0.1:{deployed.inference.metrics_port}/metrics")
+    retries = [line for line in metrics.splitlines() if line.startswith("dlstream_inference_retries_total")]
+    assert retries, metrics
+    assert float(retries[0].split()[-1]) > 0
+    print(f"outage: {stopped_with} predictions at stop, {during} after 15 s, all {len(ids)} in the end")

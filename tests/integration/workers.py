@@ -1,0 +1,190 @@
+"""Per-test deployments of the inference worker: own topics, own group, own ports, a real worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+
+from pipelines.samples import held_out_payloads
+from services.client.subscriber import subscribe
+from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
+from services.common.kafka_admin import client_options
+from services.common.settings import Settings, settings_env
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory, free_ports
+
+CONTENT_TYPES = {Modality.IMAGE: "image/png", Modality.AUDIO: "audio/wav", Modality.TEXT: "text/plain"}
+MODELS = {Modality.IMAGE: "digits", Modality.AUDIO: "speech_digits", Modality.TEXT: "text_topics"}
+
+
+def deployment_settings(
+    settings: Settings, topics: TopicFactory, group_id: str, **inference: Any
+) -> Settings:
+    """The session's settings with this test's request, prediction and dead-letter topics and group."""
+    names = {m: topics.create(f"events.{m}") for m in ("image", "audio", "text")}
+    for m in ("image", "audio", "text"):
+        topics.create(f"predictions.{m}")
+    dlq = topics.create("dlq")
+    web, metrics = free_ports(2)
+    return settings.model_copy(
+        update={
+            "topics": settings.topics.model_copy(
+                update={**names, "predictions_prefix": f"{topics.prefix}.predictions.", "dlq": dlq}
+            ),
+            "inference": settings.inference.model_copy(
+                update={"group_id": group_id, "web_port": web, "metrics_port": metrics, **inference}
+            ),
+        }
+    )
+
+
+@dataclass
+class Worker:
+    """``dlstream inference run`` as its own process (own session, so a SIGKILL takes only it)."""
+
+    settings: Settings
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> Worker:
+        """Start the process (not waiting for it to be ready: events wait in Kafka)."""
+        env = {**os.environ, **settings_env(self.settings)}
+        env["DLSTREAM_TRITON__MODEL_REPOSITORY"] = str(PROJECT_ROOT / "model_repo")
+        env["DLSTREAM_INFERENCE__DATA_DIR"] = str(self.log_path.parent / "faust")
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "inference", "run"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True while the process lives."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no commit."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._close_log()
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
+        finally:
+            self._close_log()
+        return code
+
+    def stop(self) -> None:
+        """Stop it if it still runs (test teardown)."""
+        if self.running:
+            self.terminate()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A held-out sample sent as an event, and its true label index."""
+
+    modality: Modality
+    event: RequestEvent
+    label: int
+
+
+@cache
+def _held_out(modality: Modality) -> tuple[list[bytes], list[int]]:
+    payloads, labels = held_out_payloads(MODELS[modality], 0)
+    assert labels is not None
+    return payloads, labels
+
+
+def held_out_events(modality: Modality, count: int, *, source: str = "tests/good") -> list[Sample]:
+    """``count`` events cycling through the model's held-out samples (each event its own id)."""
+    payloads, labels = _held_out(modality)
+    samples = []
+    for i in range(count):
+        j = i % len(payloads)
+        event = new_request(modality, payloads[j], content_type=CONTENT_TYPES[modality], source=source)
+        samples.append(Sample(modality, event, labels[j]))
+    return samples
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    """An acks=all idempotent producer that can send oversize payloads (to test their dead letters)."""
+    return KafkaProducer(
+        **client_options(settings.kafka),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=4 * 1024 * 1024,
+    )
+
+
+def request_topic(settings: Settings, modality: Modality) -> str:
+    """The request topic of ``modality`` in these settings."""
+    t = settings.topics
+    return {Modality.IMAGE: t.image, Modality.AUDIO: t.audio, Modality.TEXT: t.text}[modality]
+
+
+def send_samples(kafka: KafkaProducer, settings: Settings, samples: Iterable[Sample]) -> None:
+    """Produce the samples' events to their request topics (not flushed)."""
+    for sample in samples:
+        record = sample.event.to_kafka()
+        kafka.send(
+            request_topic(settings, sample.modality),
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+        )
+
+
+def raw_outcomes(settings: Settings) -> tuple[list[PredictionEvent], list[DeadLetter]]:
+    """Every prediction (duplicates included) and dead letter in the test's topics right now."""
+    from services.client.reader import read_records
+
+    t = settings.topics
+    predictions: list[PredictionEvent] = []
+    letters: list[DeadLetter] = []
+    topics = [f"{t.predictions_prefix}{m.value}" for m in Modality] + [t.dlq]
+    for record in read_records(settings.kafka, topics):
+        if record.topic == t.dlq:
+            letters.append(DeadLetter.from_kafka(record.key, record.value, record.headers))
+        else:
+            predictions.append(PredictionEvent.from_kafka(record.value))
+    return predictions, letters
+
+
+def wait_for_predictions(
+    settings: Settings, ids: set[str], *, idle_timeout_s: float = 60.0
+) -> dict[str, PredictionEvent]:
+    """One prediction per request id, as the SDK delivers them, until all ``ids`` arrived or none came for
+    ``idle_timeout_s``."""
+    found = subscribe(settings, ids=ids, follow=True, idle_timeout_s=idle_timeout_s)
+    return {prediction.data.request_id: prediction for prediction in found}
