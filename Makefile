@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up down status docs lint typecheck unit integration test
+.PHONY: help setup models up demo down status bench docs lint typecheck unit integration test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -14,8 +14,15 @@ setup: ## install apt packages, the venv and the Kafka jars (idempotent)
 models: setup ## build the models that are not built yet (all four from nothing: about 5 minutes)
 	$(VENV)/dlstream models build
 
-up: models ## the main job: build missing models, start the local stack (Kafka, Redis, Triton), wait until healthy
+up: models ## the main job: build missing models, start Kafka, Redis, Triton and a worker, stream a demo set
 	$(VENV)/dlstream stack up
+	$(VENV)/dlstream demo
+
+demo: ## stream held-out samples of every modality through the running stack and show the predictions
+	$(VENV)/dlstream demo
+
+bench: ## streaming benchmark on the running stack: pipeline vs direct Triton vs a naive agent, latency
+	$(VENV)/dlstream bench stream
 
 down: ## stop every process of the local stack
 	$(VENV)/dlstream stack down

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -138,7 +139,7 @@ def inference_run(ctx: click.Context) -> None:
     metrics = InferenceMetrics()
     if settings.inference.metrics_port:
         start_http_server(
-            settings.inference.metrics_port, addr=settings.triton.host, registry=metrics.registry
+            settings.inference.metrics_port, addr=settings.inference.bind_host, registry=metrics.registry
         )
     app = build_app(settings, repository=Path.cwd() / settings.triton.model_repository, metrics=metrics)
     faust.Worker(app, loglevel=settings.log.level.lower()).execute_from_commandline()
@@ -301,6 +302,32 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
     repo = Path.cwd() / settings.triton.model_repository
     models = list(names) or [m for m in loadable_models(repo) if m != "healthcheck"]
     report = bench_models(settings, repo, models, seconds)
+    click.echo(json.dumps(report, indent=None if as_json else 2))
+
+
+@bench.command("stream")
+@click.option("--model", default="digits", show_default=True, help="Image model to measure.")
+@click.option("--events", default=3000, show_default=True, help="Events of the throughput runs.")
+@click.option("--naive-events", default=1000, show_default=True, help="Events of the naive agent's run.")
+@click.option("--latency-seconds", default=10.0, show_default=True, help="Length of the fixed-load run.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on one line.")
+@click.pass_context
+def bench_stream_cmd(
+    ctx: click.Context, model: str, events: int, naive_events: int, latency_seconds: float, as_json: bool
+) -> None:
+    """Pipeline vs direct Triton vs a naive one-event-at-a-time agent, and latency at half load."""
+    from services.bench.stream import bench_stream
+
+    settings = _settings(ctx)
+    report = bench_stream(
+        settings,
+        Path.cwd() / settings.triton.model_repository,
+        model=model,
+        events=events,
+        naive_events=naive_events,
+        latency_seconds=latency_seconds,
+        work_dir=Path.cwd() / ".dlstream" / "bench" / time.strftime("%Y%m%d-%H%M%S"),
+    )
     click.echo(json.dumps(report, indent=None if as_json else 2))
 
 

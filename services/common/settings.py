@@ -125,9 +125,18 @@ class InferenceSettings(_Group):
     )
     max_batch: int = Field(64, ge=1, description="Most events a worker takes from the stream at once.")
     max_wait_ms: float = Field(20.0, gt=0, description="Longest wait to fill a batch before processing it.")
+    pipeline_depth: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Batches a worker holds at once (one in Triton, the others being produced).",
+    )
     retry_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a transient failure.")
     retry_max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of a worker (health: /health).")
+    bind_host: str = Field(
+        "127.0.0.1", description="Address the web and metrics ports bind (0.0.0.0 in containers)."
+    )
     lag_interval_s: float = Field(5.0, gt=0, description="How often a worker measures its consumer lag.")
     data_dir: Path = Field(
         Path(".dlstream/faust"), description="Faust's data folder of a worker (one subfolder per group)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,27 @@ from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
 from services.inference.health import WorkerState, partition_lag
 from services.inference.metrics import InferenceMetrics
-from services.inference.processor import ConsumedRecord, InferenceProcessor
+from services.inference.processor import ConsumedRecord, Decision, InferenceProcessor
 from services.inference.sink import KafkaSink
+
+
+def consumed(event: Any) -> ConsumedRecord:
+    """The record of a Faust event, with where it came from."""
+    message = event.message
+    return ConsumedRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=list(message.headers or []),
+    )
 
 
 def build_app(
     settings: Settings, *, repository: Path, metrics: InferenceMetrics, state: WorkerState | None = None
 ) -> faust.App:
-    """The worker app: one agent over the three request topics, micro-batched with ``take_events``.
+    """The worker app: one agent over the three request topics, micro-batched with ``noack_take``.
 
     On SIGTERM Faust stops fetching, waits until every event already taken is acknowledged (the agent finishes
     its batch, which returns only after its outcomes are acknowledged by Kafka), commits and exits.
@@ -33,7 +47,8 @@ def build_app(
         value_serializer="raw",
         key_serializer="raw",
         web_port=inference.web_port,
-        web_host=settings.triton.host,
+        web_bind=inference.bind_host,
+        web_host=inference.bind_host,
         datadir=str(inference.data_dir / inference.group_id),
         store="memory://",
         topic_replication_factor=settings.kafka.replication_factor,
@@ -56,23 +71,40 @@ def build_app(
         processor = InferenceProcessor(
             settings, triton.infer, sink, metrics, repository=repository, state=worker_state
         )
+        # Triton works on one batch while the outcomes of earlier ones are produced: the next batch is taken
+        # as soon as Triton is free, so it holds whatever arrived meanwhile (large under load, small when
+        # idle). At most ``pipeline_depth - 1`` batches wait for Kafka's acknowledgement at once.
+        deliveries = asyncio.Semaphore(max(1, inference.pipeline_depth - 1))
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def deliver(events: list[Any], decision: Decision) -> None:
+            try:
+                await processor.deliver(decision)
+                # Only now may these offsets be committed.
+                for event in events:
+                    await stream.ack(event)
+            finally:
+                deliveries.release()
+
+        def reap() -> None:
+            for task in [t for t in in_flight if t.done()]:
+                in_flight.discard(task)
+                task.result()  # a bug in a delivery crashes the agent; its events are redelivered
+
         worker_state.started = True
         try:
-            async for events in stream.take_events(inference.max_batch, within=inference.max_wait_ms / 1000):
-                records = [
-                    ConsumedRecord(
-                        topic=e.message.topic,
-                        partition=e.message.partition,
-                        offset=e.message.offset,
-                        key=e.message.key,
-                        value=e.message.value,
-                        headers=list(e.message.headers or []),
-                    )
-                    for e in events
-                ]
-                await processor.process(records)
+            async for events in stream.noack_take(inference.max_batch, within=inference.max_wait_ms / 1000):
+                reap()
+                taken = list(events)
+                decision = await processor.decide([consumed(e) for e in taken])
+                await deliveries.acquire()
+                in_flight.add(asyncio.create_task(deliver(taken, decision)))
+            await asyncio.gather(*in_flight)
         finally:
             worker_state.stopping = True
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
             await sink.stop()
             await triton.close()
 

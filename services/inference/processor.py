@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -55,6 +55,19 @@ class Sink(Protocol):
 Infer = Callable[[str, bytes], Awaitable[Inference]]
 
 
+@dataclass
+class Decision:
+    """A batch after Triton: for each record index, its event and inference, or why it is a dead letter.
+
+    Shaping the outcomes is left to :meth:`InferenceProcessor.deliver`, so that it runs while Triton already
+    works on the next batch.
+    """
+
+    records: list[ConsumedRecord]
+    results: dict[int, tuple[RequestEvent, Inference] | ContractError] = field(default_factory=dict)
+    inference_ms: float = 0.0
+
+
 @lru_cache(maxsize=64)
 def _labels(repository: Path, model: str, version: str) -> tuple[str, ...]:
     return tuple(json.loads((repository / model / version / "labels.json").read_text()))
@@ -86,8 +99,12 @@ class InferenceProcessor:
 
     async def process(self, records: Sequence[ConsumedRecord]) -> None:
         """Produce one outcome per record; returns after Kafka acknowledged all of them."""
+        await self.deliver(await self.decide(records))
+
+    async def decide(self, records: Sequence[ConsumedRecord]) -> Decision:
+        """Validate every record and run the valid ones through Triton (retried while it is unavailable)."""
         self.metrics.batch_size.observe(len(records))
-        outcomes: list[tuple[str, KafkaRecord] | None] = [None] * len(records)
+        decision = Decision(records=list(records))
         pending: dict[int, tuple[RequestEvent, str]] = {}
         for i, record in enumerate(records):
             self.metrics.events_in.labels(topic=record.topic).inc()
@@ -101,29 +118,33 @@ class InferenceProcessor:
                 )
                 pending[i] = (event, choose_model(event, self.settings.inference))
             except ContractError as error:
-                outcomes[i] = self._dead_letter(record, error)
+                decision.results[i] = error
         started = time.monotonic()
-        results = await self._infer_with_retry(pending)
-        inference_ms = (time.monotonic() - started) * 1000
-        for i, result in results.items():
-            event, _ = pending[i]
+        for i, result in (await self._infer_with_retry(pending)).items():
+            decision.results[i] = result if isinstance(result, ContractError) else (pending[i][0], result)
+        decision.inference_ms = (time.monotonic() - started) * 1000
+        return decision
+
+    def outcomes(self, decision: Decision) -> list[tuple[str, KafkaRecord]]:
+        """The prediction or dead letter of every record of a decided batch, in order."""
+        assert len(decision.results) == len(decision.records), "every record must have an outcome"
+        produced = []
+        for i, record in enumerate(decision.records):
+            result = decision.results[i]
             if isinstance(result, ContractError):
-                outcomes[i] = self._dead_letter(records[i], result)
+                produced.append(self._dead_letter(record, result))
             else:
-                outcomes[i] = self._prediction(event, result, inference_ms)
-        produced = [o for o in outcomes if o is not None]
-        assert len(produced) == len(records), "every record must have an outcome"
+                produced.append(self._prediction(*result, decision.inference_ms))
+        return produced
+
+    async def deliver(self, decision: Decision) -> None:
+        """Produce the outcomes; returns once Kafka acknowledged all of them (retried while it cannot)."""
+        produced = self.outcomes(decision)
         await self._send_with_retry(produced)
         dead = sum(1 for topic, _ in produced if topic == self.settings.topics.dlq)
         self.state.batches += 1
         self.state.last_batch_at = time.monotonic()
-        log.info(
-            "inference.batch",
-            events=len(records),
-            predictions=len(records) - dead,
-            dead_letters=dead,
-            inference_ms=round(inference_ms, 1),
-        )
+        log.info("inference.batch", events=len(produced), predictions=len(produced) - dead, dead_letters=dead)
 
     async def _infer_with_retry(
         self, pending: dict[int, tuple[RequestEvent, str]]

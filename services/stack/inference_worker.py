@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from services.common.settings import Settings, settings_env
+from services.common.settings import Settings
+from services.inference.launch import worker_argv, worker_env
 from services.stack.service import StackService
 
 
@@ -24,7 +23,7 @@ class InferenceWorker(StackService):
 
     def ports(self) -> dict[str, tuple[str, int]]:
         i = self.settings.inference
-        host = self.settings.triton.host
+        host = i.bind_host
         ports = {"web": (host, i.web_port)}
         if i.metrics_port:
             ports["metrics"] = (host, i.metrics_port)
@@ -34,14 +33,10 @@ class InferenceWorker(StackService):
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "services.cli", "inference", "run"]
+        return worker_argv()
 
     def env(self) -> dict[str, str]:
-        # The worker runs in the stack's folder: every path it needs is made absolute here.
-        env = {**os.environ, **settings_env(self.settings)}
-        env["DLSTREAM_TRITON__MODEL_REPOSITORY"] = str(self.repository)
-        env["DLSTREAM_INFERENCE__DATA_DIR"] = str(self.dir / "faust")
-        return env
+        return worker_env(self.settings, repository=self.repository, data_dir=self.dir / "faust")
 
     def healthy(self) -> bool:
         host, port = self.ports()["web"]

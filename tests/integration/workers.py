@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,7 +17,8 @@ from pipelines.samples import held_out_payloads
 from services.client.subscriber import subscribe
 from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
 from services.common.kafka_admin import client_options
-from services.common.settings import Settings, settings_env
+from services.common.settings import Settings
+from services.inference.launch import worker_argv, worker_env
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory, free_ports
 
 CONTENT_TYPES = {Modality.IMAGE: "image/png", Modality.AUDIO: "audio/wav", Modality.TEXT: "text/plain"}
@@ -57,12 +57,12 @@ class Worker:
 
     def start(self) -> Worker:
         """Start the process (not waiting for it to be ready: events wait in Kafka)."""
-        env = {**os.environ, **settings_env(self.settings)}
-        env["DLSTREAM_TRITON__MODEL_REPOSITORY"] = str(PROJECT_ROOT / "model_repo")
-        env["DLSTREAM_INFERENCE__DATA_DIR"] = str(self.log_path.parent / "faust")
+        env = worker_env(
+            self.settings, repository=PROJECT_ROOT / "model_repo", data_dir=self.log_path.parent / "faust"
+        )
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "inference", "run"],
+            worker_argv(),
             cwd=PROJECT_ROOT,
             env=env,
             stdout=self._log,

@@ -1,0 +1,84 @@
+"""The baseline of ``dlstream bench stream``: a plain Faust agent that handles one event at a time.
+
+What a first version usually looks like: for each event, validate it, await Triton, shape the same
+prediction and ``send`` it through Faust's producer. No micro-batching, no concurrency, no outcome handling
+beyond that. Run as ``python -m services.bench.naive_agent`` with the usual ``DLSTREAM_*`` settings.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from services.common.contract import Modality, Timing, parse_request
+from services.common.logs import configure_logging
+from services.common.settings import Settings, load_settings
+from services.common.triton_client import AsyncTriton
+from services.inference.predictions import build_prediction
+
+
+def build_naive_app(settings: Settings) -> faust.App:
+    """A Faust app with one agent over the image request topic, one event per iteration."""
+    inference = settings.inference
+    inference.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        inference.group_id,
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        datadir=str(inference.data_dir / inference.group_id),
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+    )
+    requests = app.topic(settings.topics.image, key_type=bytes, value_type=bytes)
+    predictions = app.topic(f"{settings.topics.predictions_prefix}image", key_type=bytes, value_type=bytes)
+    model = inference.default_models["image"]
+    repository = Path(settings.triton.model_repository)
+
+    @app.agent(requests)
+    async def infer(stream: Any) -> None:
+        triton = AsyncTriton(settings.triton)
+        labels: dict[str, list[str]] = {}
+        async for event in stream.events():
+            request = parse_request(
+                event.value,
+                list(event.message.headers or []),
+                modality=Modality.IMAGE,
+                max_payload_bytes=settings.contract.max_payload_bytes,
+            )
+            result = await triton.infer(model, request.data)
+            if result.model_version not in labels:
+                path = repository / model / result.model_version / "labels.json"
+                labels[result.model_version] = json.loads(path.read_text())
+            total_ms = (datetime.now(UTC) - request.time).total_seconds() * 1000
+            prediction = build_prediction(
+                request,
+                model=result.model,
+                model_version=result.model_version,
+                labels=labels[result.model_version],
+                probabilities=result.probabilities,
+                embedding=result.embedding,
+                timing=Timing(queued_ms=0.0, inference_ms=0.0, total_ms=max(0.0, total_ms)),
+                k=inference.top_k,
+                full_probabilities_max_classes=inference.full_probabilities_max_classes,
+            )
+            record = prediction.to_kafka()
+            await predictions.send(key=record.key, value=record.value)
+
+    return app
+
+
+def main() -> None:
+    """Run the baseline worker until SIGTERM."""
+    settings = load_settings()
+    configure_logging(settings.log)
+    faust.Worker(build_naive_app(settings), loglevel="warning").execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

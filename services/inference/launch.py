@@ -1,0 +1,24 @@
+"""How a worker process is launched: its command line and the environment that carries its settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from services.common.settings import Settings, settings_env
+
+
+def worker_argv(module: str = "services.cli") -> list[str]:
+    """The command line of an inference worker (or, with another module, a worker-like baseline)."""
+    if module == "services.cli":
+        return [sys.executable, "-m", module, "inference", "run"]
+    return [sys.executable, "-m", module]
+
+
+def worker_env(settings: Settings, *, repository: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of a worker: this one plus ``settings``, with its paths made absolute."""
+    env = {**os.environ, **settings_env(settings)}
+    env["DLSTREAM_TRITON__MODEL_REPOSITORY"] = str(repository.resolve())
+    env["DLSTREAM_INFERENCE__DATA_DIR"] = str(data_dir.resolve())
+    return env
