@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up demo down status bench docs lint typecheck unit integration test
+.PHONY: help setup models up demo down status bench docs lint typecheck unit deploy-check integration test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ typecheck: setup ## mypy (strict)
 unit: setup ## unit tests (pure logic, no services)
 	$(VENV)/pytest tests/unit
 
+deploy-check: setup ## render k8s/ overlays and validate them and docker-compose.yml against their schemas
+	$(VENV)/pytest tests/deploy
+
 integration: setup ## integration tests against a real stack started on free ports
 	$(VENV)/pytest tests/integration
 
@@ -50,4 +53,4 @@ test: setup ## everything CI runs: lint, types, unit and integration tests
 	$(VENV)/ruff check services pipelines tests scripts
 	$(VENV)/ruff format --check services pipelines tests scripts
 	$(VENV)/mypy
-	$(VENV)/pytest tests/unit tests/integration
+	$(VENV)/pytest tests/unit tests/deploy tests/integration

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   python3-venv
   espeak-ng               # synthesises the spoken-digit data set
   fortunes                # the fortune categories of the text data set
+  docker-compose          # validates docker-compose.yml against the Compose specification (tests)
 )
 
 missing=()
@@ -50,3 +51,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 .venv/bin/dlstream stack install
+
+# The Strimzi, KEDA and Prometheus-operator CRD schemas that tests/deploy validates k8s/ against (npm registry).
+validator=tests/deploy/crd-validation
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "setup: installing Debian packages: nodejs npm"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+lock="$(sha256sum "$validator/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$validator/node_modules/.dlstream-setup" 2>/dev/null)" != "$lock" ]; then
+  echo "setup: installing the CRD schema packages into $validator/node_modules"
+  npm ci --prefix "$validator" --no-audit --no-fund --loglevel=error
+  echo "$lock" > "$validator/node_modules/.dlstream-setup"
+fi

@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from services.common.contract import Modality, Timing, parse_request
+from services.common.kafka_security import faust_credentials
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
 from services.common.triton_client import AsyncTriton
@@ -28,6 +29,7 @@ def build_naive_app(settings: Settings) -> faust.App:
     app = faust.App(
         inference.group_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        broker_credentials=faust_credentials(settings.kafka),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,

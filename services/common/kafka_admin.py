@@ -30,6 +30,8 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.sasl_username
         if settings.sasl_password is not None:
             options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.ssl_cafile is not None:
+        options["ssl_cafile"] = str(settings.ssl_cafile)
     return options
 
 

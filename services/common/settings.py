@@ -31,6 +31,7 @@ class KafkaSettings(_Group):
     sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. SCRAM-SHA-512.")
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates (SSL).")
     partitions: int = Field(6, ge=1, description="Partitions of each contract topic created by dlstream.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of contract topics.")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from services.common.kafka_security import faust_credentials
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
 from services.inference.health import WorkerState, partition_lag
@@ -44,6 +45,7 @@ def build_app(
     app = faust.App(
         inference.group_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        broker_credentials=faust_credentials(settings.kafka),
         value_serializer="raw",
         key_serializer="raw",
         web_port=inference.web_port,

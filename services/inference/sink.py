@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaError
 
 from services.common.contract import KafkaRecord
 from services.common.errors import TransientError
-from services.common.kafka_admin import client_options
+from services.common.kafka_security import aiokafka_options
 from services.common.settings import KafkaSettings
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -21,8 +21,7 @@ class KafkaSink:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._producer = AIOKafkaProducer(
-            # aiokafka takes the same connection options as kafka-python.
-            **client_options(settings),
+            **aiokafka_options(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
