@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from services.common.kafka_admin import KafkaAdmin
-from services.common.settings import Settings, settings_env
-from tests.integration.conftest import PROJECT_ROOT
+from services.common.settings import Settings
+from tests.integration.workers import dlstream
 
 FIGURES = ("pipeline_eps", "direct_triton_eps", "overhead_ratio", "naive_eps", "vs_naive", "p50_ms", "p99_ms")
 
 
 def test_bench_stream_prints_one_json_object_and_leaves_no_topic(settings: Settings) -> None:
     args = ["bench", "stream", "--json", "--events", "300", "--naive-events", "100", "--latency-seconds", "2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **settings_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = dlstream(settings, *args, timeout_s=300)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     report = json.loads(lines[0])

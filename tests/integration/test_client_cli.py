@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from services.common.contract import Modality
-from services.common.settings import Settings, settings_env
-from tests.integration.conftest import PROJECT_ROOT, TopicFactory
-from tests.integration.workers import Worker, deployment_settings, held_out_events
-
-
-def dlstream(settings: Settings, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run the CLI with ``settings`` in its environment; fails the test on a non-zero exit."""
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **settings_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    assert result.returncode == 0, f"dlstream {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-    return result
+from services.common.settings import Settings
+from tests.integration.conftest import TopicFactory
+from tests.integration.workers import Worker, deployment_settings, dlstream, held_out_events
 
 
 def json_lines(text: str) -> list[dict[str, object]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,7 +18,7 @@ from pipelines.samples import held_out_payloads
 from services.client.subscriber import subscribe
 from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
 from services.common.kafka_admin import client_options
-from services.common.settings import Settings
+from services.common.settings import Settings, settings_env
 from services.inference.launch import worker_argv, worker_env
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory, free_ports
 
@@ -188,3 +189,18 @@ def wait_for_predictions(
     ``idle_timeout_s``."""
     found = subscribe(settings, ids=ids, follow=True, idle_timeout_s=idle_timeout_s)
     return {prediction.data.request_id: prediction for prediction in found}
+
+
+def dlstream(settings: Settings, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with ``settings`` in its environment; fails the test on a non-zero exit."""
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert result.returncode == 0, f"dlstream {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+    return result
