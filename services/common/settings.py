@@ -139,6 +139,11 @@ class InferenceSettings(_Group):
         "127.0.0.1", description="Address the web and metrics ports bind (0.0.0.0 in containers)."
     )
     lag_interval_s: float = Field(5.0, gt=0, description="How often a worker measures its consumer lag.")
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6,
+        description="A worker silent this long leaves its group; its partitions move to the others.",
+    )
     data_dir: Path = Field(
         Path(".dlstream/faust"), description="Faust's data folder of a worker (one subfolder per group)."
     )

@@ -59,6 +59,9 @@ def build_app(
         # Offsets of events whose outcome was acknowledged are committed often; a crash redelivers the rest.
         broker_commit_every=max(inference.max_batch, 100),
         broker_commit_interval=1.0,
+        # A crashed worker's partitions wait this long before another worker takes them over.
+        broker_session_timeout=inference.session_timeout_s,
+        broker_heartbeat_interval=inference.session_timeout_s / 4,
         # A record larger than the fetch size would stall its partition; oversize events must still arrive.
         consumer_max_fetch_size=max(4 * 1024 * 1024, 4 * settings.contract.max_payload_bytes),
     )
