@@ -22,6 +22,7 @@ def build_app(broker: str, topic_name: str, group: str, out_path: Path, partitio
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
+        datadir=str(out_path.parent / "faust-data"),
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=1,
