@@ -103,7 +103,10 @@ def build_app(
                 taken = list(events)
                 decision = await processor.decide([consumed(e) for e in taken])
                 await deliveries.acquire()
-                in_flight.add(asyncio.create_task(deliver(taken, decision)))
+                task = asyncio.create_task(deliver(taken, decision))
+                in_flight.add(task)
+                if inference.pipeline_depth == 1:
+                    await task
             await asyncio.gather(*in_flight)
         finally:
             worker_state.stopping = True
