@@ -142,7 +142,10 @@ def inference_run(ctx: click.Context) -> None:
             settings.inference.metrics_port, addr=settings.inference.bind_host, registry=metrics.registry
         )
     app = build_app(settings, repository=Path.cwd() / settings.triton.model_repository, metrics=metrics)
-    faust.Worker(app, loglevel=settings.log.level.lower()).execute_from_commandline()
+    # Faust logs through the same JSON handler as everything else, without its own handler or banner.
+    worker = faust.Worker(app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True)
+    worker.spinner = None  # its terminal escapes would land in the log
+    worker.execute_from_commandline()
 
 
 MODALITY = click.Choice([m.value for m in Modality])

@@ -79,7 +79,9 @@ def main() -> None:
     """Run the baseline worker until SIGTERM."""
     settings = load_settings()
     configure_logging(settings.log)
-    faust.Worker(build_naive_app(settings), loglevel="warning").execute_from_commandline()
+    faust.Worker(
+        build_naive_app(settings), loglevel="warning", override_logging=False
+    ).execute_from_commandline()
 
 
 if __name__ == "__main__":
