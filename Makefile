@@ -8,7 +8,7 @@ VENV  := .venv/bin
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: ## install apt packages, the venv and the Kafka jars (idempotent)
+setup: ## install apt packages, the venv, the Kafka jars and the CRD schema packages (idempotent)
 	@scripts/setup.sh
 
 models: setup ## build the models that are not built yet (all four from nothing: about 5 minutes)
@@ -49,7 +49,7 @@ deploy-check: setup ## render k8s/ overlays and validate them and docker-compose
 integration: setup ## integration tests against a real stack started on free ports
 	$(VENV)/pytest tests/integration
 
-test: setup ## everything CI runs: lint, types, unit and integration tests
+test: setup ## everything CI runs: lint, types, unit, deployment and integration tests
 	$(VENV)/ruff check services pipelines tests scripts
 	$(VENV)/ruff format --check services pipelines tests scripts
 	$(VENV)/mypy
