@@ -16,6 +16,19 @@ class WorkerState:
     last_batch_at: float | None = None
     batches: int = 0
     lag: dict[str, int] = field(default_factory=dict)
+    waiting_stages: int = 0
+
+    def begin_wait(self, now: float) -> None:
+        """A stage (Triton calls, or producing outcomes) starts waiting out a transient failure."""
+        if self.waiting_stages == 0:
+            self.retrying_since = now
+        self.waiting_stages += 1
+
+    def end_wait(self) -> None:
+        """That stage got through; the worker is ``retrying`` while any stage still waits."""
+        self.waiting_stages -= 1
+        if self.waiting_stages == 0:
+            self.retrying_since = None
 
     def health(self, now: float) -> tuple[int, dict[str, Any]]:
         """HTTP status and body of ``/health``.

@@ -151,7 +151,7 @@ class InferenceProcessor:
     ) -> dict[int, Inference | ContractError]:
         results: dict[int, Inference | ContractError] = {}
         todo = dict(pending)
-        delay = self.settings.inference.retry_initial_s
+        delay: float | None = None  # set once this stage waits
         while todo:
             indices = list(todo)
             began = time.monotonic()
@@ -169,32 +169,41 @@ class InferenceProcessor:
                 else:
                     raise answer  # a bug, not an outcome: crash, and the batch is redelivered
             if todo:
-                log.warning("inference.retry", events=len(todo), wait_s=round(delay, 2), error=transient[0])
-                delay = await self._back_off(delay)
-        self.state.retrying_since = None
+                delay = await self._back_off(delay, "inference.retry", events=len(todo), error=transient[0])
+        if delay is not None:
+            self.state.end_wait()
         return results
 
-    async def _back_off(self, delay: float) -> float:
-        """Wait ``delay`` seconds and return the next, longer wait."""
+    async def _back_off(self, delay: float | None, event: str, **fields: object) -> float:
+        """Wait before a retry and return the wait that was used: the first one, then doubling up to the max.
+
+        ``delay`` is None on a stage's first failure, which marks the worker as retrying until that stage
+        gets through (``WorkerState.end_wait``).
+        """
+        retry = self.settings.inference
+        if delay is None:
+            self.state.begin_wait(time.monotonic())
+            delay = retry.retry_initial_s
+        else:
+            delay = min(delay * 2, retry.retry_max_s)
         self.metrics.retries.inc()
-        if self.state.retrying_since is None:
-            self.state.retrying_since = time.monotonic()
+        log.warning(event, wait_s=round(delay, 2), **fields)
         await self.sleep(delay)
-        return min(delay * 2, self.settings.inference.retry_max_s)
+        return delay
 
     async def _send_with_retry(self, produced: Sequence[tuple[str, KafkaRecord]]) -> None:
         # Resending after a failed acknowledgement may duplicate a record; the SDK drops duplicates by id.
-        delay = self.settings.inference.retry_initial_s
+        delay: float | None = None  # set once this stage waits
         while True:
             try:
                 await self.sink.send_all(produced)
             except TransientError as error:
-                log.warning(
-                    "inference.send_retry", records=len(produced), wait_s=round(delay, 2), error=str(error)
+                delay = await self._back_off(
+                    delay, "inference.send_retry", records=len(produced), error=str(error)
                 )
-                delay = await self._back_off(delay)
             else:
-                self.state.retrying_since = None
+                if delay is not None:
+                    self.state.end_wait()
                 return
 
     def _prediction(

@@ -105,3 +105,14 @@ def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges(tmp_path: Pat
     assert waits == [0.2, 0.4, 0.8]
     assert state.retrying_since is None
     assert state.batches == 1
+
+
+def test_the_worker_stays_retrying_until_every_waiting_stage_got_through() -> None:
+    state = WorkerState(started=True)
+    state.begin_wait(5.0)  # Triton calls fail
+    state.begin_wait(6.0)  # producing the previous batch's outcomes fails too
+    state.end_wait()
+    assert state.health(7.0)[1]["status"] == "retrying"
+    assert state.retrying_since == 5.0
+    state.end_wait()
+    assert state.health(8.0)[1]["status"] == "ok"
