@@ -22,6 +22,10 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _repository(ctx: click.Context) -> Path:
+    return Path.cwd() / _settings(ctx).triton.model_repository
+
+
 def _stack(ctx: click.Context) -> LocalStack:
     return LocalStack(_settings(ctx), project_root=Path.cwd())
 
@@ -109,7 +113,7 @@ def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace:
     """Train, evaluate and export models (version 1) that are not built yet; prints held-out accuracy."""
     from pipelines.registry import build_models
 
-    repo = Path.cwd() / _settings(ctx).triton.model_repository
+    repo = _repository(ctx)
     for result in build_models(repo, list(names), seed=seed, replace=replace):
         metrics = result.metrics
         evaluation = metrics.get("evaluation", "held-out samples")
@@ -141,7 +145,7 @@ def inference_run(ctx: click.Context) -> None:
         start_http_server(
             settings.inference.metrics_port, addr=settings.inference.bind_host, registry=metrics.registry
         )
-    app = build_app(settings, repository=Path.cwd() / settings.triton.model_repository, metrics=metrics)
+    app = build_app(settings, repository=_repository(ctx), metrics=metrics)
     # Faust logs through the same JSON handler as everything else, without its own handler or banner.
     worker = faust.Worker(app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True)
     worker.spinner = None  # its terminal escapes would land in the log
@@ -269,7 +273,7 @@ def demo(ctx: click.Context, per_modality: int, rate: float, timeout: float) -> 
     settings = _settings(ctx)
     score = run_demo(
         settings,
-        Path.cwd() / settings.triton.model_repository,
+        _repository(ctx),
         per_modality=per_modality,
         rate=rate,
         timeout_s=timeout,
@@ -302,7 +306,7 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
     from services.stack.triton_server import loadable_models
 
     settings = _settings(ctx)
-    repo = Path.cwd() / settings.triton.model_repository
+    repo = _repository(ctx)
     models = list(names) or [m for m in loadable_models(repo) if m != "healthcheck"]
     report = bench_models(settings, repo, models, seconds)
     click.echo(json.dumps(report, indent=None if as_json else 2))
@@ -324,7 +328,7 @@ def bench_stream_cmd(
     settings = _settings(ctx)
     report = bench_stream(
         settings,
-        Path.cwd() / settings.triton.model_repository,
+        _repository(ctx),
         model=model,
         events=events,
         naive_events=naive_events,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from services.client.publisher import Outgoing, Publisher
 from services.client.subscriber import subscribe
 from services.common.contract import Modality, PredictionEvent
 from services.common.kafka_admin import KafkaAdmin, client_options
-from services.common.net import free_port
+from services.common.net import free_ports
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
 from services.inference.launch import worker_argv, worker_env
@@ -85,17 +86,8 @@ class StreamBench:
         """Settings with fresh topics and a fresh group named after ``name``, the model as image default."""
         prefix = f"bench.{name}.{uuid.uuid4().hex[:8]}"
         self.prefixes.append(prefix)
-        topics = self.settings.topics.model_copy(
-            update={
-                "image": f"{prefix}.events.image",
-                "audio": f"{prefix}.events.audio",
-                "text": f"{prefix}.events.text",
-                "predictions_prefix": f"{prefix}.predictions.",
-                "dlq": f"{prefix}.dlq",
-            }
-        )
-        names = [topics.image, topics.audio, topics.text, f"{topics.predictions_prefix}image", topics.dlq]
-        self.admin.ensure_topics(names, partitions=self.settings.kafka.partitions)
+        topics = self.settings.topics.under(prefix)
+        self.admin.ensure_topics(topics.all(), partitions=self.settings.kafka.partitions)
         inference = self.settings.inference
         models = {**inference.default_models, "image": self.model}
         return self.settings.model_copy(
@@ -106,19 +98,19 @@ class StreamBench:
                         "group_id": f"{prefix}.group",
                         "default_models": models,
                         "metrics_port": 0,
-                        "web_port": free_port(inference.bind_host),
+                        "web_port": free_ports(1, inference.bind_host)[0],
                     }
                 ),
             }
         )
 
     @contextmanager
-    def process(self, settings: Settings, module: str, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    def process(self, settings: Settings, argv: list[str], name: str) -> Iterator[subprocess.Popen[bytes]]:
         """A worker (or the naive baseline) on ``settings``, stopped with SIGTERM on exit."""
         env = worker_env(settings, repository=self.repository, data_dir=self.work_dir / "faust")
         with (self.work_dir / f"{name}.log").open("wb") as out:
             child = subprocess.Popen(
-                worker_argv(module), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
             try:
                 yield child
@@ -200,7 +192,7 @@ def bench_stream(
 
         pipeline_settings = bench.deployment("pipeline")
         ids = bench.publish(pipeline_settings, payloads)
-        with bench.process(pipeline_settings, "services.cli", "pipeline"):
+        with bench.process(pipeline_settings, worker_argv(), "pipeline"):
             bench.wait_for_records(pipeline_settings, len(ids))
             pipeline = rate_between(bench.collect(pipeline_settings, ids))
             log.info("bench.pipeline", eps=round(pipeline, 1))
@@ -219,7 +211,7 @@ def bench_stream(
 
         naive_settings = bench.deployment("naive")
         naive_ids = bench.publish(naive_settings, payloads[:naive_events])
-        with bench.process(naive_settings, "services.bench.naive_agent", "naive"):
+        with bench.process(naive_settings, [sys.executable, "-m", "services.bench.naive_agent"], "naive"):
             bench.wait_for_records(naive_settings, len(naive_ids))
             naive = rate_between(bench.collect(naive_settings, naive_ids))
         log.info("bench.naive", eps=round(naive, 1))

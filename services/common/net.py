@@ -1,8 +1,11 @@
-"""Small network probes shared by health checks."""
+"""Small network helpers: probes for health checks and free ports for extra deployments."""
 
 from __future__ import annotations
 
 import socket
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -14,8 +17,19 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def http_ok(host: str, port: int, path: str, timeout_s: float) -> bool:
+    """True when ``GET http://host:port/path`` answers 200 in time."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that were free on ``host`` a moment ago."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]

@@ -89,6 +89,10 @@ class TopicSettings(_Group):
     labels: str = Field("feedback.labels", description="Labelled feedback topic.")
     alerts: str = Field("drift.alerts", description="Drift alert topic.")
 
+    def under(self, prefix: str) -> TopicSettings:
+        """These topics renamed ``<prefix>.<name>``, e.g. for a test's or a benchmark's own set."""
+        return self.model_copy(update={k: f"{prefix}.{v}" for k, v in self.model_dump().items()})
+
     def all(self) -> list[str]:
         """Every topic of the contract, requests first."""
         requests = [self.image, self.audio, self.text]

@@ -9,11 +9,9 @@ from pathlib import Path
 from services.common.settings import Settings, settings_env
 
 
-def worker_argv(module: str = "services.cli") -> list[str]:
-    """The command line of an inference worker (or, with another module, a worker-like baseline)."""
-    if module == "services.cli":
-        return [sys.executable, "-m", module, "inference", "run"]
-    return [sys.executable, "-m", module]
+def worker_argv() -> list[str]:
+    """The command line of an inference worker (``dlstream inference run`` with this interpreter)."""
+    return [sys.executable, "-m", "services.cli", "inference", "run"]
 
 
 def worker_env(settings: Settings, *, repository: Path, data_dir: Path) -> dict[str, str]:

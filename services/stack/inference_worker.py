@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from services.common.net import http_ok
 from services.common.settings import Settings
 from services.inference.launch import worker_argv, worker_env
 from services.stack.service import StackService
@@ -40,8 +39,4 @@ class InferenceWorker(StackService):
 
     def healthy(self) -> bool:
         host, port = self.ports()["web"]
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(host, port, "/health", timeout_s=2.0)

@@ -12,11 +12,10 @@ import importlib.util
 import os
 import shutil
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from services.common.errors import StackError
+from services.common.net import http_ok
 from services.common.settings import Settings
 from services.stack.service import StackService
 
@@ -133,9 +132,4 @@ class TritonServer(StackService):
 
     def healthy(self) -> bool:
         t = self.settings.triton
-        url = f"http://{t.http_url}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(t.host, t.http_port, "/v2/health/ready", timeout_s=1.0)

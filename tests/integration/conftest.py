@@ -9,31 +9,21 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from pipelines.registry import build_models
 from services.common.kafka_admin import KafkaAdmin
+from services.common.net import free_ports
 from services.common.settings import Settings, load_settings
 from services.stack.local_stack import LocalStack
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that were free on loopback a moment ago."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def stack_settings(run_dir: Path) -> Settings:
@@ -104,6 +94,12 @@ class TopicFactory:
         self.admin.ensure_topics([name], partitions=partitions)
         self.created.append(name)
         return name
+
+    def create_all(self, names: list[str], partitions: int = 6) -> None:
+        """Create topics already named under this test's prefix (deleted with the others afterwards)."""
+        assert all(n.startswith(self.prefix) for n in names), names
+        self.admin.ensure_topics(names, partitions=partitions)
+        self.created.extend(names)
 
     def cleanup(self) -> None:
         """Delete this test's topics, including those a client created under the test's prefix."""

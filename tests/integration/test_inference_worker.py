@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from services.client.demo import CONTENT_TYPES
 from services.common.contract import Modality, RequestEvent, new_request
 from services.common.settings import Settings
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.workers import (
-    CONTENT_TYPES,
     MODELS,
     Worker,
     deployment_settings,

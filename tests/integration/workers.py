@@ -15,14 +15,15 @@ from typing import Any
 from kafka import KafkaProducer
 
 from pipelines.samples import held_out_payloads
+from services.client.demo import CONTENT_TYPES
 from services.client.subscriber import subscribe
 from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
 from services.common.kafka_admin import client_options
+from services.common.net import free_ports
 from services.common.settings import Settings, settings_env
 from services.inference.launch import worker_argv, worker_env
-from tests.integration.conftest import PROJECT_ROOT, TopicFactory, free_ports
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 
-CONTENT_TYPES = {Modality.IMAGE: "image/png", Modality.AUDIO: "audio/wav", Modality.TEXT: "text/plain"}
 MODELS = {Modality.IMAGE: "digits", Modality.AUDIO: "speech_digits", Modality.TEXT: "text_topics"}
 
 
@@ -30,16 +31,12 @@ def deployment_settings(
     settings: Settings, topics: TopicFactory, group_id: str, **inference: Any
 ) -> Settings:
     """The session's settings with this test's request, prediction and dead-letter topics and group."""
-    names = {m: topics.create(f"events.{m}") for m in ("image", "audio", "text")}
-    for m in ("image", "audio", "text"):
-        topics.create(f"predictions.{m}")
-    dlq = topics.create("dlq")
+    names = settings.topics.under(topics.prefix)
+    topics.create_all(names.all())
     web, metrics = free_ports(2)
     return settings.model_copy(
         update={
-            "topics": settings.topics.model_copy(
-                update={**names, "predictions_prefix": f"{topics.prefix}.predictions.", "dlq": dlq}
-            ),
+            "topics": names,
             "inference": settings.inference.model_copy(
                 update={"group_id": group_id, "web_port": web, "metrics_port": metrics, **inference}
             ),

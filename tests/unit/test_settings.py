@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.config_docs import TABLE_BEGIN, TABLE_END, markdown_table, settings_rows
-from services.common.settings import Settings, load_settings
+from services.common.settings import Settings, TopicSettings, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -76,3 +76,8 @@ def test_readme_configuration_table_matches_the_settings() -> None:
     text = README.read_text()
     start, end = text.index(TABLE_BEGIN), text.index(TABLE_END) + len(TABLE_END)
     assert text[start:end] == markdown_table(), "run `dlstream config docs` and paste it into the README"
+
+
+def test_a_private_topic_set_renames_every_contract_topic_under_its_prefix() -> None:
+    topics = TopicSettings().under("test.a1")
+    assert topics.all() == [f"test.a1.{name}" for name in TopicSettings().all()]
