@@ -124,6 +124,117 @@ def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace:
         )
 
 
+@models.command("retrain")
+@click.option("--model", help="Model to retrain (default: DLSTREAM_RETRAIN__MODEL, set by the monitor).")
+@click.option(
+    "--epochs", type=int, help="Training epochs (default: DLSTREAM_RETRAIN__EPOCHS or the build's)."
+)
+@click.pass_context
+def models_retrain(ctx: click.Context, model: str | None, epochs: int | None) -> None:
+    """Train on base data plus labelled feedback; promote version N+1 only if it beats the serving one."""
+    from services.drift.retrain_run import run_retraining
+
+    settings = _settings(ctx)
+    name = model or settings.retrain.model
+    if not name:
+        raise click.UsageError("name the model: --model or DLSTREAM_RETRAIN__MODEL")
+    if epochs is not None:
+        settings = settings.model_copy(
+            update={"retrain": settings.retrain.model_copy(update={"epochs": epochs})}
+        )
+    report = run_retraining(
+        settings, model=name, alert_id=settings.retrain.alert_id, repository=_repository(ctx)
+    )
+    click.echo(json.dumps(report))
+
+
+@cli.group()
+def drift() -> None:
+    """The drift monitor: windows of predictions in Redis, alerts, retraining."""
+
+
+@drift.command("run")
+@click.pass_context
+def drift_run(ctx: click.Context) -> None:
+    """Run the drift monitor until SIGTERM."""
+    import faust
+    from prometheus_client import start_http_server
+
+    from services.drift.app import build_app
+    from services.drift.launchers import LocalLauncher, make_launcher
+    from services.drift.metrics import DriftMetrics
+
+    settings = _settings(ctx)
+    metrics = DriftMetrics()
+    if settings.drift.metrics_port:
+        start_http_server(
+            settings.drift.metrics_port, addr=settings.drift.bind_host, registry=metrics.registry
+        )
+    launcher = make_launcher(settings, repository=_repository(ctx))
+    app = build_app(settings, repository=_repository(ctx), metrics=metrics, launcher=launcher)
+    worker = faust.Worker(app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True)
+    worker.spinner = None
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if isinstance(launcher, LocalLauncher):
+            launcher.stop()
+
+
+def _drift_store_call(ctx: click.Context, name: str, *args: object) -> object:
+    import asyncio
+
+    from services.drift.store import DriftStore, async_redis
+
+    settings = _settings(ctx)
+
+    async def call() -> object:
+        store = DriftStore(async_redis(settings.redis), settings.drift)
+        try:
+            return await getattr(store, name)(*args)
+        finally:
+            await store.close()
+
+    return asyncio.run(call())
+
+
+@drift.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@click.pass_context
+def drift_status(ctx: click.Context, as_json: bool) -> None:
+    """Per model: versions with their windows and accuracy, the open alert, feedback, retraining."""
+    overview = _drift_store_call(ctx, "overview")
+    assert isinstance(overview, dict)
+    if as_json:
+        click.echo(json.dumps(overview))
+        return
+    from services.drift.status import status_lines
+
+    for line in status_lines(overview):
+        click.echo(line)
+
+
+@drift.command("alerts")
+@click.option("--limit", default=20, show_default=True, help="How many of the newest alert records.")
+@click.pass_context
+def drift_alerts(ctx: click.Context, limit: int) -> None:
+    """Alert records, newest first, one JSON object per line (raised and resolved)."""
+    for alert in _drift_store_call(ctx, "alerts", limit):  # type: ignore[attr-defined]
+        click.echo(json.dumps(alert))
+
+
+@cli.command("label")
+@click.argument("request_id")
+@click.argument("label")
+@click.pass_context
+def label_cmd(ctx: click.Context, request_id: str, label: str) -> None:
+    """Send the true LABEL of request REQUEST_ID to the labels topic (feedback for drift and retraining)."""
+    from services.client.publisher import Publisher
+
+    with Publisher(_settings(ctx)) as publisher:
+        publisher.publish_label(request_id, label)
+
+
 @cli.group()
 def inference() -> None:
     """The inference workers (Faust)."""

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from services.client.files import content_type_for
 from services.client.pacing import Pacer
-from services.common.contract import Modality, RequestEvent, new_request
+from services.common.contract import FeedbackLabel, Modality, RequestEvent, new_request
 from services.common.errors import TransientError
 from services.common.kafka_admin import client_options
 from services.common.settings import Settings
@@ -81,6 +81,13 @@ class Publisher:
         record = event.to_kafka()
         self.send_record(self.topic(modality), record.key, record.value, record.headers)
         return event
+
+    def publish_label(self, request_id: str, label: str) -> FeedbackLabel:
+        """Send the true label of an earlier request to the labels topic (feedback for the drift monitor)."""
+        feedback = FeedbackLabel(request_id=request_id, label=label)
+        record = feedback.to_kafka()
+        self.send_record(self.settings.topics.labels, record.key, record.value, record.headers)
+        return feedback
 
     def send_record(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]

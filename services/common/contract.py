@@ -385,3 +385,75 @@ def dead_letter(
         value=value or b"",
         original_headers=strip_dead_letter_headers(headers or ()),
     )
+
+
+class FeedbackLabel(BaseModel):
+    """A record of ``feedback.labels``: the true label of an earlier request (key = the request id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(min_length=1)
+    label: str = Field(min_length=1, description="The true class, spelled as in the model's labels.")
+    time: str = Field(default_factory=lambda: format_time(datetime.now(UTC)))
+
+    def to_kafka(self) -> KafkaRecord:
+        """JSON value keyed by the request id (so a request's labels stay in one partition)."""
+        return KafkaRecord(
+            key=self.request_id.encode(),
+            value=self.model_dump_json().encode(),
+            headers=[("content-type", b"application/json")],
+        )
+
+    @classmethod
+    def from_kafka(cls, value: bytes | None) -> FeedbackLabel:
+        """Decode a label record.
+
+        Raises:
+            ContractError: when the value is not a label record.
+        """
+        try:
+            return cls.model_validate_json(value or b"")
+        except ValidationError as exc:
+            raise ContractError(DeadLetterReason.BAD_HEADER, f"not a feedback label: {exc}") from None
+
+
+class DriftTestOutcome(BaseModel):
+    """One drift test on one window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    test: str
+    statistic: float
+    p_value: float
+
+
+class DriftAlert(BaseModel):
+    """A record of ``drift.alerts`` (key = the model): raised when windows drift, resolved later."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    status: str = Field(description="open or resolved")
+    model: str
+    version: str
+    test: str = Field(description="The test with the smallest p-value in the window that raised the alert.")
+    statistic: float
+    p_value: float = Field(description="The window's p-value over all its tests (Bonferroni).")
+    tests: list[DriftTestOutcome]
+    window: int = Field(description="Index of the window (0-based) of this model version.")
+    window_size: int
+    predictions_seen: int = Field(description="Predictions of this version the monitor had seen.")
+    counts: dict[str, int] = Field(description="Predicted-class counts of the window.")
+    expected_counts: dict[str, float] = Field(description="The reference's class shares times the window.")
+    moved: list[str] = Field(description="The classes that moved most, first.")
+    raised_at: str = Field(default_factory=lambda: format_time(datetime.now(UTC)))
+    resolved_at: str | None = None
+    resolution: str | None = None
+
+    def to_kafka(self) -> KafkaRecord:
+        """JSON value keyed by the model."""
+        return KafkaRecord(
+            key=self.model.encode(),
+            value=self.model_dump_json().encode(),
+            headers=[("content-type", b"application/json")],
+        )

@@ -156,6 +156,80 @@ class InferenceSettings(_Group):
     )
 
 
+class DriftSettings(_Group):
+    """The drift monitor: windows, detectors, alerts and the retraining trigger."""
+
+    group_id: str = Field("dlstream-drift", description="Consumer group (and Faust app id) of the monitor.")
+    key_prefix: str = Field("dlstream:drift", description="Prefix of every Redis key the monitor writes.")
+    window_size: int = Field(200, ge=10, description="Predictions per window of one model version.")
+    false_alarm_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="Share of windows of undrifted traffic that a test may flag."
+    )
+    alert_after_windows: int = Field(
+        2, ge=1, description="Consecutive flagged windows that raise an alert (debounce)."
+    )
+    resolve_after_windows: int = Field(
+        5, ge=1, description="Consecutive clean windows that resolve an open alert of the same version."
+    )
+    alert_cooldown_s: float = Field(
+        3600.0, ge=0, description="After an alert of a model is resolved, no new one for this long."
+    )
+    mmd_permutations: int = Field(200, ge=20, description="Permutations of the embedding MMD test.")
+    max_batch: int = Field(500, ge=1, description="Most predictions the monitor takes at once.")
+    max_wait_ms: float = Field(200.0, gt=0, description="Longest wait to fill a batch.")
+    label_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long a prediction waits in Redis for its label."
+    )
+    state_ttl_s: int = Field(
+        30 * 24 * 3600, ge=60, description="Expiry of a model version's windows and state when idle."
+    )
+    max_feedback: int = Field(20000, ge=1, description="Labelled feedback kept per model (newest).")
+    webhook_url: str | None = Field(None, description="Alerts are also POSTed here as JSON when set.")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook call.")
+    retrain_launcher: Literal["local", "kubernetes", "none"] = Field(
+        "local", description="How retraining runs: a local process, a Kubernetes Job, or not at all."
+    )
+    retrain_min_feedback: int = Field(
+        200, ge=1, description="Labelled feedback a model needs before an alert starts a retraining job."
+    )
+    retrain_cooldown_s: float = Field(
+        3600.0, ge=0, description="Shortest time between two retraining jobs of one model."
+    )
+    retrain_lock_ttl_s: int = Field(
+        7200, ge=60, description="A retraining job's lock expires after this long (a crashed job's lock)."
+    )
+    job_template: Path = Field(
+        Path("k8s/base/retrain/job-template.yaml"), description="The Kubernetes Job template of retraining."
+    )
+    namespace: str | None = Field(None, description="Namespace of retraining Jobs (default: POD_NAMESPACE).")
+    log_dir: Path = Field(Path(".dlstream/retrain"), description="Logs of local retraining processes.")
+    web_port: int = Field(6067, ge=1, le=65535, description="Web port of the monitor (health: /health).")
+    metrics_port: int = Field(9109, ge=0, le=65535, description="Prometheus metrics port; 0: none.")
+    bind_host: str = Field("127.0.0.1", description="Address the web and metrics ports bind.")
+    data_dir: Path = Field(Path(".dlstream/faust"), description="Faust's data folder of the monitor.")
+
+
+class RetrainSettings(_Group):
+    """One retraining job (``dlstream models retrain``); the monitor fills in the model and the alert."""
+
+    model: str | None = Field(None, description="The model to retrain.")
+    alert_id: str | None = Field(None, description="The alert that started this job.")
+    epochs: int | None = Field(None, ge=1, description="Training epochs (default: the model build's).")
+    eval_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of the labelled feedback held out to compare the versions."
+    )
+    feedback_weight: int = Field(
+        3, ge=1, description="How many times each labelled feedback sample appears in the training set."
+    )
+    min_gain: float = Field(
+        0.02, ge=0, description="Accuracy on held-out feedback the new version must gain to be promoted."
+    )
+    max_base_drop: float = Field(
+        0.03, ge=0, description="Accuracy on the base held-out data the new version may lose."
+    )
+    seed: int = Field(0, description="Seed of the split, initialisation and data order.")
+
+
 class StackSettings(_Group):
     """The local stack started by ``dlstream stack up`` (no Docker)."""
 
@@ -200,6 +274,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     contract: ContractSettings = ContractSettings()
     inference: InferenceSettings = InferenceSettings()
+    drift: DriftSettings = DriftSettings()
+    retrain: RetrainSettings = RetrainSettings()
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
 

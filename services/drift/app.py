@@ -1,0 +1,186 @@
+"""Builds the Faust app of the drift monitor from settings (the one place that wires it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import faust
+import structlog
+
+from services.common.contract import DriftAlert, FeedbackLabel, PredictionEvent
+from services.common.errors import ContractError, TransientError
+from services.common.kafka_security import faust_credentials
+from services.common.settings import Settings
+from services.drift.launchers import Launcher
+from services.drift.metrics import DriftMetrics
+from services.drift.monitor import DriftMonitor
+from services.drift.store import DriftStore, async_redis
+from services.inference.health import WorkerState
+from services.inference.sink import KafkaSink
+
+log = structlog.get_logger("dlstream.drift")
+TICK_S = 5.0
+
+
+def prediction_topics(settings: Settings) -> list[str]:
+    """The prediction topics the monitor reads."""
+    prefix = settings.topics.predictions_prefix
+    return [f"{prefix}{modality}" for modality in ("image", "audio", "text")]
+
+
+async def _retrying(state: WorkerState, action: Any, what: str, settings: Settings) -> Any:
+    """Run ``action()`` until it gets through Redis and Kafka outages, backing off; health says retrying."""
+    delay: float | None = None
+    while True:
+        try:
+            result = await action()
+        except TransientError as error:
+            if delay is None:
+                state.begin_wait(time.monotonic())
+                delay = settings.inference.retry_initial_s
+            else:
+                delay = min(delay * 2, settings.inference.retry_max_s)
+            log.warning("drift.retry", stage=what, wait_s=round(delay, 2), error=str(error))
+            await asyncio.sleep(delay)
+        else:
+            if delay is not None:
+                state.end_wait()
+            return result
+
+
+def build_app(
+    settings: Settings,
+    *,
+    repository: Path,
+    metrics: DriftMetrics,
+    launcher: Launcher | None,
+    state: WorkerState | None = None,
+) -> faust.App:
+    """The monitor app: one agent over the prediction topics, one over labels, a timer following jobs.
+
+    Events are acknowledged (so committed) after their effect is in Redis and any alert is on Kafka.
+    """
+    drift = settings.drift
+    monitor_state = state or WorkerState()
+    drift.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        drift.group_id,
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        broker_credentials=faust_credentials(settings.kafka),
+        value_serializer="raw",
+        key_serializer="raw",
+        web_port=drift.web_port,
+        web_bind=drift.bind_host,
+        web_host=drift.bind_host,
+        datadir=str(drift.data_dir / drift.group_id),
+        store="memory://",
+        topic_replication_factor=settings.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.inference.session_timeout_s,
+        broker_heartbeat_interval=settings.inference.session_timeout_s / 4,
+    )
+    predictions = app.topic(*prediction_topics(settings), key_type=bytes, value_type=bytes)
+    labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
+    holder: dict[str, Any] = {}
+
+    async def monitor() -> DriftMonitor:
+        if "monitor" not in holder:
+            sink = KafkaSink(settings.kafka)
+            await sink.start()
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=drift.webhook_timeout_s))
+
+            async def webhook(alert: DriftAlert) -> None:
+                if drift.webhook_url is None:
+                    return
+                try:
+                    async with session.post(
+                        drift.webhook_url,
+                        data=alert.model_dump_json(),
+                        headers={"content-type": "application/json"},
+                    ) as response:
+                        response.raise_for_status()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    metrics.webhook_failures.inc()
+                    log.warning("drift.webhook_failed", url=drift.webhook_url, error=str(exc))
+
+            holder.update(sink=sink, session=session)
+            holder["monitor"] = DriftMonitor(
+                settings,
+                DriftStore(async_redis(settings.redis), drift),
+                repository=repository,
+                metrics=metrics,
+                publish=sink.send_all,
+                webhook=webhook,
+                launcher=launcher,
+            )
+        return holder["monitor"]  # type: ignore[no-any-return]
+
+    @app.agent(predictions)
+    async def watch(stream: Any) -> None:
+        drift_monitor = await monitor()
+        monitor_state.started = True
+        try:
+            async for events in stream.noack_take(drift.max_batch, within=drift.max_wait_ms / 1000):
+                taken = list(events)
+                parsed = []
+                for event in taken:
+                    try:
+                        parsed.append(PredictionEvent.from_kafka(event.message.value).data)
+                    except ContractError as error:
+                        # Not ours to dead-letter (predictions are the workers' output): logged and skipped.
+                        log.error("drift.bad_prediction", topic=event.message.topic, error=error.message)
+                await _retrying(
+                    monitor_state, lambda p=parsed: drift_monitor.observe(p), "predictions", settings
+                )
+                monitor_state.batches += 1
+                monitor_state.last_batch_at = time.monotonic()
+                for event in taken:
+                    await stream.ack(event)
+        finally:
+            monitor_state.stopping = True
+            await holder["sink"].stop()
+            await holder["session"].close()
+            await drift_monitor.store.close()
+
+    @app.agent(labels)
+    async def feedback(stream: Any) -> None:
+        drift_monitor = await monitor()
+        async for events in stream.noack_take(drift.max_batch, within=drift.max_wait_ms / 1000):
+            taken = list(events)
+            parsed = []
+            for event in taken:
+                try:
+                    parsed.append(FeedbackLabel.from_kafka(event.message.value))
+                except ContractError as error:
+                    log.error("drift.bad_label", offset=event.message.offset, error=error.message)
+            await _retrying(
+                monitor_state, lambda p=parsed: drift_monitor.observe_labels(p), "labels", settings
+            )
+            for event in taken:
+                await stream.ack(event)
+
+    @app.timer(TICK_S)  # type: ignore[untyped-decorator]
+    async def follow_jobs() -> None:
+        if "monitor" in holder:
+            try:
+                await holder["monitor"].tick()
+            except TransientError as error:
+                log.warning("drift.tick_failed", error=str(error))
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        code, body = monitor_state.health(time.monotonic())
+        return web.json(body, status=code)
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        code, body = monitor_state.health(time.monotonic())
+        return web.json(body, status=code if body["status"] == "ok" else 503)
+
+    return app

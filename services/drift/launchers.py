@@ -1,0 +1,116 @@
+"""Starting a retraining job: a local process, or a Kubernetes Job rendered from the shipped template."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+from services.common.settings import Settings, settings_env
+from services.drift.retrain_job import load_job_template, render_retrain_job
+
+
+class Launcher(Protocol):
+    """Starts retraining jobs and, where it can, tells when they ended."""
+
+    def launch(self, model: str, alert_id: str) -> str:
+        """Start a job retraining ``model`` for ``alert_id``; returns a handle naming the job."""
+
+    def exit_code(self, handle: str) -> int | None:
+        """The job's exit code once it has ended and this launcher knows it; None otherwise."""
+
+
+class LocalLauncher:
+    """``dlstream models retrain`` as a child process of the monitor (the local stack, docker-compose)."""
+
+    def __init__(self, settings: Settings, *, repository: Path) -> None:
+        self.settings = settings
+        self.repository = repository
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def launch(self, model: str, alert_id: str) -> str:
+        """Start the process; its output goes to ``<log_dir>/<model>-<alert>.log``."""
+        log_dir = self.settings.drift.log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **settings_env(self.settings),
+            "DLSTREAM_TRITON__MODEL_REPOSITORY": str(self.repository.resolve()),
+            "DLSTREAM_RETRAIN__MODEL": model,
+            "DLSTREAM_RETRAIN__ALERT_ID": alert_id,
+        }
+        with (log_dir / f"{model}-{alert_id}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "models", "retrain"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        handle = f"pid:{process.pid}"
+        self._processes[handle] = process
+        return handle
+
+    def exit_code(self, handle: str) -> int | None:
+        """The child's exit code once it ended (it is reaped then)."""
+        process = self._processes.get(handle)
+        if process is None:
+            return None
+        code = process.poll()
+        if code is not None:
+            del self._processes[handle]
+        return code
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Terminate jobs still running (the monitor is stopping); their locks expire or are released."""
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes.values():
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class KubernetesLauncher:
+    """A Job created through the Kubernetes API from the template that k8s/ ships (one source of truth)."""
+
+    def __init__(self, settings: Settings, batch_api: Any | None = None) -> None:
+        self.template = load_job_template(settings.drift.job_template)
+        self.namespace = settings.drift.namespace or os.environ.get("POD_NAMESPACE") or "default"
+        self.batch_api: Any = batch_api if batch_api is not None else _batch_api()
+
+    def launch(self, model: str, alert_id: str) -> str:
+        """Create the Job; its generated name is the handle."""
+        job = render_retrain_job(self.template, model=model, alert_id=alert_id, namespace=self.namespace)
+        created = self.batch_api.create_namespaced_job(namespace=self.namespace, body=job)
+        name = created["metadata"]["name"] if isinstance(created, dict) else created.metadata.name
+        return f"job:{self.namespace}/{name}"
+
+    def exit_code(self, handle: str) -> int | None:
+        """Unknown here: the Job reports its outcome in Redis, and a crashed Job's lock expires."""
+        return None
+
+
+def _batch_api() -> Any:
+    """The Batch API of the cluster this runs in (its ServiceAccount), or of the local kube config."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.BatchV1Api()
+
+
+def make_launcher(settings: Settings, *, repository: Path) -> Launcher | None:
+    """The launcher the settings name (None: retraining disabled)."""
+    if settings.drift.retrain_launcher == "local":
+        return LocalLauncher(settings, repository=repository)
+    if settings.drift.retrain_launcher == "kubernetes":
+        return KubernetesLauncher(settings)
+    return None

@@ -1,0 +1,309 @@
+"""The drift monitor's work, independent of Faust: predictions and labels in, windows, alerts and jobs out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from services.common.contract import (
+    DriftAlert,
+    DriftTestOutcome,
+    FeedbackLabel,
+    KafkaRecord,
+    PredictionData,
+    format_time,
+)
+from services.common.settings import Settings
+from services.drift.launchers import Launcher
+from services.drift.metrics import DriftMetrics
+from services.drift.policy import AlertAction, VersionState, alert_action, retrain_check
+from services.drift.store import DriftStore, Seen
+from services.drift.windows import Reference, WindowResult, decode_rows, encode_row, evaluate_window
+
+log = structlog.get_logger("dlstream.drift")
+
+Publish = Callable[[Sequence[tuple[str, KafkaRecord]]], Awaitable[None]]
+Webhook = Callable[[DriftAlert], Awaitable[None]]
+FINAL_STATES = ("promoted", "rejected", "failed")
+
+
+class DriftMonitor:
+    """Keeps windows per model version in Redis, tests full ones, raises and resolves alerts, starts jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: DriftStore,
+        *,
+        repository: Path,
+        metrics: DriftMetrics,
+        publish: Publish,
+        webhook: Webhook | None = None,
+        launcher: Launcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.repository = repository
+        self.metrics = metrics
+        self.publish = publish
+        self.webhook = webhook
+        self.launcher = launcher
+        self.models: set[str] = set()
+        self._references: dict[tuple[str, str], Reference | None] = {}
+        self._running: dict[str, str] = {}  # model -> launcher handle of a job this monitor started
+
+    def reference(self, model: str, version: str) -> Reference | None:
+        """The version's reference statistics (None when the version has none)."""
+        key = (model, version)
+        if key not in self._references:
+            path = self.repository / model / version / "reference.json"
+            if path.exists():
+                self._references[key] = Reference.from_json(json.loads(path.read_text()))
+            else:
+                log.warning("drift.no_reference", model=model, version=version, path=str(path))
+                self._references[key] = None
+        return self._references[key]
+
+    async def observe(self, predictions: Sequence[PredictionData]) -> list[DriftAlert]:
+        """Add predictions to their windows and evaluate every window that filled; the alerts it changed."""
+        if not predictions:
+            return []
+        fresh = await self.store.mark_seen(
+            [(p.request_id, Seen(p.model, p.model_version, p.label, p.modality.value)) for p in predictions]
+        )
+        rows: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        for prediction, new in zip(predictions, fresh, strict=True):
+            if not new:
+                continue  # a redelivered prediction is in its window already
+            reference = self.reference(prediction.model, prediction.model_version)
+            self.models.add(prediction.model)
+            self.metrics.predictions.labels(model=prediction.model).inc()
+            if reference is None or prediction.label not in reference.labels:
+                continue
+            row = encode_row(prediction, reference.labels.index(prediction.label))
+            rows[(prediction.model, prediction.model_version)].append(row)
+        if not rows:
+            return []
+        lengths = await self.store.push_rows(rows)
+        changed: list[DriftAlert] = []
+        for (model, version), length in lengths.items():
+            for _ in range(length // self.settings.drift.window_size):
+                alert = await self._evaluate_next(model, version)
+                if alert is not None:
+                    changed.append(alert)
+        for alert in changed:
+            if alert.status == "open":
+                await self.check_retraining(alert.model)
+        return changed
+
+    async def _evaluate_next(self, model: str, version: str) -> DriftAlert | None:
+        drift = self.settings.drift
+        taken = await self.store.take_window(model, version)
+        reference = self.reference(model, version)
+        if len(taken.rows) < drift.window_size or reference is None:
+            return None
+        state = VersionState.from_json(taken.state)
+        started = time.perf_counter()
+        result = await asyncio.to_thread(
+            evaluate_window,
+            decode_rows(taken.rows),
+            reference,
+            false_alarm_rate=drift.false_alarm_rate,
+            permutations=drift.mmd_permutations,
+            seed=state.windows,
+        )
+        self.metrics.window_seconds.observe(time.perf_counter() - started)
+        state.update(result)
+        open_alert = DriftAlert.model_validate_json(taken.open_alert) if taken.open_alert else None
+        action = alert_action(
+            state,
+            version,
+            open_alert_version=open_alert.version if open_alert else None,
+            cooling_down=taken.cooling_down,
+            alert_after=drift.alert_after_windows,
+            resolve_after=drift.resolve_after_windows,
+        )
+        self._count_window(model, version, result)
+        changed: DriftAlert | None = None
+        if action is AlertAction.RAISE:
+            changed = self._new_alert(model, version, state, result, reference)
+        elif action is AlertAction.RESOLVE and open_alert is not None:
+            resolution = (
+                f"{state.clean_streak} clean windows of version {version}"
+                if open_alert.version == version
+                else f"version {version} took over and its window is clean"
+            )
+            changed = open_alert.model_copy(
+                update={
+                    "status": "resolved",
+                    "resolved_at": format_time(datetime.now(UTC)),
+                    "resolution": resolution,
+                }
+            )
+        if changed is not None:
+            # Published before Redis records it: a crash in between raises the alert again, never loses it.
+            await self.publish([(self.settings.topics.alerts, changed.to_kafka())])
+            if self.webhook is not None:
+                await self.webhook(changed)
+            log.warning(
+                "drift.alert_" + ("raised" if changed.status == "open" else "resolved"),
+                model=model,
+                version=version,
+                alert_id=changed.id,
+                test=changed.test,
+                p_value=changed.p_value,
+                resolution=changed.resolution,
+            )
+        summary = {
+            "windows": state.windows,
+            "flagged_windows": state.flagged_windows,
+            "flagged_streak": state.flagged_streak,
+            "last_p_value": state.last_p_value,
+            "last_tests": state.last_tests,
+            "updated_at": format_time(datetime.now(UTC)),
+        }
+        await self.store.save_window_outcome(
+            model,
+            version,
+            state=state.to_json(),
+            summary=summary,
+            raised=changed.model_dump_json() if changed is not None and changed.status == "open" else None,
+            resolved=changed.model_dump_json() if changed is not None and changed.status != "open" else None,
+        )
+        return changed
+
+    def _count_window(self, model: str, version: str, result: WindowResult) -> None:
+        self.metrics.windows.labels(model=model, version=version, flagged=str(result.flagged).lower()).inc()
+        self.metrics.p_value.labels(model=model, version=version).set(result.p_value)
+        for test in result.tests:
+            self.metrics.statistic.labels(model=model, version=version, test=test.test).set(test.statistic)
+
+    def _new_alert(
+        self, model: str, version: str, state: VersionState, result: WindowResult, reference: Reference
+    ) -> DriftAlert:
+        self.metrics.alerts.labels(model=model).inc()
+        strongest = result.strongest
+        labels = reference.labels
+        return DriftAlert(
+            status="open",
+            model=model,
+            version=version,
+            test=strongest.test,
+            statistic=strongest.statistic,
+            p_value=result.p_value,
+            tests=[
+                DriftTestOutcome(test=t.test, statistic=t.statistic, p_value=t.p_value) for t in result.tests
+            ],
+            window=state.windows - 1,
+            window_size=self.settings.drift.window_size,
+            predictions_seen=state.windows * self.settings.drift.window_size,
+            counts={labels[i]: c for i, c in enumerate(result.counts) if c},
+            expected_counts={labels[i]: e for i, e in enumerate(result.expected_counts) if e},
+            moved=[labels[i] for i in result.moved],
+        )
+
+    async def observe_labels(self, labels: Sequence[FeedbackLabel]) -> int:
+        """Join labels with the predictions they name: accuracy and retraining feedback. Returns the number
+        matched; a label whose prediction is unknown (never seen, or expired) is counted and logged."""
+        if not labels:
+            return 0
+        seen = await self.store.lookup_seen([label.request_id for label in labels])
+        matched = [(lb.request_id, lb.label, s) for lb, s in zip(labels, seen, strict=True) if s is not None]
+        unmatched = len(labels) - len(matched)
+        self.metrics.labels.labels(matched="true").inc(len(matched))
+        if unmatched:
+            self.metrics.labels.labels(matched="false").inc(unmatched)
+            log.warning("drift.labels_unmatched", count=unmatched)
+        if matched:
+            await self.store.add_feedback(matched)
+            for model in {s.model for _, _, s in matched}:
+                await self.check_retraining(model)
+        return len(matched)
+
+    async def check_retraining(self, model: str) -> None:
+        """Start a retraining job for the model's open alert when the policy and the lock allow it."""
+        if self.launcher is None:
+            return
+        drift = self.settings.drift
+        raw_alert, feedback, run = await self.store.retrain_context(model)
+        if raw_alert is None:
+            return
+        alert = DriftAlert.model_validate_json(raw_alert)
+        last_alert = run.get(b"alert_id", b"").decode() or None
+        started_at = float(run[b"started_at"]) if b"started_at" in run else None
+        check = retrain_check(
+            alert_id=alert.id,
+            last_run_alert_id=last_alert,
+            last_run_age_s=None if started_at is None else time.time() - started_at,
+            feedback=feedback,
+            min_feedback=drift.retrain_min_feedback,
+            cooldown_s=drift.retrain_cooldown_s,
+        )
+        if not check.start:
+            log.debug("drift.retrain_waits", model=model, reason=check.reason)
+            return
+        owner = f"{alert.id}:{uuid.uuid4().hex[:8]}"
+        if not await self.store.lock_retraining(model, owner):
+            log.info("drift.retrain_locked", model=model)
+            return
+        try:
+            handle = await asyncio.to_thread(self.launcher.launch, model, alert.id)
+        except Exception as exc:  # noqa: BLE001 - any launch failure is reported, the lock released
+            await self.store.unlock_retraining(model, owner)
+            self.metrics.retraining_runs.labels(model=model, outcome="failed").inc()
+            log.error("drift.retrain_launch_failed", model=model, error=str(exc))
+            return
+        self._running[model] = handle
+        self.metrics.retraining_runs.labels(model=model, outcome="started").inc()
+        await self.store.record_run(
+            model,
+            {
+                "alert_id": alert.id,
+                "state": "running",
+                "started_at": str(time.time()),
+                "job": handle,
+                "lock": owner,
+                "feedback": str(feedback),
+                "from_version": alert.version,
+                "detail": "",
+            },
+        )
+        log.warning("drift.retrain_started", model=model, alert_id=alert.id, job=handle, feedback=feedback)
+
+    async def poll_runs(self) -> None:
+        """Follow the jobs this monitor started: count their outcomes; fail a local job that died silently."""
+        for model, handle in list(self._running.items()):
+            _, _, run = await self.store.retrain_context(model)
+            state = run.get(b"state", b"").decode()
+            code = self.launcher.exit_code(handle) if self.launcher is not None else None
+            if state == "running" and code is not None:
+                # The job ended without recording its outcome (killed, crashed before its first write).
+                await self.store.record_run(
+                    model,
+                    {
+                        "state": "failed",
+                        "detail": f"exited with code {code}",
+                        "finished_at": str(time.time()),
+                    },
+                    history=True,
+                )
+                await self.store.unlock_retraining(model, run.get(b"lock", b"").decode())
+                state = "failed"
+            if state in FINAL_STATES:
+                del self._running[model]
+                self.metrics.retraining_runs.labels(model=model, outcome=state).inc()
+                log.warning("drift.retrain_finished", model=model, outcome=state, job=handle)
+
+    async def tick(self) -> None:
+        """Periodic work: follow jobs, and retry starting jobs that waited for feedback or a cooldown."""
+        await self.poll_runs()
+        for model in sorted(self.models):
+            await self.check_retraining(model)
