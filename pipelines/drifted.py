@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import numpy.typing as npt
 from scipy.io import wavfile
 
 from pipelines.data.fortunes import CATEGORIES, read_category
@@ -26,8 +27,9 @@ def drifted_digits(payloads: list[bytes], kind: str = "inverted", seed: int = 0)
     out = []
     for payload in payloads:
         pixels = np.asarray(decode_image(payload, "L"), dtype=np.uint8)
+        changed: npt.NDArray[np.uint8]
         if kind == "inverted":
-            changed = 255 - pixels
+            changed = (255 - pixels).astype(np.uint8)
         elif kind == "rotated":
             changed = np.rot90(pixels).copy()
         elif kind == "noisy":

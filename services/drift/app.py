@@ -88,38 +88,43 @@ def build_app(
     predictions = app.topic(*prediction_topics(settings), key_type=bytes, value_type=bytes)
     labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
     holder: dict[str, Any] = {}
+    creating = asyncio.Lock()  # both agents ask for the monitor at start; one must build it
 
     async def monitor() -> DriftMonitor:
-        if "monitor" not in holder:
-            sink = KafkaSink(settings.kafka)
-            await sink.start()
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=drift.webhook_timeout_s))
-
-            async def webhook(alert: DriftAlert) -> None:
-                if drift.webhook_url is None:
-                    return
-                try:
-                    async with session.post(
-                        drift.webhook_url,
-                        data=alert.model_dump_json(),
-                        headers={"content-type": "application/json"},
-                    ) as response:
-                        response.raise_for_status()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    metrics.webhook_failures.inc()
-                    log.warning("drift.webhook_failed", url=drift.webhook_url, error=str(exc))
-
-            holder.update(sink=sink, session=session)
-            holder["monitor"] = DriftMonitor(
-                settings,
-                DriftStore(async_redis(settings.redis), drift),
-                repository=repository,
-                metrics=metrics,
-                publish=sink.send_all,
-                webhook=webhook,
-                launcher=launcher,
-            )
+        async with creating:
+            if "monitor" not in holder:
+                await _create()
         return holder["monitor"]  # type: ignore[no-any-return]
+
+    async def _create() -> None:
+        sink = KafkaSink(settings.kafka)
+        await sink.start()
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=drift.webhook_timeout_s))
+
+        async def webhook(alert: DriftAlert) -> None:
+            if drift.webhook_url is None:
+                return
+            try:
+                async with session.post(
+                    drift.webhook_url,
+                    data=alert.model_dump_json(),
+                    headers={"content-type": "application/json"},
+                ) as response:
+                    response.raise_for_status()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                metrics.webhook_failures.inc()
+                log.warning("drift.webhook_failed", url=drift.webhook_url, error=str(exc))
+
+        holder.update(sink=sink, session=session)
+        holder["monitor"] = DriftMonitor(
+            settings,
+            DriftStore(async_redis(settings.redis), drift),
+            repository=repository,
+            metrics=metrics,
+            publish=sink.send_all,
+            webhook=webhook,
+            launcher=launcher,
+        )
 
     @app.agent(predictions)
     async def watch(stream: Any) -> None:

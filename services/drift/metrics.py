@@ -36,7 +36,7 @@ class DriftMetrics:
         self.alerts = Counter("dlstream_drift_alerts", "Alerts raised.", ["model"], registry=r)
         self.labels = Counter(
             "dlstream_feedback_labels",
-            "Labels received, by whether their prediction was known.",
+            "Labels received: joined (true) or waiting for their prediction (early).",
             ["matched"],
             registry=r,
         )

@@ -76,9 +76,15 @@ class DriftMonitor:
         """Add predictions to their windows and evaluate every window that filled; the alerts it changed."""
         if not predictions:
             return []
-        fresh = await self.store.mark_seen(
-            [(p.request_id, Seen(p.model, p.model_version, p.label, p.modality.value)) for p in predictions]
+        seen = [Seen(p.model, p.model_version, p.label, p.modality.value) for p in predictions]
+        fresh, early = await self.store.mark_seen(
+            [(p.request_id, s) for p, s in zip(predictions, seen, strict=True)]
         )
+        joined = [
+            (p.request_id, label, s) for p, s, label in zip(predictions, seen, early, strict=True) if label
+        ]
+        if joined:
+            await self._add_feedback(joined)
         rows: dict[tuple[str, str], list[bytes]] = defaultdict(list)
         for prediction, new in zip(predictions, fresh, strict=True):
             if not new:
@@ -212,21 +218,26 @@ class DriftMonitor:
 
     async def observe_labels(self, labels: Sequence[FeedbackLabel]) -> int:
         """Join labels with the predictions they name: accuracy and retraining feedback. Returns the number
-        matched; a label whose prediction is unknown (never seen, or expired) is counted and logged."""
+        joined now; a label whose prediction has not been seen yet waits in Redis (``label_ttl_s``) and is
+        joined when the prediction arrives."""
         if not labels:
             return 0
         seen = await self.store.lookup_seen([label.request_id for label in labels])
         matched = [(lb.request_id, lb.label, s) for lb, s in zip(labels, seen, strict=True) if s is not None]
-        unmatched = len(labels) - len(matched)
+        early = [(lb.request_id, lb.label) for lb, s in zip(labels, seen, strict=True) if s is None]
         self.metrics.labels.labels(matched="true").inc(len(matched))
-        if unmatched:
-            self.metrics.labels.labels(matched="false").inc(unmatched)
-            log.warning("drift.labels_unmatched", count=unmatched)
+        if early:
+            await self.store.park_labels(early)
+            self.metrics.labels.labels(matched="early").inc(len(early))
+            log.info("drift.labels_before_predictions", count=len(early))
         if matched:
-            await self.store.add_feedback(matched)
-            for model in {s.model for _, _, s in matched}:
-                await self.check_retraining(model)
+            await self._add_feedback(matched)
         return len(matched)
+
+    async def _add_feedback(self, matched: Sequence[tuple[str, str, Seen]]) -> None:
+        await self.store.add_feedback(matched)
+        for model in {s.model for _, _, s in matched}:
+            await self.check_retraining(model)
 
     async def check_retraining(self, model: str) -> None:
         """Start a retraining job for the model's open alert when the policy and the lock allow it."""

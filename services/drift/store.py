@@ -89,12 +89,24 @@ class DriftStore:
         """Release the connections."""
         await self.client.aclose()
 
-    async def mark_seen(self, seen: Sequence[tuple[str, Seen]]) -> list[bool]:
-        """Remember each ``(request id, prediction)``; False for ids already seen (a redelivery)."""
+    async def mark_seen(self, seen: Sequence[tuple[str, Seen]]) -> tuple[list[bool], list[str | None]]:
+        """Remember each ``(request id, prediction)``: per id, False when it was seen already (a redelivery),
+        and the label that arrived before its prediction, if one did."""
         pipe = self.client.pipeline(transaction=False)
         for request_id, what in seen:
             pipe.set(self.key("seen", request_id), what.encode(), nx=True, ex=self.settings.label_ttl_s)
-        return [bool(r) for r in await self._execute(pipe)]
+            pipe.get(self.key("early-label", request_id))
+        results = await self._execute(pipe)
+        fresh = [bool(r) for r in results[0::2]]
+        early = [r.decode() if r else None for r in results[1::2]]
+        return fresh, early
+
+    async def park_labels(self, labels: Sequence[tuple[str, str]]) -> None:
+        """Keep ``(request id, label)`` whose prediction has not been seen yet; it is joined when it is."""
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, label in labels:
+            pipe.set(self.key("early-label", request_id), label, ex=self.settings.label_ttl_s)
+        await self._execute(pipe)
 
     async def push_rows(self, rows: dict[tuple[str, str], list[bytes]]) -> dict[tuple[str, str], int]:
         """Append rows to their versions' windows; the length of each list afterwards.
@@ -177,6 +189,7 @@ class DriftStore:
                 "modality": seen.modality,
             }
             pipe.rpush(self.key("feedback", seen.model), json.dumps(record))
+            pipe.delete(self.key("early-label", request_id))
             models.add(seen.model)
         for model in models:
             pipe.ltrim(self.key("feedback", model), -self.settings.max_feedback, -1)

@@ -46,21 +46,23 @@ def deployment_settings(
 
 @dataclass
 class Worker:
-    """``dlstream inference run`` as its own process (own session, so a SIGKILL takes only it)."""
+    """``dlstream inference run`` (or another service's ``argv``) as its own process (own session, so a
+    SIGKILL takes only it)."""
 
     settings: Settings
     log_path: Path
+    argv: list[str] = field(default_factory=worker_argv)
+    repository: Path = PROJECT_ROOT / "model_repo"
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
     def start(self) -> Worker:
         """Start the process (not waiting for it to be ready: events wait in Kafka)."""
-        env = worker_env(
-            self.settings, repository=PROJECT_ROOT / "model_repo", data_dir=self.log_path.parent / "faust"
-        )
+        env = worker_env(self.settings, repository=self.repository, data_dir=self.log_path.parent / "faust")
+        env["DLSTREAM_DRIFT__DATA_DIR"] = env["DLSTREAM_INFERENCE__DATA_DIR"]
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            worker_argv(),
+            self.argv,
             cwd=PROJECT_ROOT,
             env=env,
             stdout=self._log,

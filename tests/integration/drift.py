@@ -1,0 +1,89 @@
+"""Per-test deployments of the drift monitor beside an inference worker, and what the tests read back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from services.client.demo import CONTENT_TYPES
+from services.client.reader import read_records
+from services.common.contract import DriftAlert, Modality, new_request
+from services.common.net import free_ports
+from services.common.settings import Settings
+from services.drift.store import DriftStore, async_redis
+from tests.integration.conftest import TopicFactory
+from tests.integration.workers import Sample, deployment_settings, held_out_events
+
+T = TypeVar("T")
+WINDOW = 50
+MONITOR_ARGV = [sys.executable, "-m", "services.cli", "drift", "run"]
+
+
+def drift_settings(settings: Settings, topics: TopicFactory, group_id: str, **drift: Any) -> Settings:
+    """The test's worker deployment plus a monitor of its own: group, Redis keys, ports, small windows."""
+    deployed = deployment_settings(settings, topics, group_id)
+    web, metrics = free_ports(2)
+    update = {
+        "group_id": f"{group_id}.drift",
+        "key_prefix": f"{topics.prefix}:drift",
+        "web_port": web,
+        "metrics_port": metrics,
+        "window_size": WINDOW,
+        "retrain_launcher": "none",
+        **drift,
+    }
+    return deployed.model_copy(update={"drift": deployed.drift.model_copy(update=update)})
+
+
+def overview(settings: Settings) -> dict[str, Any]:
+    """What `dlstream drift status --json` shows."""
+
+    async def read() -> dict[str, Any]:
+        store = DriftStore(async_redis(settings.redis), settings.drift)
+        try:
+            return await store.overview()
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def alerts_on_kafka(settings: Settings) -> list[DriftAlert]:
+    """Every record of the test's alert topic."""
+    return [
+        DriftAlert.model_validate_json(r.value)
+        for r in read_records(settings.kafka, [settings.topics.alerts])
+    ]
+
+
+def wait_for(check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 2.0) -> T:
+    """Poll ``check`` until it returns something; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def shuffled_clean(modality: Modality, count: int, seed: int) -> list[Sample]:
+    """Held-out events in random order, as real traffic mixes classes."""
+    samples = held_out_events(modality, count, source="tests/drift-clean")
+    random.Random(seed).shuffle(samples)
+    return samples
+
+
+def events_of(modality: Modality, payloads: list[bytes], labels: list[int]) -> list[Sample]:
+    """Events of these payloads with their true labels (-1 where unknown)."""
+    return [
+        Sample(
+            modality, new_request(modality, p, content_type=CONTENT_TYPES[modality], source="tests/drift"), y
+        )
+        for p, y in zip(payloads, labels, strict=True)
+    ]

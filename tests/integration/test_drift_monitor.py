@@ -1,0 +1,258 @@
+"""The drift monitor against the real Kafka, Redis and Triton, fed by a real inference worker.
+
+Windows are 50 predictions and an alert needs 2 flagged windows in a row, so drifted traffic raises its alert
+within 100 events of a model version (the production default, 200 x 2, within 400).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipelines.drifted import drifted_digits, noisy_speech, unseen_topic_texts
+from pipelines.samples import held_out_payloads
+from services.client.publisher import Publisher
+from services.common.contract import DriftAlert, Modality
+from services.common.net import free_ports
+from services.common.settings import Settings
+from services.stack.local_stack import LocalStack
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory
+from tests.integration.drift import (
+    MONITOR_ARGV,
+    WINDOW,
+    alerts_on_kafka,
+    drift_settings,
+    events_of,
+    overview,
+    shuffled_clean,
+    wait_for,
+)
+from tests.integration.workers import (
+    MODELS,
+    Sample,
+    Worker,
+    dlstream,
+    producer,
+    send_samples,
+    wait_for_predictions,
+)
+
+pytestmark = pytest.mark.integration
+
+CLEAN_WINDOWS = 20
+
+
+def _send(settings: Settings, samples: list[Sample]) -> None:
+    kafka = producer(settings)
+    try:
+        send_samples(kafka, settings, samples)
+        kafka.flush()
+    finally:
+        kafka.close()
+
+
+def test_clean_held_out_traffic_raises_no_alert_over_20_windows_per_modality(
+    settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
+) -> None:
+    deployed = drift_settings(settings, topics, group_id)
+    worker = Worker(deployed, tmp_path / "worker.log").start()
+    monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
+    try:
+        samples = [s for m in Modality for s in shuffled_clean(m, CLEAN_WINDOWS * WINDOW, seed=7)]
+        random.Random(1).shuffle(samples)
+        _send(deployed, samples)
+
+        def all_windows() -> dict[str, object] | None:
+            state = overview(deployed)
+            done = all(
+                state.get(model, {}).get("versions", {}).get("1", {}).get("windows", 0) >= CLEAN_WINDOWS
+                for model in MODELS.values()
+            )
+            return state if done else None
+
+        state = wait_for(all_windows, timeout_s=480, what=f"{CLEAN_WINDOWS} windows of each model")
+        for model in MODELS.values():
+            info = state[model]
+            assert isinstance(info, dict)
+            assert info["open_alert"] is None, info
+            summary = info["versions"]["1"]
+            # A flagged window is allowed (that is the false-alarm rate); two in a row would be an alert.
+            print(f"{model}: {summary['windows']} windows, {summary['flagged_windows']} flagged")
+        assert alerts_on_kafka(deployed) == []
+    finally:
+        monitor.stop()
+        worker.stop()
+
+
+def test_drifted_traffic_of_each_modality_raises_an_alert_within_100_events(
+    settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
+) -> None:
+    deployed = drift_settings(settings, topics, group_id)
+    digits, digit_labels = held_out_payloads("digits", 0)
+    speech, speech_labels = held_out_payloads("speech_digits", 0)
+    assert digit_labels is not None
+    assert speech_labels is not None
+    pick = random.Random(3).sample
+    image_index = pick(range(len(digits)), 150)
+    audio_index = pick(range(len(speech)), 150)
+    samples = [
+        *events_of(
+            Modality.IMAGE,
+            drifted_digits([digits[i] for i in image_index], "inverted"),
+            [digit_labels[i] for i in image_index],
+        ),
+        *events_of(
+            Modality.AUDIO,
+            noisy_speech([speech[i] for i in audio_index], snr_db=0.0),
+            [speech_labels[i] for i in audio_index],
+        ),
+        *events_of(Modality.TEXT, unseen_topic_texts(150), [-1] * 150),
+    ]
+    random.Random(4).shuffle(samples)
+    worker = Worker(deployed, tmp_path / "worker.log").start()
+    monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
+    try:
+        _send(deployed, samples)
+
+        def one_per_model() -> list[DriftAlert] | None:
+            alerts = [a for a in alerts_on_kafka(deployed) if a.status == "open"]
+            return alerts if {a.model for a in alerts} == set(MODELS.values()) else None
+
+        wait_for(one_per_model, timeout_s=300, what="an alert of each model")
+        for alert in alerts_on_kafka(deployed):
+            assert alert.status == "open"
+            assert alert.version == "1"
+            assert alert.predictions_seen <= 2 * WINDOW, alert
+            assert alert.p_value < deployed.drift.false_alarm_rate
+            assert sum(alert.counts.values()) == WINDOW
+            assert alert.moved, alert
+        assert len(alerts_on_kafka(deployed)) == 3  # one open alert per model, no repeats
+
+        status = dlstream(deployed, "drift", "status").stdout
+        for model in MODELS.values():
+            assert f"{model}: OPEN ALERT" in status, status
+        listed = [json.loads(line) for line in dlstream(deployed, "drift", "alerts").stdout.splitlines()]
+        assert {a["model"] for a in listed} == set(MODELS.values())
+    finally:
+        monitor.stop()
+        worker.stop()
+
+
+def _private_triton(settings: Settings, tmp_path: Path) -> tuple[LocalStack, Path]:
+    """A Triton of this test alone, on a copy of the digits model (version 1): retraining writes into it."""
+    repository = tmp_path / "repo"
+    source = PROJECT_ROOT / settings.triton.model_repository / "digits"
+    shutil.copytree(
+        source,
+        repository / "digits",
+        ignore=lambda folder, names: [
+            n for n in names if Path(folder) == source and n not in ("config.pbtxt", "configs", "1")
+        ],
+    )
+    http, grpc, metrics = free_ports(3)
+    private = settings.model_copy(
+        update={
+            "triton": settings.triton.model_copy(
+                update={
+                    "http_port": http,
+                    "grpc_port": grpc,
+                    "metrics_port": metrics,
+                    "model_repository": repository,
+                }
+            ),
+            "stack": settings.stack.model_copy(
+                update={"run_dir": tmp_path / "stack", "services": ("triton",)}
+            ),
+        }
+    )
+    return LocalStack(private, project_root=PROJECT_ROOT), repository
+
+
+def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_better(
+    settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
+) -> None:
+    triton, repository = _private_triton(settings, tmp_path)
+    triton.up()
+    try:
+        deployed = drift_settings(
+            triton.settings,
+            topics,
+            group_id,
+            retrain_launcher="local",
+            retrain_min_feedback=150,
+            log_dir=tmp_path / "retrain",
+        )
+        deployed = deployed.model_copy(update={"retrain": deployed.retrain.model_copy(update={"epochs": 5})})
+        payloads, labels = held_out_payloads("digits", 0)
+        assert labels is not None
+        order = random.Random(5).sample(range(len(payloads)), 600)
+        first, second = order[:300], order[300:]
+
+        def drifted(index: list[int]) -> list[Sample]:
+            return events_of(
+                Modality.IMAGE,
+                drifted_digits([payloads[i] for i in index], "inverted"),
+                [labels[i] for i in index],
+            )
+
+        worker = Worker(deployed, tmp_path / "worker.log", repository=repository).start()
+        monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository).start()
+        try:
+            before = drifted(first)
+            _send(deployed, before)
+            predicted = wait_for_predictions(deployed, {s.event.id for s in before})
+            assert len(predicted) == len(before)
+            assert {p.data.model_version for p in predicted.values()} == {"1"}
+            accuracy_v1 = sum(predicted[s.event.id].data.label == str(s.label) for s in before) / len(before)
+
+            # The labels arrive later, as they would from people checking the predictions.
+            with Publisher(deployed) as publisher:
+                for sample in before:
+                    publisher.publish_label(sample.event.id, str(sample.label))
+
+            def run_ended() -> dict[str, str] | None:
+                run = overview(deployed).get("digits", {}).get("retraining") or {}
+                return run if run.get("state") in ("promoted", "rejected", "failed") else None
+
+            run = wait_for(run_ended, timeout_s=360, what="the retraining job", interval_s=5.0)
+            assert run["state"] == "promoted", run
+            report = json.loads(run["detail"])
+            assert report["new_version"] == 2
+            assert (repository / "digits" / "2" / "reference.json").exists()
+
+            after = drifted(second)
+            _send(deployed, after)
+            predicted = wait_for_predictions(deployed, {s.event.id for s in after})
+            assert len(predicted) == len(after)
+            assert {p.data.model_version for p in predicted.values()} == {"2"}
+            accuracy_v2 = sum(predicted[s.event.id].data.label == str(s.label) for s in after) / len(after)
+            print(
+                f"inverted digits: v1 accuracy {accuracy_v1:.3f}, v2 accuracy {accuracy_v2:.3f}; job {report}"
+            )
+            assert accuracy_v2 >= accuracy_v1 + 0.10
+
+            def resolved() -> list[DriftAlert] | None:
+                return [a for a in alerts_on_kafka(deployed) if a.status == "resolved"] or None
+
+            closing = wait_for(resolved, timeout_s=120, what="the alert to be resolved")
+            assert len(closing) == 1
+            assert closing[0].version == "1"
+
+            def promoted_counted() -> str | None:
+                url = f"http://127.0.0.1:{deployed.drift.metrics_port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    text = response.read().decode()
+                line = 'dlstream_retraining_runs_total{model="digits",outcome="promoted"} 1.0'
+                return text if line in text else None
+
+            wait_for(promoted_counted, timeout_s=30, what="the promoted run in the monitor's metrics")
+        finally:
+            monitor.stop()
+            worker.stop()
+    finally:
+        triton.down()
