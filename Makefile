@@ -21,8 +21,9 @@ up: models ## the main job: build missing models, start Kafka, Redis, Triton and
 demo: ## stream held-out samples of every modality through the running stack and show the predictions
 	$(VENV)/dlstream demo
 
-bench: ## streaming benchmark on the running stack: pipeline vs direct Triton vs a naive agent, latency
+bench: ## benchmarks on the running stack: pipeline vs direct Triton vs a naive agent; drift monitor alarms and cost
 	$(VENV)/dlstream bench stream
+	$(VENV)/dlstream bench drift
 
 down: ## stop every process of the local stack
 	$(VENV)/dlstream stack down

@@ -78,7 +78,7 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
 
 
 @stack.command("logs")
-@click.argument("service", type=click.Choice(["kafka", "redis", "triton", "inference"]))
+@click.argument("service", type=click.Choice(["kafka", "redis", "triton", "inference", "drift"]))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many of the last lines.")
 @click.pass_context
 def stack_logs(ctx: click.Context, service: str, lines: int) -> None:
@@ -445,6 +445,32 @@ def bench_stream_cmd(
         naive_events=naive_events,
         latency_seconds=latency_seconds,
         work_dir=Path.cwd() / ".dlstream" / "bench" / time.strftime("%Y%m%d-%H%M%S"),
+    )
+    click.echo(json.dumps(report, indent=None if as_json else 2))
+
+
+@bench.command("drift")
+@click.option(
+    "--model", default="digits", show_default=True, help="Model whose held-out predictions are fed."
+)
+@click.option("--windows", default=500, show_default=True, help="Clean windows to measure the alarm rate on.")
+@click.option("--window-size", default=50, show_default=True, help="Predictions per window.")
+@click.option("--drifted-windows", default=50, show_default=True, help="Windows of inverted digits (power).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on one line.")
+@click.pass_context
+def bench_drift_cmd(
+    ctx: click.Context, model: str, windows: int, window_size: int, drifted_windows: int, as_json: bool
+) -> None:
+    """The monitor's observed false-alarm rate against the configured one, and its cost per prediction."""
+    from services.bench.drift import bench_drift
+
+    report = bench_drift(
+        _settings(ctx),
+        _repository(ctx),
+        model=model,
+        windows=windows,
+        window_size=window_size,
+        drifted_windows=drifted_windows,
     )
     click.echo(json.dumps(report, indent=None if as_json else 2))
 

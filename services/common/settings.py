@@ -244,9 +244,9 @@ class StackSettings(_Group):
     kafka_heap: str = Field("768m", description="JVM heap of the local broker (-Xmx).")
     start_timeout_s: float = Field(120.0, gt=0, description="How long `up` waits for each service's health.")
     stop_timeout_s: float = Field(30.0, gt=0, description="How long `down` waits before SIGKILL.")
-    services: tuple[Literal["kafka", "redis", "triton", "inference"], ...] = Field(
-        ("kafka", "redis", "triton", "inference"),
-        description="Which services `stack up` starts (inference: one worker).",
+    services: tuple[Literal["kafka", "redis", "triton", "inference", "drift"], ...] = Field(
+        ("kafka", "redis", "triton", "inference", "drift"),
+        description="Which services `stack up` starts (inference: one worker; drift: the drift monitor).",
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+P_VALUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
 
 @dataclass
 class DriftMetrics:
@@ -32,6 +34,14 @@ class DriftMetrics:
         )
         self.p_value = Gauge(
             "dlstream_drift_p_value", "Combined p-value of the last window.", ["model", "version"], registry=r
+        )
+        # Under no drift p-values are uniform or, with conservative tests, pushed towards 1: this shows which.
+        self.window_p_values = Histogram(
+            "dlstream_drift_window_p_value",
+            "Combined p-value of each window.",
+            ["model"],
+            buckets=P_VALUE_BUCKETS,
+            registry=r,
         )
         self.alerts = Counter("dlstream_drift_alerts", "Alerts raised.", ["model"], registry=r)
         self.labels = Counter(

@@ -189,6 +189,7 @@ class DriftMonitor:
     def _count_window(self, model: str, version: str, result: WindowResult) -> None:
         self.metrics.windows.labels(model=model, version=version, flagged=str(result.flagged).lower()).inc()
         self.metrics.p_value.labels(model=model, version=version).set(result.p_value)
+        self.metrics.window_p_values.labels(model=model).observe(result.p_value)
         for test in result.tests:
             self.metrics.statistic.labels(model=model, version=version, test=test.test).set(test.statistic)
 

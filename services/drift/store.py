@@ -111,10 +111,11 @@ class DriftStore:
     async def push_rows(self, rows: dict[tuple[str, str], list[bytes]]) -> dict[tuple[str, str], int]:
         """Append rows to their versions' windows; the length of each list afterwards.
 
-        A list is trimmed to its newest ``4 * window_size`` rows, in case windows are not taken off it.
+        A list is trimmed to its newest ``2 * window_size + max_batch`` rows, in case windows stop being taken
+        off it (a version without reference statistics); a batch never loses rows to the trim.
         """
         pipe = self.client.pipeline(transaction=False)
-        cap = 4 * self.settings.window_size
+        cap = 2 * self.settings.window_size + self.settings.max_batch
         for (model, version), values in rows.items():
             key = self.key("rows", model, version)
             pipe.rpush(key, *values)

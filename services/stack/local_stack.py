@@ -1,4 +1,5 @@
-"""The local stack: Kafka, Redis, Triton and an inference worker as child processes of one run directory.
+"""The local stack: Kafka, Redis, Triton, an inference worker and the drift monitor, as child processes
+of one run directory.
 
 State lives in the run directory (one JSON record per child), so ``up``, ``status`` and ``down`` work from
 separate invocations of the CLI, and a second stack with another run directory and other ports can run beside.
@@ -17,6 +18,7 @@ import structlog
 from services.common.errors import StackError
 from services.common.net import port_open
 from services.common.settings import Settings
+from services.stack.drift_monitor import DriftMonitorService
 from services.stack.inference_worker import InferenceWorker
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
@@ -56,6 +58,7 @@ class LocalStack:
             "redis": RedisServer(self.run_dir, settings),
             "triton": TritonServer(self.run_dir, settings, repository=repository),
             "inference": InferenceWorker(self.run_dir, settings, repository=repository),
+            "drift": DriftMonitorService(self.run_dir, settings, repository=repository),
         }
         self.services: dict[str, StackService] = {name: available[name] for name in settings.stack.services}
 
