@@ -174,6 +174,12 @@ class DriftMonitor:
             "flagged_streak": state.flagged_streak,
             "last_p_value": state.last_p_value,
             "last_tests": state.last_tests,
+            "class_counts": {
+                label: count
+                for label, count in zip(reference.labels, state.class_counts, strict=True)
+                if count
+            },
+            "confidence_histogram": state.confidence_histogram,
             "updated_at": format_time(datetime.now(UTC)),
         }
         await self.store.save_window_outcome(
@@ -228,10 +234,16 @@ class DriftMonitor:
         early = [(lb.request_id, lb.label) for lb, s in zip(labels, seen, strict=True) if s is None]
         self.metrics.labels.labels(matched="true").inc(len(matched))
         if early:
-            await self.store.park_labels(early)
-            self.metrics.labels.labels(matched="early").inc(len(early))
-            log.info("drift.labels_before_predictions", count=len(early))
+            # The prediction may be recorded while the label is parked: then the label is joined here.
+            raced = await self.store.park_labels(early)
+            matched += [
+                (rid, label, s) for (rid, label), s in zip(early, raced, strict=True) if s is not None
+            ]
+            waiting = sum(s is None for s in raced)
+            self.metrics.labels.labels(matched="early").inc(waiting)
+            log.info("drift.labels_before_predictions", count=waiting)
         if matched:
+            self.metrics.labels.labels(matched="true").inc(len(matched))
             await self._add_feedback(matched)
         return len(matched)
 

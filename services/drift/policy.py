@@ -23,10 +23,15 @@ class VersionState:
     clean_streak: int = 0
     last_p_value: float | None = None
     last_tests: dict[str, list[float]] = field(default_factory=dict)
+    class_counts: list[int] = field(default_factory=list)
+    confidence_histogram: list[int] = field(default_factory=list)
 
     def update(self, result: WindowResult) -> None:
-        """Count one evaluated window."""
+        """Count one evaluated window: streaks, the last tests, and the version's predicted-class counts and
+        top-1 confidence histogram over all its windows."""
         self.windows += 1
+        self.class_counts = _add(self.class_counts, result.counts)
+        self.confidence_histogram = _add(self.confidence_histogram, result.confidence_histogram)
         if result.flagged:
             self.flagged_windows += 1
             self.flagged_streak += 1
@@ -45,6 +50,10 @@ class VersionState:
     def from_json(cls, text: str | bytes | None) -> VersionState:
         """Restore from Redis (a fresh state when there is none)."""
         return cls(**json.loads(text)) if text else cls()
+
+
+def _add(total: list[int], more: list[int]) -> list[int]:
+    return [a + b for a, b in zip(total or [0] * len(more), more, strict=True)]
 
 
 class AlertAction(StrEnum):

@@ -58,7 +58,8 @@ def request_topic(settings: Settings, modality: str) -> str:
 
 
 def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
-    """``(payload, true label)`` for each feedback record whose request is still in its request topic."""
+    """``(payload, true label)`` for each feedback record whose request is still in its request topic, in
+    request-id order (so the seeded split depends only on which requests were labelled)."""
     wanted: dict[str, str] = {record["request_id"]: record["label"] for record in feedback}
     topics = sorted({request_topic(settings, record["modality"]) for record in feedback})
     joined: dict[str, tuple[bytes, str]] = {}
@@ -67,7 +68,7 @@ def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tu
         request_id = ids[0].decode(errors="replace") if ids else None
         if request_id in wanted and request_id not in joined:
             joined[request_id] = (bytes(record.value or b""), wanted[request_id])
-    return list(joined.values())
+    return [joined[request_id] for request_id in sorted(joined)]  # an order that does not depend on Kafka's
 
 
 def load_in_triton(settings: Settings, model: str, version: int) -> float:

@@ -95,18 +95,35 @@ class DriftStore:
         pipe = self.client.pipeline(transaction=False)
         for request_id, what in seen:
             pipe.set(self.key("seen", request_id), what.encode(), nx=True, ex=self.settings.label_ttl_s)
-            pipe.get(self.key("early-label", request_id))
+            pipe.getdel(self.key("early-label", request_id))
         results = await self._execute(pipe)
         fresh = [bool(r) for r in results[0::2]]
         early = [r.decode() if r else None for r in results[1::2]]
         return fresh, early
 
-    async def park_labels(self, labels: Sequence[tuple[str, str]]) -> None:
-        """Keep ``(request id, label)`` whose prediction has not been seen yet; it is joined when it is."""
+    async def park_labels(self, labels: Sequence[tuple[str, str]]) -> list[Seen | None]:
+        """Keep ``(request id, label)`` whose prediction was not seen yet, to be joined when it is.
+
+        Returns, per label, the prediction if it was seen meanwhile and this call took the label back (the
+        caller joins it then); the predictions side takes a waiting label with GETDEL: one side joins it.
+        """
         pipe = self.client.pipeline(transaction=False)
         for request_id, label in labels:
             pipe.set(self.key("early-label", request_id), label, ex=self.settings.label_ttl_s)
-        await self._execute(pipe)
+            pipe.get(self.key("seen", request_id))
+        results = await self._execute(pipe)
+        seen = [Seen.decode(r) if r else None for r in results[1::2]]
+        raced = [i for i, s in enumerate(seen) if s is not None]
+        if not raced:
+            return seen
+        pipe = self.client.pipeline(transaction=False)
+        for i in raced:
+            pipe.delete(self.key("early-label", labels[i][0]))
+        taken = await self._execute(pipe)
+        for i, removed in zip(raced, taken, strict=True):
+            if not removed:
+                seen[i] = None
+        return seen
 
     async def push_rows(self, rows: dict[tuple[str, str], list[bytes]]) -> dict[tuple[str, str], int]:
         """Append rows to their versions' windows; the length of each list afterwards.
@@ -190,7 +207,6 @@ class DriftStore:
                 "modality": seen.modality,
             }
             pipe.rpush(self.key("feedback", seen.model), json.dumps(record))
-            pipe.delete(self.key("early-label", request_id))
             models.add(seen.model)
         for model in models:
             pipe.ltrim(self.key("feedback", model), -self.settings.max_feedback, -1)

@@ -22,6 +22,7 @@ Array = npt.NDArray[np.float64]
 DECIMALS = 6
 # Above this many classes the class counts of one window are too sparse for a chi-square test.
 MAX_CHI_SQUARE_CLASSES = 32
+CONFIDENCE_BINS = 20
 
 
 def encode_row(data: PredictionData, label_index: int) -> bytes:
@@ -100,6 +101,7 @@ class WindowResult:
     flagged: bool
     counts: list[int]
     expected_counts: list[float]
+    confidence_histogram: list[int]
     moved: list[int] = field(default_factory=list)
 
     @property
@@ -136,5 +138,8 @@ def evaluate_window(
         flagged=p_value < false_alarm_rate,
         counts=counts.tolist(),
         expected_counts=[round(float(e), 2) for e in expected],
+        confidence_histogram=np.histogram(window.confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))[
+            0
+        ].tolist(),
         moved=[int(k) for k in moved[:3]],
     )

@@ -121,6 +121,19 @@ def test_an_open_alert_resolves_after_clean_windows_or_at_a_clean_window_of_a_ne
     assert alert_action(_state([True]), "2", **args) is AlertAction.NONE
 
 
+def test_version_state_accumulates_class_counts_and_confidence_over_windows() -> None:
+    rng = np.random.default_rng(2)
+    reference = _reference(rng)
+    state = VersionState()
+    for shift in (0.0, 3.0):
+        state.update(evaluate_window(_window(rng, shift), reference, false_alarm_rate=0.05, permutations=30))
+    assert state.windows == 2
+    assert sum(state.class_counts) == 120
+    assert sum(state.confidence_histogram) == 120
+    assert state.flagged_streak == 1
+    assert state.last_tests.keys() == {"softmax_ks", "class_chi_square", "embedding_mmd"}
+
+
 def test_version_state_survives_a_round_trip() -> None:
     state = _state([True, True, False])
     assert VersionState.from_json(state.to_json()) == state
