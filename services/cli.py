@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -157,25 +158,18 @@ def drift() -> None:
 @click.pass_context
 def drift_run(ctx: click.Context) -> None:
     """Run the drift monitor until SIGTERM."""
-    import faust
-    from prometheus_client import start_http_server
-
     from services.drift.app import build_app
     from services.drift.launchers import LocalLauncher, make_launcher
     from services.drift.metrics import DriftMetrics
 
     settings = _settings(ctx)
     metrics = DriftMetrics()
-    if settings.drift.metrics_port:
-        start_http_server(
-            settings.drift.metrics_port, addr=settings.drift.bind_host, registry=metrics.registry
-        )
+    _serve_metrics(settings.drift.metrics_port, settings.drift.bind_host, metrics.registry)
     launcher = make_launcher(settings, repository=_repository(ctx))
-    app = build_app(settings, repository=_repository(ctx), metrics=metrics, launcher=launcher)
-    worker = faust.Worker(app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True)
-    worker.spinner = None
     try:
-        worker.execute_from_commandline()
+        _run_faust(
+            build_app(settings, repository=_repository(ctx), metrics=metrics, launcher=launcher), settings
+        )
     finally:
         if isinstance(launcher, LocalLauncher):
             launcher.stop()
@@ -244,19 +238,25 @@ def inference() -> None:
 @click.pass_context
 def inference_run(ctx: click.Context) -> None:
     """Run one inference worker until SIGTERM (finishes the batch in flight, commits, exits)."""
-    import faust
-    from prometheus_client import start_http_server
-
     from services.inference.app import build_app
     from services.inference.metrics import InferenceMetrics
 
     settings = _settings(ctx)
     metrics = InferenceMetrics()
-    if settings.inference.metrics_port:
-        start_http_server(
-            settings.inference.metrics_port, addr=settings.inference.bind_host, registry=metrics.registry
-        )
-    app = build_app(settings, repository=_repository(ctx), metrics=metrics)
+    _serve_metrics(settings.inference.metrics_port, settings.inference.bind_host, metrics.registry)
+    _run_faust(build_app(settings, repository=_repository(ctx), metrics=metrics), settings)
+
+
+def _serve_metrics(port: int, host: str, registry: object) -> None:
+    from prometheus_client import start_http_server
+
+    if port:
+        start_http_server(port, addr=host, registry=registry)  # type: ignore[arg-type]
+
+
+def _run_faust(app: Any, settings: Settings) -> None:
+    import faust
+
     # Faust logs through the same JSON handler as everything else, without its own handler or banner.
     worker = faust.Worker(app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True)
     worker.spinner = None  # its terminal escapes would land in the log

@@ -36,15 +36,18 @@ class RedisStore:
         self.raw.close()
 
 
+def connection_options(settings: RedisSettings, timeout_s: float) -> dict[str, Any]:
+    """Keyword arguments of redis-py's clients (sync and asyncio) for the configured Redis."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "db": settings.db,
+        "password": settings.password.get_secret_value() if settings.password else None,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+    }
+
+
 def redis_client(settings: RedisSettings, *, timeout_s: float = 2.0) -> RedisStore:
     """A client for the configured Redis (connections are opened lazily)."""
-    password = settings.password.get_secret_value() if settings.password else None
-    client = redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-    )
-    return RedisStore(client)
+    return RedisStore(redis.Redis(**connection_options(settings, timeout_s)))

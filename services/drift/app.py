@@ -13,7 +13,7 @@ import structlog
 
 from services.common.contract import DriftAlert, FeedbackLabel, PredictionEvent
 from services.common.errors import ContractError, TransientError
-from services.common.kafka_security import faust_credentials
+from services.common.faust_app import add_health_pages, service_app
 from services.common.settings import Settings
 from services.drift.launchers import Launcher
 from services.drift.metrics import DriftMetrics
@@ -66,24 +66,12 @@ def build_app(
     """
     drift = settings.drift
     monitor_state = state or WorkerState()
-    drift.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        drift.group_id,
-        broker=f"kafka://{settings.kafka.bootstrap_servers}",
-        broker_credentials=faust_credentials(settings.kafka),
-        value_serializer="raw",
-        key_serializer="raw",
+    app = service_app(
+        settings,
+        group_id=drift.group_id,
         web_port=drift.web_port,
-        web_bind=drift.bind_host,
-        web_host=drift.bind_host,
-        datadir=str(drift.data_dir / drift.group_id),
-        store="memory://",
-        topic_replication_factor=settings.kafka.replication_factor,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=True,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.inference.session_timeout_s,
-        broker_heartbeat_interval=settings.inference.session_timeout_s / 4,
+        bind_host=drift.bind_host,
+        data_dir=drift.data_dir,
     )
     predictions = app.topic(*prediction_topics(settings), key_type=bytes, value_type=bytes)
     labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
@@ -178,14 +166,6 @@ def build_app(
             except TransientError as error:
                 log.warning("drift.tick_failed", error=str(error))
 
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        code, body = monitor_state.health(time.monotonic())
-        return web.json(body, status=code)
-
-    @app.page("/ready")
-    async def ready(web: Any, request: Any) -> Any:
-        code, body = monitor_state.health(time.monotonic())
-        return web.json(body, status=code if body["status"] == "ok" else 503)
+    add_health_pages(app, monitor_state)
 
     return app

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.common.errors import TransientError
+from services.common.redis_store import connection_options
 from services.common.settings import DriftSettings, RedisSettings
 
 HISTORY = 1000  # alerts and retraining runs kept for `dlstream drift alerts`
@@ -23,15 +24,7 @@ HISTORY = 1000  # alerts and retraining runs kept for `dlstream drift alerts`
 
 def async_redis(settings: RedisSettings, *, timeout_s: float = 5.0) -> aioredis.Redis:
     """An asyncio client for the configured Redis."""
-    password = settings.password.get_secret_value() if settings.password else None
-    return aioredis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-    )
+    return aioredis.Redis(**connection_options(settings, timeout_s))
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import faust
 
-from services.common.kafka_security import faust_credentials
+from services.common.faust_app import add_health_pages, service_app
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
 from services.inference.health import WorkerState, partition_lag
@@ -41,27 +40,14 @@ def build_app(
     """
     inference = settings.inference
     worker_state = state or WorkerState()
-    inference.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    app = faust.App(
-        inference.group_id,
-        broker=f"kafka://{settings.kafka.bootstrap_servers}",
-        broker_credentials=faust_credentials(settings.kafka),
-        value_serializer="raw",
-        key_serializer="raw",
+    app = service_app(
+        settings,
+        group_id=inference.group_id,
         web_port=inference.web_port,
-        web_bind=inference.bind_host,
-        web_host=inference.bind_host,
-        datadir=str(inference.data_dir / inference.group_id),
-        store="memory://",
-        topic_replication_factor=settings.kafka.replication_factor,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=True,
+        bind_host=inference.bind_host,
+        data_dir=inference.data_dir,
         # Offsets of events whose outcome was acknowledged are committed often; a crash redelivers the rest.
         broker_commit_every=max(inference.max_batch, 100),
-        broker_commit_interval=1.0,
-        # A crashed worker's partitions wait this long before another worker takes them over.
-        broker_session_timeout=inference.session_timeout_s,
-        broker_heartbeat_interval=inference.session_timeout_s / 4,
         # A record larger than the fetch size would stall its partition; oversize events must still arrive.
         consumer_max_fetch_size=max(4 * 1024 * 1024, 4 * settings.contract.max_payload_bytes),
     )
@@ -135,14 +121,6 @@ def build_app(
                 metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(value)
         worker_state.lag = lag
 
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        code, body = worker_state.health(time.monotonic())
-        return web.json(body, status=code)
-
-    @app.page("/ready")
-    async def ready(web: Any, request: Any) -> Any:
-        code, body = worker_state.health(time.monotonic())
-        return web.json(body, status=code if body["status"] == "ok" else 503)
+    add_health_pages(app, worker_state)
 
     return app

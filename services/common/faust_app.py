@@ -1,0 +1,73 @@
+"""The Faust app of a dlstream service: raw bytes in and out, the project's Kafka settings, own data dir."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import faust
+
+from services.common.kafka_security import faust_credentials
+from services.common.settings import Settings
+
+
+def service_app(
+    settings: Settings,
+    *,
+    group_id: str,
+    web_port: int,
+    bind_host: str,
+    data_dir: Path,
+    **options: Any,
+) -> faust.App:
+    """A Faust app whose consumer group is ``group_id``; ``options`` add to or override Faust's settings.
+
+    Records are raw bytes (services parse the wire contract themselves), tables live in memory, a new group
+    starts at the earliest offset, and SIGTERM waits for events already taken (``stream_wait_empty``). A
+    member silent for ``session_timeout_s`` leaves its group, so a crashed process's partitions move quickly.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    session_timeout_s = settings.inference.session_timeout_s
+    return faust.App(
+        group_id,
+        **{
+            "broker": f"kafka://{settings.kafka.bootstrap_servers}",
+            "broker_credentials": faust_credentials(settings.kafka),
+            "value_serializer": "raw",
+            "key_serializer": "raw",
+            "web_port": web_port,
+            "web_bind": bind_host,
+            "web_host": bind_host,
+            "datadir": str(data_dir / group_id),
+            "store": "memory://",
+            "topic_replication_factor": settings.kafka.replication_factor,
+            "consumer_auto_offset_reset": "earliest",
+            "stream_wait_empty": True,
+            "broker_commit_interval": 1.0,
+            "broker_session_timeout": session_timeout_s,
+            "broker_heartbeat_interval": session_timeout_s / 4,
+            **options,
+        },
+    )
+
+
+class Health(Protocol):
+    """What a service reports on its health pages."""
+
+    def health(self, now: float) -> tuple[int, dict[str, Any]]:
+        """HTTP status and JSON body of ``/health``."""
+
+
+def add_health_pages(app: faust.App, state: Health) -> None:
+    """``GET /health`` (the state's own status code) and ``GET /ready`` (200 only while ``ok``)."""
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        code, body = state.health(time.monotonic())
+        return web.json(body, status=code)
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        code, body = state.health(time.monotonic())
+        return web.json(body, status=code if body["status"] == "ok" else 503)
