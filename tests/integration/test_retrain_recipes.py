@@ -1,0 +1,55 @@
+"""The retraining recipes of the audio and text models, without services: train on base data plus labelled
+feedback, export a version, and serve it through the runner Triton uses (digits runs the whole loop with the
+services in test_drift_monitor)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.drifted import noisy_speech
+from pipelines.retrain import Feedback, export_candidate, recipe_for, serving_accuracy, train_candidate
+from pipelines.samples import held_out_payloads
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("model", "epochs"), [("text_topics", 20), ("speech_digits", 2)])
+def test_a_recipe_trains_on_feedback_and_exports_a_version_the_runner_serves(
+    model: str, epochs: int, tmp_path: Path
+) -> None:
+    payloads, labels = held_out_payloads(model, 0)
+    assert labels is not None
+    order = random.Random(0).sample(range(len(payloads)), 200)
+    chosen = [payloads[i] for i in order]
+    if model == "speech_digits":
+        chosen = noisy_speech(chosen, snr_db=5.0)
+    truth = [labels[i] for i in order]
+    feedback = Feedback(chosen[:100], truth[:100], chosen[100:], truth[100:])
+    recipe = recipe_for(model)
+    candidate = train_candidate(
+        recipe, feedback, (payloads, labels), epochs=epochs, feedback_weight=2, seed=0
+    )
+    assert candidate.base_accuracy > 0.5, candidate
+    result = export_candidate(
+        recipe,
+        candidate,
+        name=model,
+        model_dir=tmp_path / model,
+        version=2,
+        feedback=feedback,
+        base_test=(payloads, labels),
+        metrics={"retrained_from": 1},
+        seed=0,
+        started=time.monotonic(),
+    )
+    assert json.loads((result.path / "serving.json").read_text()) == recipe.serving
+    reference = json.loads((result.path / "reference.json").read_text())
+    assert reference["labels"] == recipe.labels
+    # What Triton will serve agrees with what the job measured before writing it.
+    served = serving_accuracy(result.path, feedback.eval_payloads, feedback.eval_labels)
+    assert served == pytest.approx(candidate.feedback_accuracy, abs=0.02)
