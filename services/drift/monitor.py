@@ -232,7 +232,6 @@ class DriftMonitor:
         seen = await self.store.lookup_seen([label.request_id for label in labels])
         matched = [(lb.request_id, lb.label, s) for lb, s in zip(labels, seen, strict=True) if s is not None]
         early = [(lb.request_id, lb.label) for lb, s in zip(labels, seen, strict=True) if s is None]
-        self.metrics.labels.labels(matched="true").inc(len(matched))
         if early:
             # The prediction may be recorded while the label is parked: then the label is joined here.
             raced = await self.store.park_labels(early)
