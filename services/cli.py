@@ -175,30 +175,14 @@ def drift_run(ctx: click.Context) -> None:
             launcher.stop()
 
 
-def _drift_store_call(ctx: click.Context, name: str, *args: object) -> object:
-    import asyncio
-
-    from services.drift.store import DriftStore, async_redis
-
-    settings = _settings(ctx)
-
-    async def call() -> object:
-        store = DriftStore(async_redis(settings.redis), settings.drift)
-        try:
-            return await getattr(store, name)(*args)
-        finally:
-            await store.close()
-
-    return asyncio.run(call())
-
-
 @drift.command("status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
 @click.pass_context
 def drift_status(ctx: click.Context, as_json: bool) -> None:
     """Per model: versions with their windows and accuracy, the open alert, feedback, retraining."""
-    overview = _drift_store_call(ctx, "overview")
-    assert isinstance(overview, dict)
+    from services.drift.store import with_store
+
+    overview = with_store(_settings(ctx), lambda store: store.overview())
     if as_json:
         click.echo(json.dumps(overview))
         return
@@ -213,7 +197,9 @@ def drift_status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def drift_alerts(ctx: click.Context, limit: int) -> None:
     """Alert records, newest first, one JSON object per line (raised and resolved)."""
-    for alert in _drift_store_call(ctx, "alerts", limit):  # type: ignore[attr-defined]
+    from services.drift.store import with_store
+
+    for alert in with_store(_settings(ctx), lambda store: store.alerts(limit)):
         click.echo(json.dumps(alert))
 
 

@@ -38,7 +38,7 @@ def build_naive_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
     )
     requests = app.topic(settings.topics.image, key_type=bytes, value_type=bytes)
-    predictions = app.topic(f"{settings.topics.predictions_prefix}image", key_type=bytes, value_type=bytes)
+    predictions = app.topic(settings.topics.prediction("image"), key_type=bytes, value_type=bytes)
     model = inference.default_models["image"]
     repository = Path(settings.triton.model_repository)
 

@@ -135,7 +135,7 @@ class StreamBench:
         Reading and parsing predictions while the worker runs would take CPU from it and from Triton, so the
         throughput runs wait this way and read their predictions afterwards.
         """
-        topic = f"{settings.topics.predictions_prefix}image"
+        topic = settings.topics.prediction("image")
         consumer = KafkaConsumer(**client_options(settings.kafka), group_id=None, enable_auto_commit=False)
         try:
             partitions = [

@@ -62,8 +62,7 @@ class Publisher:
 
     def topic(self, modality: Modality) -> str:
         """The request topic of ``modality``."""
-        t = self.settings.topics
-        return {Modality.IMAGE: t.image, Modality.AUDIO: t.audio, Modality.TEXT: t.text}[modality]
+        return self.settings.topics.request(modality)
 
     def publish(
         self,

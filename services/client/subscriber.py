@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 
 def prediction_topics(settings: Settings, modalities: Iterable[Modality]) -> list[str]:
     """The prediction topic of each modality."""
-    return [f"{settings.topics.predictions_prefix}{m.value}" for m in modalities]
+    return [settings.topics.prediction(m) for m in modalities]
 
 
 def subscribe(

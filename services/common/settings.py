@@ -93,10 +93,19 @@ class TopicSettings(_Group):
         """These topics renamed ``<prefix>.<name>``, e.g. for a test's or a benchmark's own set."""
         return self.model_copy(update={k: f"{prefix}.{v}" for k, v in self.model_dump().items()})
 
+    def request(self, modality: str) -> str:
+        """The request topic of ``modality`` (image, audio or text)."""
+        return {"image": self.image, "audio": self.audio, "text": self.text}[modality]
+
+    def prediction(self, modality: str) -> str:
+        """The prediction topic of ``modality``."""
+        return f"{self.predictions_prefix}{modality}"
+
     def all(self) -> list[str]:
         """Every topic of the contract, requests first."""
-        requests = [self.image, self.audio, self.text]
-        predictions = [f"{self.predictions_prefix}{m}" for m in ("image", "audio", "text")]
+        modalities = ("image", "audio", "text")
+        requests = [self.request(m) for m in modalities]
+        predictions = [self.prediction(m) for m in modalities]
         return [*requests, *predictions, self.dlq, self.labels, self.alerts]
 
 

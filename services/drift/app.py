@@ -11,7 +11,7 @@ import aiohttp
 import faust
 import structlog
 
-from services.common.contract import DriftAlert, FeedbackLabel, PredictionEvent
+from services.common.contract import DriftAlert, FeedbackLabel, Modality, PredictionEvent
 from services.common.errors import ContractError, TransientError
 from services.common.faust_app import add_health_pages, service_app
 from services.common.settings import Settings
@@ -26,12 +26,6 @@ log = structlog.get_logger("dlstream.drift")
 TICK_S = 5.0
 
 
-def prediction_topics(settings: Settings) -> list[str]:
-    """The prediction topics the monitor reads."""
-    prefix = settings.topics.predictions_prefix
-    return [f"{prefix}{modality}" for modality in ("image", "audio", "text")]
-
-
 async def _retrying(state: WorkerState, action: Any, what: str, settings: Settings) -> Any:
     """Run ``action()`` until it gets through Redis and Kafka outages, backing off; health says retrying."""
     delay: float | None = None
@@ -39,11 +33,10 @@ async def _retrying(state: WorkerState, action: Any, what: str, settings: Settin
         try:
             result = await action()
         except TransientError as error:
-            if delay is None:
-                state.begin_wait(time.monotonic())
-                delay = settings.inference.retry_initial_s
-            else:
-                delay = min(delay * 2, settings.inference.retry_max_s)
+            retry = settings.inference
+            delay = state.back_off(
+                delay, initial_s=retry.retry_initial_s, max_s=retry.retry_max_s, now=time.monotonic()
+            )
             log.warning("drift.retry", stage=what, wait_s=round(delay, 2), error=str(error))
             await asyncio.sleep(delay)
         else:
@@ -73,7 +66,9 @@ def build_app(
         bind_host=drift.bind_host,
         data_dir=drift.data_dir,
     )
-    predictions = app.topic(*prediction_topics(settings), key_type=bytes, value_type=bytes)
+    predictions = app.topic(
+        *(settings.topics.prediction(m) for m in Modality), key_type=bytes, value_type=bytes
+    )
     labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
     holder: dict[str, Any] = {}
     creating = asyncio.Lock()  # both agents ask for the monitor at start; one must build it

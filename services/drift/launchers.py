@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.common.settings import Settings, settings_env
+from services.common.settings import Settings
 from services.drift.retrain_job import load_job_template, render_retrain_job
+from services.inference.launch import worker_env
 
 
 class Launcher(Protocol):
@@ -35,9 +36,7 @@ class LocalLauncher:
         log_dir = self.settings.drift.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
-            **settings_env(self.settings),
-            "DLSTREAM_TRITON__MODEL_REPOSITORY": str(self.repository.resolve()),
+            **worker_env(self.settings, repository=self.repository),
             "DLSTREAM_RETRAIN__MODEL": model,
             "DLSTREAM_RETRAIN__ALERT_ID": alert_id,
         }

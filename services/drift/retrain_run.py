@@ -6,13 +6,11 @@ there, whichever launcher started it) and releases the model's lock when it ends
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 import tritonclient.http as triton_http
@@ -33,35 +31,17 @@ from services.common.contract import header_map
 from services.common.errors import StackError
 from services.common.settings import Settings
 from services.drift.policy import promotion
-from services.drift.store import DriftStore, async_redis
+from services.drift.store import with_store
 
 log = structlog.get_logger("dlstream.retrain")
-T = TypeVar("T")
 TRITON_LOAD_TIMEOUT_S = 300.0
-
-
-def _with_store(settings: Settings, action: Callable[[DriftStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        store = DriftStore(async_redis(settings.redis), settings.drift)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def request_topic(settings: Settings, modality: str) -> str:
-    """The request topic of a modality."""
-    topics = settings.topics
-    return {"image": topics.image, "audio": topics.audio, "text": topics.text}[modality]
 
 
 def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
     """``(payload, true label)`` for each feedback record whose request is still in its request topic, in
     request-id order (so the seeded split depends only on which requests were labelled)."""
     wanted: dict[str, str] = {record["request_id"]: record["label"] for record in feedback}
-    topics = sorted({request_topic(settings, record["modality"]) for record in feedback})
+    topics = sorted({settings.topics.request(record["modality"]) for record in feedback})
     joined: dict[str, tuple[bytes, str]] = {}
     for record in read_records(settings.kafka, topics):
         ids = header_map(record.headers).get("ce_id")
@@ -94,14 +74,14 @@ def run_retraining(
     """Retrain ``model``; returns the run's report (also recorded in Redis). Raises on failure, after
     recording it and releasing the lock."""
     started = time.monotonic()
-    run = _with_store(settings, lambda s: s.retrain_context(model))[2]
+    run = with_store(settings, lambda s: s.retrain_context(model))[2]
     owner = run.get(b"lock", b"").decode()
     if not (alert_id and run.get(b"alert_id", b"").decode() == alert_id and owner):
         # Started by hand, not by the monitor: take the lock here.
         owner = f"manual:{uuid.uuid4().hex[:8]}"
-        if not _with_store(settings, lambda s: s.lock_retraining(model, owner)):
+        if not with_store(settings, lambda s: s.lock_retraining(model, owner)):
             raise StackError(f"a retraining job of {model} is running (its lock is held)")
-        _with_store(
+        with_store(
             settings,
             lambda s: s.record_run(
                 model,
@@ -120,7 +100,7 @@ def run_retraining(
             "detail": json.dumps(report),
             "finished_at": str(time.time()),
         }
-        _with_store(settings, lambda s: s.record_run(model, fields, history=True))
+        with_store(settings, lambda s: s.record_run(model, fields, history=True))
         return report
     except Exception as exc:
         failed = {
@@ -128,16 +108,16 @@ def run_retraining(
             "detail": f"{type(exc).__name__}: {exc}",
             "finished_at": str(time.time()),
         }
-        _with_store(settings, lambda s: s.record_run(model, failed, history=True))
+        with_store(settings, lambda s: s.record_run(model, failed, history=True))
         raise
     finally:
-        _with_store(settings, lambda s: s.unlock_retraining(model, owner))
+        with_store(settings, lambda s: s.unlock_retraining(model, owner))
 
 
 def _retrain(settings: Settings, *, model: str, repository: Path, started: float) -> dict[str, Any]:
     retrain = settings.retrain
     recipe = recipe_for(model)
-    feedback_records = _with_store(settings, lambda s: s.feedback(model))
+    feedback_records = with_store(settings, lambda s: s.feedback(model))
     if not feedback_records:
         raise StackError(f"no labelled feedback for {model}")
     samples = join_payloads(settings, feedback_records)

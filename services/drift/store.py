@@ -7,19 +7,21 @@ window lists are trimmed, so memory stays bounded whatever the traffic.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.common.errors import TransientError
 from services.common.redis_store import connection_options
-from services.common.settings import DriftSettings, RedisSettings
+from services.common.settings import DriftSettings, RedisSettings, Settings
 
 HISTORY = 1000  # alerts and retraining runs kept for `dlstream drift alerts`
+T = TypeVar("T")
 
 
 def async_redis(settings: RedisSettings, *, timeout_s: float = 5.0) -> aioredis.Redis:
@@ -299,3 +301,16 @@ class DriftStore:
         pipe.lrange(self.key("alerts"), 0, limit - 1)
         (raw,) = await self._execute(pipe)
         return [json.loads(r) for r in raw]
+
+
+def with_store(settings: Settings, action: Callable[[DriftStore], Awaitable[T]]) -> T:
+    """Run ``action`` on a store of its own from synchronous code (the CLI, a retraining job, tests)."""
+
+    async def run() -> T:
+        store = DriftStore(async_redis(settings.redis), settings.drift)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

@@ -24,6 +24,14 @@ class WorkerState:
             self.retrying_since = now
         self.waiting_stages += 1
 
+    def back_off(self, delay: float | None, *, initial_s: float, max_s: float, now: float) -> float:
+        """The next wait of a stage retrying a transient failure: ``initial_s`` at its first failure (the
+        stage starts waiting), then double the last ``delay`` up to ``max_s``."""
+        if delay is None:
+            self.begin_wait(now)
+            return initial_s
+        return min(delay * 2, max_s)
+
     def end_wait(self) -> None:
         """That stage got through; the worker is ``retrying`` while any stage still waits."""
         self.waiting_stages -= 1

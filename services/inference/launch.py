@@ -14,9 +14,11 @@ def worker_argv() -> list[str]:
     return [sys.executable, "-m", "services.cli", "inference", "run"]
 
 
-def worker_env(settings: Settings, *, repository: Path, data_dir: Path) -> dict[str, str]:
-    """The environment of a worker: this one plus ``settings``, with its paths made absolute."""
+def worker_env(settings: Settings, *, repository: Path, data_dir: Path | None = None) -> dict[str, str]:
+    """The environment of a child process (a worker, the monitor, a retraining job): this one plus
+    ``settings``, with its paths made absolute."""
     env = {**os.environ, **settings_env(settings)}
     env["DLSTREAM_TRITON__MODEL_REPOSITORY"] = str(repository.resolve())
-    env["DLSTREAM_INFERENCE__DATA_DIR"] = str(data_dir.resolve())
+    if data_dir is not None:
+        env["DLSTREAM_INFERENCE__DATA_DIR"] = str(data_dir.resolve())
     return env

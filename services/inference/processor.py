@@ -21,7 +21,7 @@ from typing import Protocol
 
 import structlog
 
-from services.common.contract import KafkaRecord, RequestEvent, Timing, dead_letter, parse_request
+from services.common.contract import KafkaRecord, Modality, RequestEvent, Timing, dead_letter, parse_request
 from services.common.errors import ContractError, TransientError
 from services.common.settings import Settings
 from services.common.triton_client import Inference
@@ -94,8 +94,7 @@ class InferenceProcessor:
         self.repository = repository
         self.state = state or WorkerState()
         self.sleep = sleep
-        t = settings.topics
-        self.request_topics = {"image": t.image, "audio": t.audio, "text": t.text}
+        self.request_topics = {m.value: settings.topics.request(m) for m in Modality}
 
     async def process(self, records: Sequence[ConsumedRecord]) -> None:
         """Produce one outcome per record; returns after Kafka acknowledged all of them."""
@@ -181,11 +180,9 @@ class InferenceProcessor:
         gets through (``WorkerState.end_wait``).
         """
         retry = self.settings.inference
-        if delay is None:
-            self.state.begin_wait(time.monotonic())
-            delay = retry.retry_initial_s
-        else:
-            delay = min(delay * 2, retry.retry_max_s)
+        delay = self.state.back_off(
+            delay, initial_s=retry.retry_initial_s, max_s=retry.retry_max_s, now=time.monotonic()
+        )
         self.metrics.retries.inc()
         log.warning(event, wait_s=round(delay, 2), **fields)
         await self.sleep(delay)
@@ -225,7 +222,7 @@ class InferenceProcessor:
             full_probabilities_max_classes=self.settings.inference.full_probabilities_max_classes,
         )
         self.metrics.predictions_out.labels(model=result.model).inc()
-        topic = f"{self.settings.topics.predictions_prefix}{event.modality.value}"
+        topic = self.settings.topics.prediction(event.modality)
         return topic, prediction.to_kafka()
 
     def _dead_letter(self, record: ConsumedRecord, error: ContractError) -> tuple[str, KafkaRecord]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sys
 import time
@@ -14,7 +13,7 @@ from services.client.reader import read_records
 from services.common.contract import DriftAlert, Modality, new_request
 from services.common.net import free_ports
 from services.common.settings import Settings
-from services.drift.store import DriftStore, async_redis
+from services.drift.store import with_store
 from tests.integration.conftest import TopicFactory
 from tests.integration.workers import Sample, deployment_settings, held_out_events
 
@@ -41,15 +40,7 @@ def drift_settings(settings: Settings, topics: TopicFactory, group_id: str, **dr
 
 def overview(settings: Settings) -> dict[str, Any]:
     """What `dlstream drift status --json` shows."""
-
-    async def read() -> dict[str, Any]:
-        store = DriftStore(async_redis(settings.redis), settings.drift)
-        try:
-            return await store.overview()
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
+    return with_store(settings, lambda store: store.overview())
 
 
 def alerts_on_kafka(settings: Settings) -> list[DriftAlert]:

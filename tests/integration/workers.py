@@ -147,18 +147,12 @@ def producer(settings: Settings) -> KafkaProducer:
     )
 
 
-def request_topic(settings: Settings, modality: Modality) -> str:
-    """The request topic of ``modality`` in these settings."""
-    t = settings.topics
-    return {Modality.IMAGE: t.image, Modality.AUDIO: t.audio, Modality.TEXT: t.text}[modality]
-
-
 def send_samples(kafka: KafkaProducer, settings: Settings, samples: Iterable[Sample]) -> None:
     """Produce the samples' events to their request topics (not flushed)."""
     for sample in samples:
         record = sample.event.to_kafka()
         kafka.send(
-            request_topic(settings, sample.modality),
+            settings.topics.request(sample.modality),
             key=record.key,
             value=record.value,
             headers=record.headers,
@@ -172,7 +166,7 @@ def raw_outcomes(settings: Settings) -> tuple[list[PredictionEvent], list[DeadLe
     t = settings.topics
     predictions: list[PredictionEvent] = []
     letters: list[DeadLetter] = []
-    topics = [f"{t.predictions_prefix}{m.value}" for m in Modality] + [t.dlq]
+    topics = [t.prediction(m) for m in Modality] + [t.dlq]
     for record in read_records(settings.kafka, topics):
         if record.topic == t.dlq:
             letters.append(DeadLetter.from_kafka(record.key, record.value, record.headers))

@@ -116,3 +116,13 @@ def test_the_worker_stays_retrying_until_every_waiting_stage_got_through() -> No
     assert state.retrying_since == 5.0
     state.end_wait()
     assert state.health(8.0)[1]["status"] == "ok"
+
+
+def test_back_off_starts_waiting_then_doubles_up_to_the_maximum() -> None:
+    state = WorkerState(started=True)
+    first = state.back_off(None, initial_s=0.2, max_s=1.0, now=5.0)
+    assert first == 0.2
+    assert state.retrying_since == 5.0
+    assert state.back_off(first, initial_s=0.2, max_s=1.0, now=6.0) == 0.4
+    assert state.back_off(0.8, initial_s=0.2, max_s=1.0, now=7.0) == 1.0
+    assert state.waiting_stages == 1
