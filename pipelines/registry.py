@@ -1,33 +1,52 @@
-"""The models ``dlstream models build`` knows, in build order."""
+"""The model plugins installed: the ``dlstream.models`` entry-point group, and building them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from pipelines.builders import digits, imagenet, speech_digits, text_topics
-from pipelines.builders.common import BuildResult, read_metrics
+from pipelines.build import BuildResult, build_spec, read_metrics
+from pipelines.spec import ModelSpec
+from services.common.card import CARD_FILE
 
-Builder = Callable[..., BuildResult]
+GROUP = "dlstream.models"
 
-BUILDERS: dict[str, Builder] = {
-    "digits": digits.build,
-    "speech_digits": speech_digits.build,
-    "text_topics": text_topics.build,
-    "imagenet": imagenet.build,
-}
+
+def plugins() -> dict[str, EntryPoint]:
+    """The registered model plugins by name (nothing is imported)."""
+    return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name)}
+
+
+def load_spec(name: str) -> ModelSpec:
+    """The spec of plugin ``name``.
+
+    Raises:
+        KeyError: no plugin of that name is installed.
+        TypeError: the entry point is not a ModelSpec.
+    """
+    found = plugins()
+    if name not in found:
+        raise KeyError(f"no model plugin {name!r} in {GROUP}; installed: {', '.join(found) or 'none'}")
+    spec = found[name].load()
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"entry point {found[name].value} is a {type(spec).__name__}, not a ModelSpec")
+    if spec.name != name:
+        raise TypeError(f"entry point {name!r} names its spec {spec.name!r}")
+    return spec
 
 
 def build_models(repo: Path, names: list[str], *, seed: int = 0, replace: bool = False) -> list[BuildResult]:
-    """Build the named models (all when empty) as version 1; a built one is kept unless ``replace``."""
-    unknown = [n for n in names if n not in BUILDERS]
+    """Build the named plugins (all when empty) as version 1; one built with a card is kept unless
+    ``replace`` (a version without a card was built by an older dlstream and is built again)."""
+    known = plugins()
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise KeyError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(BUILDERS)}")
-    results = []
-    for name in names or list(BUILDERS):
+        raise KeyError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    results: list[BuildResult] = []
+    for name in names or list(known):
         version_dir = repo / name / "1"
-        if (version_dir / "metrics.json").exists() and not replace:
+        if (version_dir / CARD_FILE).exists() and not replace:
             results.append(BuildResult(name, 1, version_dir, read_metrics(version_dir)))
             continue
-        results.append(BUILDERS[name](repo, version=1, seed=seed, replace=replace))
+        results.append(build_spec(load_spec(name), repo, version=1, seed=seed, replace=True))
     return results

@@ -1,13 +1,13 @@
 """Retraining: base data plus labelled feedback joined with the original payloads, judged against the serving
 version on held-out feedback, and promoted to version N+1 only when better.
 
-The pieces that need no services (recipes, the split, the evaluation) are here; ``services.drift.retrain_run``
+The pieces that need no services (the plugin's recipe, the split, the evaluation) are here;
+``services.retrain.job``
 fetches the feedback from Redis and the payloads from Kafka and asks Triton to load the result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,134 +17,28 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from pipelines.builders.common import BuildResult, finish_build
+from pipelines.build import BuildResult, finish_build
+from pipelines.preprocess.declared import preprocessor
 from pipelines.preprocess.errors import PayloadError
-from pipelines.serving import DECODERS, load_runner
-from pipelines.train import Augment, TrainConfig, predict, train_classifier
+from pipelines.registry import load_spec
+from pipelines.serving import load_runner
+from pipelines.spec import ModelSpec
+from pipelines.train import predict, train_classifier
 
 # Below this many held-out feedback samples the new reference also takes the base held-out data.
 MIN_REFERENCE_FEEDBACK = 50
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one model is trained again: its network, base training data, inputs and training settings."""
-
-    labels: list[str]
-    network: Callable[[], nn.Module]
-    base_training: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
-    inputs: Callable[[list[bytes]], torch.Tensor]
-    config: Callable[[int, int], TrainConfig]
-    epochs: int
-    serving: dict[str, str]
-    check: Callable[[bytes], object]
-    augment: Augment | None = None
-
-
-def _tensor_inputs(decoder: str) -> Callable[[list[bytes]], torch.Tensor]:
-    def inputs(payloads: list[bytes]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([DECODERS[decoder](p) for p in payloads]))
-
-    return inputs
-
-
-def _digits() -> Recipe:
-    from pipelines.builders.digits import TEST_FRACTION, random_affine
-    from pipelines.data.mnist import LABELS, load_mnist
-    from pipelines.data.split import stratified_split
-    from pipelines.models.digits import DigitsNet
-    from pipelines.preprocess.image import DIGIT_MEAN, DIGIT_STD
-
-    def base(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        data = load_mnist()
-        split = stratified_split(data.labels, TEST_FRACTION, seed)
-        pixels = torch.from_numpy(data.images[split.train]).float().div(255.0).unsqueeze(1)
-        return (pixels - DIGIT_MEAN) / DIGIT_STD, torch.from_numpy(data.labels[split.train])
-
-    return Recipe(
-        labels=list(LABELS),
-        network=lambda: DigitsNet(num_classes=len(LABELS)),
-        base_training=base,
-        inputs=_tensor_inputs("digit"),
-        config=lambda epochs, seed: TrainConfig(epochs=epochs, seed=seed),
-        epochs=12,
-        serving={"runner": "tensor", "decoder": "digit"},
-        check=DECODERS["digit"],
-        augment=random_affine,
-    )
-
-
-def _speech_digits() -> Recipe:
-    from pipelines.builders.speech_digits import augment_spectrogram
-    from pipelines.data.spoken_digits import WORDS, make_spoken_digits
-    from pipelines.models.speech import SpeechNet
-    from pipelines.preprocess.audio import decode_speech
-
-    def base(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        data = make_spoken_digits(seed)
-        x = torch.from_numpy(np.stack([decode_speech(c.wav) for c in data.train]))
-        return x, torch.tensor([c.label for c in data.train])
-
-    return Recipe(
-        labels=list(WORDS),
-        network=lambda: SpeechNet(num_classes=len(WORDS)),
-        base_training=base,
-        inputs=_tensor_inputs("speech"),
-        config=lambda epochs, seed: TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed),
-        epochs=10,
-        serving={"runner": "tensor", "decoder": "speech"},
-        check=DECODERS["speech"],
-        augment=augment_spectrogram,
-    )
-
-
-def _text_topics() -> Recipe:
-    from pipelines.builders.text_topics import TEST_FRACTION
-    from pipelines.data.fortunes import CATEGORIES, load_fortunes
-    from pipelines.data.split import stratified_split
-    from pipelines.models.text import TextHead, encode, load_encoder
-    from pipelines.preprocess.text import decode_text
-
-    def base(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        texts, label_list = load_fortunes()
-        labels = np.array(label_list, dtype=np.int64)
-        split = stratified_split(labels, TEST_FRACTION, seed)
-        embedded = encode(load_encoder(), [texts[i] for i in split.train])
-        return torch.from_numpy(embedded), torch.from_numpy(labels[split.train])
-
-    def inputs(payloads: list[bytes]) -> torch.Tensor:
-        return torch.from_numpy(encode(load_encoder(), [decode_text(p) for p in payloads]))
-
-    return Recipe(
-        labels=list(CATEGORIES),
-        network=lambda: TextHead(num_classes=len(CATEGORIES)),
-        base_training=base,
-        inputs=inputs,
-        config=lambda epochs, seed: TrainConfig(
-            epochs=epochs, batch_size=64, lr=2e-3, weight_decay=1e-2, seed=seed
-        ),
-        epochs=60,
-        serving={"runner": "text"},
-        check=decode_text,
-    )
-
-
-RECIPES: dict[str, Callable[[], Recipe]] = {
-    "digits": _digits,
-    "speech_digits": _speech_digits,
-    "text_topics": _text_topics,
-}
-
-
-def recipe_for(model: str) -> Recipe:
-    """The model's recipe.
+def retrainable_spec(model: str) -> ModelSpec:
+    """The plugin spec of ``model``, which has a training recipe.
 
     Raises:
-        KeyError: the model cannot be retrained (imagenet is a pretrained network used as is).
+        KeyError: no plugin of that name, or the plugin has no training recipe (a pretrained network).
     """
-    if model not in RECIPES:
-        raise KeyError(f"{model} cannot be retrained; retrainable: {', '.join(RECIPES)}")
-    return RECIPES[model]()
+    spec = load_spec(model)
+    if spec.training is None:
+        raise KeyError(f"{model} cannot be retrained: its plugin has no training recipe")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -178,12 +72,13 @@ def split_feedback(
     )
 
 
-def decodable(recipe: Recipe, payloads: list[bytes]) -> list[bool]:
+def decodable(spec: ModelSpec, payloads: list[bytes]) -> list[bool]:
     """Which payloads the model's preprocessing accepts (a corrupt one is left out of training)."""
+    decode = preprocessor(spec.preprocessing).decode
     ok = []
     for payload in payloads:
         try:
-            recipe.check(payload)
+            decode(payload)
         except PayloadError:
             ok.append(False)
         else:
@@ -224,7 +119,7 @@ class Candidate:
 
 
 def train_candidate(
-    recipe: Recipe,
+    spec: ModelSpec,
     feedback: Feedback,
     base_test: tuple[list[bytes], list[int]],
     *,
@@ -233,29 +128,32 @@ def train_candidate(
     seed: int,
 ) -> Candidate:
     """Train a fresh network on the base training data plus ``feedback_weight`` copies of the feedback."""
-    base_x, base_y = recipe.base_training(seed)
+    if spec.training is None:
+        raise KeyError(f"{spec.name} has no training recipe")
+    recipe = spec.training
+    inputs_of = preprocessor(spec.preprocessing).inputs
+    base_x, base_y = recipe.data(seed)
     parts_x, parts_y = [base_x], [base_y]
     if feedback.train_payloads:
-        fx = recipe.inputs(feedback.train_payloads)
+        fx = inputs_of(feedback.train_payloads)
         fy = torch.tensor(feedback.train_labels)
         parts_x += [fx] * feedback_weight
         parts_y += [fy] * feedback_weight
     inputs, labels = torch.cat(parts_x), torch.cat(parts_y)
-    network = recipe.network()
+    network = spec.network(len(spec.labels()))
     used_epochs = epochs or recipe.epochs
     config = recipe.config(used_epochs, seed)
     train_classifier(network, inputs, labels, config, augment=recipe.augment, desc="retrain")
-    eval_x = recipe.inputs(feedback.eval_payloads) if feedback.eval_payloads else None
+    eval_x = inputs_of(feedback.eval_payloads) if feedback.eval_payloads else None
     feedback_accuracy = accuracy(network, eval_x, feedback.eval_labels) if eval_x is not None else 0.0
-    base_accuracy = accuracy(network, recipe.inputs(base_test[0]), base_test[1])
+    base_accuracy = accuracy(network, inputs_of(base_test[0]), base_test[1])
     return Candidate(network, feedback_accuracy, base_accuracy, len(inputs), used_epochs)
 
 
 def export_candidate(
-    recipe: Recipe,
+    spec: ModelSpec,
     candidate: Candidate,
     *,
-    name: str,
     model_dir: Path,
     version: int,
     feedback: Feedback,
@@ -270,11 +168,11 @@ def export_candidate(
     if len(payloads) < MIN_REFERENCE_FEEDBACK:
         payloads += base_test[0]
         truth += base_test[1]
-    inputs = recipe.inputs(payloads)
+    inputs = preprocessor(spec.preprocessing).inputs(payloads)
     probabilities, embeddings = predict(candidate.network, inputs)
     truth_array: npt.NDArray[np.int64] = np.array(truth, dtype=np.int64)
     return finish_build(
-        name=name,
+        spec,
         model_dir=model_dir,
         version=version,
         network=candidate.network,
@@ -282,10 +180,9 @@ def export_candidate(
         probabilities=probabilities.numpy(),
         embeddings=embeddings.numpy(),
         truth=truth_array,
-        labels=recipe.labels,
+        labels=spec.labels(),
         extra_metrics=metrics,
         seed=seed,
         started=started,
         replace=False,
-        extra_files={"serving.json": recipe.serving},
     )

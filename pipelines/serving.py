@@ -1,5 +1,6 @@
 """What a Triton Python model does with a batch of requests, kept out of ``model.py`` so it is tested.
 
+The runner is generic: the version's card declares the preprocessing, ``model.pt`` is the traced network.
 Each request carries ``[n, 1]`` payloads. Payloads are decoded one by one; a request with a payload that
 cannot be decoded gets its own error, and the decoded payloads of all other requests run through the network
 as one batch.
@@ -7,8 +8,7 @@ as one batch.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,19 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from pipelines.models.text import encode, load_encoder
-from pipelines.preprocess.audio import decode_speech
+from pipelines.preprocess.declared import Preprocessor, preprocessor
 from pipelines.preprocess.errors import PayloadError
-from pipelines.preprocess.image import decode_digit, decode_imagenet
-from pipelines.preprocess.text import decode_text
+from services.common.card import read_card
 
 Outputs = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
-
-DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.float32]]] = {
-    "digit": decode_digit,
-    "imagenet": decode_imagenet,
-    "speech": decode_speech,
-}
 
 
 class Runner(Protocol):
@@ -43,52 +35,29 @@ class Runner(Protocol):
 
 
 @dataclass
-class TensorRunner:
-    """A TorchScript serving module fed by a per-payload decoder."""
+class CardRunner:
+    """A TorchScript serving module fed by the preprocessing its card declares."""
 
     module: torch.jit.ScriptModule
-    decoder: Callable[[bytes], npt.NDArray[np.float32]]
+    preprocess: Preprocessor
     device: torch.device
 
-    def decode(self, payload: bytes) -> npt.NDArray[np.float32]:
-        return self.decoder(payload)
+    def decode(self, payload: bytes) -> Any:
+        return self.preprocess.decode(payload)
 
     @torch.inference_mode()
-    def forward(self, items: list[npt.NDArray[np.float32]]) -> Outputs:
-        batch = torch.from_numpy(np.stack(items)).to(self.device)
+    def forward(self, items: list[Any]) -> Outputs:
+        batch = self.preprocess.batch(items).to(self.device)
         probabilities, embedding = self.module(batch)
         return probabilities.float().cpu().numpy(), embedding.float().cpu().numpy()
 
 
-@dataclass
-class TextRunner:
-    """The MiniLM encoder followed by the exported TorchScript head."""
-
-    encoder: Any
-    head: torch.jit.ScriptModule
-    device: torch.device
-
-    def decode(self, payload: bytes) -> str:
-        return decode_text(payload)
-
-    @torch.inference_mode()
-    def forward(self, items: list[str]) -> Outputs:
-        embeddings = torch.from_numpy(encode(self.encoder, items)).to(self.device)
-        probabilities, embedding = self.head(embeddings)
-        return probabilities.float().cpu().numpy(), embedding.float().cpu().numpy()
-
-
 def load_runner(version_dir: Path, device: str) -> Runner:
-    """The runner described by ``serving.json`` in a built version folder."""
-    spec = json.loads((version_dir / "serving.json").read_text())
+    """The runner of a built version folder (its ``card.json`` and ``model.pt``)."""
+    card = read_card(version_dir)
     torch_device = torch.device(device)
-    if spec["runner"] == "tensor":
-        module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
-        return TensorRunner(module.eval(), DECODERS[spec["decoder"]], torch_device)
-    if spec["runner"] == "text":
-        head = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
-        return TextRunner(load_encoder(device), head.eval(), torch_device)
-    raise ValueError(f"unknown runner {spec['runner']!r} in {version_dir / 'serving.json'}")
+    module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
+    return CardRunner(module.eval(), preprocessor(card.preprocessing, device), torch_device)
 
 
 def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Outputs | PayloadError]:

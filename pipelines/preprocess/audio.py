@@ -24,12 +24,11 @@ CLIP_SAMPLES = SAMPLE_RATE  # one second around the speech
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 64
-MIN_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 MAX_SECONDS = 30
 
 
-def decode_wav(payload: bytes) -> npt.NDArray[np.float32]:
-    """A WAV file as mono float32 in [-1, 1] at 16 kHz.
+def decode_wav(payload: bytes, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:
+    """A WAV file as mono float32 in [-1, 1] at ``sample_rate``.
 
     Raises:
         PayloadError: for bytes that are not a complete WAV file, or hold no or too much audio.
@@ -54,26 +53,28 @@ def decode_wav(payload: bytes) -> npt.NDArray[np.float32]:
         samples = samples.mean(axis=1)
     if len(samples) > MAX_SECONDS * rate:
         raise PayloadError(f"audio is {len(samples) / rate:.1f} s long, over the {MAX_SECONDS} s limit")
-    if rate != SAMPLE_RATE:
-        g = math.gcd(rate, SAMPLE_RATE)
-        samples = np.asarray(resample_poly(samples, SAMPLE_RATE // g, rate // g), dtype=np.float32)
-    if len(samples) < MIN_SAMPLES:
-        raise PayloadError(f"audio is {len(samples) / SAMPLE_RATE * 1000:.0f} ms long, too short to classify")
+    if rate != sample_rate:
+        g = math.gcd(rate, sample_rate)
+        samples = np.asarray(resample_poly(samples, sample_rate // g, rate // g), dtype=np.float32)
+    if len(samples) < sample_rate // 50:
+        raise PayloadError(f"audio is {len(samples) / sample_rate * 1000:.0f} ms long, too short to classify")
     return samples
 
 
-def centre_on_speech(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Trim leading and trailing near-silence, then centre in a fixed one-second window."""
-    frames = len(samples) // HOP
+def centre_on_speech(
+    samples: npt.NDArray[np.float32], clip_samples: int = CLIP_SAMPLES, hop: int = HOP
+) -> npt.NDArray[np.float32]:
+    """Trim leading and trailing near-silence, then centre in a fixed window of ``clip_samples``."""
+    frames = len(samples) // hop
     if frames > 0:
-        energy = np.sqrt(np.mean(samples[: frames * HOP].reshape(frames, HOP) ** 2, axis=1))
+        energy = np.sqrt(np.mean(samples[: frames * hop].reshape(frames, hop) ** 2, axis=1))
         loud = np.flatnonzero(energy > max(1e-4, 0.05 * energy.max()))
         if loud.size:
-            samples = samples[loud[0] * HOP : (loud[-1] + 1) * HOP]
-    if len(samples) >= CLIP_SAMPLES:
-        start = (len(samples) - CLIP_SAMPLES) // 2
-        return samples[start : start + CLIP_SAMPLES]
-    pad = CLIP_SAMPLES - len(samples)
+            samples = samples[loud[0] * hop : (loud[-1] + 1) * hop]
+    if len(samples) >= clip_samples:
+        start = (len(samples) - clip_samples) // 2
+        return samples[start : start + clip_samples]
+    pad = clip_samples - len(samples)
     return np.pad(samples, (pad // 2, pad - pad // 2))
 
 
@@ -103,24 +104,26 @@ def mel_filterbank(
     return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
-def log_mel(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Log-mel spectrogram ``[1, N_MELS, frames]``, normalised per utterance (mean 0, std 1)."""
+def log_mel(
+    samples: npt.NDArray[np.float32],
+    *,
+    n_fft: int = N_FFT,
+    hop: int = HOP,
+    n_mels: int = N_MELS,
+    sample_rate: int = SAMPLE_RATE,
+) -> npt.NDArray[np.float32]:
+    """Log-mel spectrogram ``[1, n_mels, frames]``, normalised per utterance (mean 0, std 1)."""
     waveform = torch.from_numpy(np.ascontiguousarray(samples))
     spectrum = torch.stft(
         waveform,
-        n_fft=N_FFT,
-        hop_length=HOP,
-        window=torch.hann_window(N_FFT),
+        n_fft=n_fft,
+        hop_length=hop,
+        window=torch.hann_window(n_fft),
         center=True,
         return_complex=True,
     )
     power: npt.NDArray[np.float32] = spectrum.abs().pow(2).numpy()
-    mel = np.log(mel_filterbank() @ power + 1e-6)
+    mel = np.log(mel_filterbank(n_mels, n_fft, sample_rate) @ power + 1e-6)
     mel = (mel - mel.mean()) / (mel.std() + 1e-5)
     features: npt.NDArray[np.float32] = mel[None, :, :].astype(np.float32)
     return features
-
-
-def decode_speech(payload: bytes) -> npt.NDArray[np.float32]:
-    """WAV bytes to the speech model's ``[1, 64, 101]`` input."""
-    return log_mel(centre_on_speech(decode_wav(payload)))

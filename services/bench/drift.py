@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,11 +20,12 @@ import structlog
 from pipelines.drifted import drifted_digits
 from pipelines.samples import held_out_payloads
 from services.common.contract import Modality, PredictionData, PredictionEvent, Timing, new_request
+from services.common.discovery import discover_once
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
 from services.drift.metrics import P_VALUE_BUCKETS, DriftMetrics
 from services.drift.monitor import DriftMonitor
-from services.drift.store import DriftStore, async_redis
+from services.drift.store import DriftStore, async_redis, with_store
 from services.inference.predictions import build_prediction
 
 log = structlog.get_logger("dlstream.bench")
@@ -82,7 +82,7 @@ def _stream(pool: list[bytes], windows: int, size: int, seed: int) -> list[bytes
 
 
 async def _run_monitor(
-    settings: Settings, repository: Path, model: str, stream: list[bytes]
+    settings: Settings, references: dict[tuple[str, str], str], model: str, stream: list[bytes]
 ) -> dict[str, Any]:
     metrics = DriftMetrics()
     alerts: list[Any] = []
@@ -91,7 +91,8 @@ async def _run_monitor(
         alerts.extend(records)
 
     store = DriftStore(async_redis(settings.redis), settings.drift)
-    monitor = DriftMonitor(settings, store, repository=repository, metrics=metrics, publish=publish)
+    await store.publish_references(references)
+    monitor = DriftMonitor(settings, store, metrics=metrics, publish=publish)
     commands_before = int((await store.client.info("stats"))["total_commands_processed"])
     batch = settings.drift.max_batch
     started = time.perf_counter()
@@ -144,16 +145,24 @@ def _flagged(result: dict[str, Any], model: str) -> tuple[int, int]:
 
 
 def bench_drift(
-    settings: Settings, repository: Path, *, model: str, windows: int, window_size: int, drifted_windows: int
+    settings: Settings, *, model: str, windows: int, window_size: int, drifted_windows: int
 ) -> dict[str, Any]:
-    """Measure the monitor on ``windows`` clean windows and ``drifted_windows`` of inverted digits."""
+    """Measure the monitor on ``windows`` clean windows and ``drifted_windows`` of inverted digits, against
+    the serving version's labels (from Triton) and reference statistics (from Redis)."""
     if model != "digits":
         raise ValueError("the drift benchmark draws its drifted windows from digits (inverted)")
-    version_dir = max(
-        (p for p in (repository / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-    )
-    reference = json.loads((version_dir / "reference.json").read_text())
-    labels = json.loads((version_dir / "labels.json").read_text())
+    served = discover_once(settings.triton).models.get(model)
+    if served is None:
+        raise ValueError(f"Triton does not serve {model}")
+    version = served.versions[-1]
+    labels = served.labels
+    raw = with_store(settings, lambda store: store.reference(model, version))
+    if raw is None:
+        raise ValueError(
+            f"no reference statistics of {model} v{version} in Redis; run `dlstream models publish`"
+        )
+    reference = json.loads(raw)
+    references = {(model, version): raw.decode()}
     payloads, _ = held_out_payloads(model, 0)
     predictions = asyncio.run(_predict(settings, model, payloads, labels))
     clean_pool = _outside_reference(predictions, reference)
@@ -166,7 +175,7 @@ def bench_drift(
     )
     bench_settings = settings.model_copy(update={"drift": drift})
     clean = asyncio.run(
-        _run_monitor(bench_settings, repository, model, _stream(clean_pool, windows, window_size, 1))
+        _run_monitor(bench_settings, references, model, _stream(clean_pool, windows, window_size, 1))
     )
     flagged, evaluated = _flagged(clean, model)
     shifted = asyncio.run(
@@ -174,7 +183,7 @@ def bench_drift(
             bench_settings.model_copy(
                 update={"drift": drift.model_copy(update={"key_prefix": prefix + ":drifted"})}
             ),
-            repository,
+            references,
             model,
             _stream(drifted_pool, drifted_windows, window_size, 2),
         )
@@ -183,7 +192,7 @@ def bench_drift(
     predictions_fed = windows * window_size
     return {
         "model": model,
-        "version": version_dir.name,
+        "version": version,
         "window_size": window_size,
         "clean_pool": len(clean_pool),
         "configured_false_alarm_rate": settings.drift.false_alarm_rate,

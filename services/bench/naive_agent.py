@@ -7,14 +7,13 @@ beyond that. Run as ``python -m services.bench.naive_agent`` with the usual ``DL
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import faust
 
 from services.common.contract import Modality, Timing, parse_request
+from services.common.discovery import TritonDiscovery
 from services.common.kafka_security import faust_credentials
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
@@ -39,13 +38,17 @@ def build_naive_app(settings: Settings) -> faust.App:
     )
     requests = app.topic(settings.topics.image, key_type=bytes, value_type=bytes)
     predictions = app.topic(settings.topics.prediction("image"), key_type=bytes, value_type=bytes)
-    model = inference.default_models["image"]
-    repository = Path(settings.triton.model_repository)
 
     @app.agent(requests)
     async def infer(stream: Any) -> None:
         triton = AsyncTriton(settings.triton)
-        labels: dict[str, list[str]] = {}
+        discovery = TritonDiscovery(settings.triton, overrides=inference.default_models)
+        catalog = await discovery.refresh()
+        await discovery.close()
+        model = catalog.default_name(Modality.IMAGE)
+        if model is None or model not in catalog.models:
+            raise RuntimeError(f"Triton serves no default image model ({dict(catalog.problems)})")
+        labels = catalog.models[model].labels
         async for event in stream.events():
             request = parse_request(
                 event.value,
@@ -54,15 +57,12 @@ def build_naive_app(settings: Settings) -> faust.App:
                 max_payload_bytes=settings.contract.max_payload_bytes,
             )
             result = await triton.infer(model, request.data)
-            if result.model_version not in labels:
-                path = repository / model / result.model_version / "labels.json"
-                labels[result.model_version] = json.loads(path.read_text())
             total_ms = (datetime.now(UTC) - request.time).total_seconds() * 1000
             prediction = build_prediction(
                 request,
                 model=result.model,
                 model_version=result.model_version,
-                labels=labels[result.model_version],
+                labels=labels,
                 probabilities=result.probabilities,
                 embedding=result.embedding,
                 timing=Timing(queued_ms=0.0, inference_ms=0.0, total_ms=max(0.0, total_ms)),

@@ -34,10 +34,10 @@ from services.client.publisher import Outgoing, Publisher
 from services.client.subscriber import subscribe
 from services.common.contract import Modality, PredictionEvent
 from services.common.kafka_admin import KafkaAdmin, client_options
+from services.common.launch import worker_argv, worker_env
 from services.common.net import free_ports
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
-from services.inference.launch import worker_argv, worker_env
 
 log = structlog.get_logger(__name__)
 

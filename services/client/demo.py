@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from services.client.publisher import Outgoing, Publisher
 from services.client.subscriber import subscribe
 from services.common.contract import Modality, PredictionEvent
+from services.common.discovery import discover_once
 from services.common.settings import Settings
 
 CONTENT_TYPES = {Modality.IMAGE: "image/png", Modality.AUDIO: "audio/wav", Modality.TEXT: "text/plain"}
@@ -22,6 +21,7 @@ class DemoScore:
 
     received: dict[str, int] = field(default_factory=dict)
     correct: dict[str, int] = field(default_factory=dict)
+    sent: int = 0
 
     def add(self, modality: str, hit: bool) -> None:
         """Count one prediction."""
@@ -31,22 +31,28 @@ class DemoScore:
 
 def run_demo(
     settings: Settings,
-    repository: Path,
     *,
     per_modality: int,
     rate: float | None,
     timeout_s: float,
     show: Callable[[str], None],
 ) -> DemoScore:
-    """Publish ``per_modality`` held-out samples per modality and show each prediction as it arrives."""
+    """Publish ``per_modality`` held-out samples per modality to its default model, as Triton serves it,
+    and show each prediction as it arrives (modalities whose default model has no installed plugin, and so
+    no held-out samples, are skipped)."""
+    from pipelines.registry import plugins
     from pipelines.samples import held_out_payloads
 
+    catalog = discover_once(settings.triton, overrides=settings.inference.default_models)
     truth: dict[str, tuple[Modality, str | None]] = {}
     with Publisher(settings, source="dlstream/demo") as publisher:
         for modality in Modality:
-            model = settings.inference.default_models[modality.value]
+            model = catalog.default_name(modality)
+            if model is None or model not in catalog.models or model not in plugins():
+                show(f"{modality.value:<5} skipped: no default model with held-out samples is served")
+                continue
             payloads, label_ids = held_out_payloads(model, 0)
-            labels = _labels(repository, model)
+            labels = catalog.models[model].labels
             # Held-out sets are ordered by class; a seeded sample shows every class.
             chosen = random.Random(0).sample(range(len(payloads)), min(per_modality, len(payloads)))
             items = [Outgoing(payloads[i], CONTENT_TYPES[modality], f"{model}[{i}]") for i in chosen]
@@ -54,19 +60,12 @@ def run_demo(
             for i, (event, _) in zip(chosen, sent, strict=True):
                 true = labels[label_ids[i]] if label_ids is not None and labels else None
                 truth[event.id] = (modality, true)
-    score = DemoScore()
+    score = DemoScore(sent=len(truth))
     for prediction in subscribe(settings, follow=True, ids=truth, idle_timeout_s=timeout_s):
         modality, true = truth[prediction.data.request_id]
         score.add(modality.value, prediction.data.label == true)
         show(_line(prediction, true))
     return score
-
-
-def _labels(repository: Path, model: str) -> list[str]:
-    versions = sorted(
-        (p for p in (repository / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-    )
-    return list(json.loads((versions[-1] / "labels.json").read_text())) if versions else []
 
 
 def _line(prediction: PredictionEvent, true: str | None) -> str:

@@ -23,6 +23,8 @@ class DeadLetterReason(StrEnum):
     UNKNOWN_MODEL = "unknown-model"
     UNDECODABLE_PAYLOAD = "undecodable-payload"
     INFERENCE_REJECTED = "inference-rejected"
+    MODEL_UNAVAILABLE = "model-unavailable"
+    BAD_MODEL_OUTPUT = "bad-model-output"
 
 
 class ContractError(DlstreamError):
@@ -39,6 +41,10 @@ class ContractError(DlstreamError):
 
 class TransientError(DlstreamError):
     """A dependency is unavailable for now; the work is retried, never dead-lettered."""
+
+
+class ModelUnavailable(TransientError):
+    """Triton answered that the model is not loaded (unknown, unloaded or without a ready version)."""
 
 
 class StackError(DlstreamError):

@@ -50,4 +50,9 @@ def connection_options(settings: RedisSettings, timeout_s: float) -> dict[str, A
 
 def redis_client(settings: RedisSettings, *, timeout_s: float = 2.0) -> RedisStore:
     """A client for the configured Redis (connections are opened lazily)."""
-    return RedisStore(redis.Redis(**connection_options(settings, timeout_s)))
+    return RedisStore(sync_redis(settings, timeout_s=timeout_s))
+
+
+def sync_redis(settings: RedisSettings, *, timeout_s: float = 5.0) -> redis.Redis:
+    """A plain synchronous redis-py client for the configured Redis (connections opened lazily)."""
+    return redis.Redis(**connection_options(settings, timeout_s))

@@ -66,6 +66,11 @@ class TritonSettings(_Group):
     metrics_port: int = Field(8002, ge=1, le=65535, description="Triton Prometheus metrics port.")
     model_repository: Path = Field(Path("model_repo"), description="Triton model repository folder.")
     request_timeout_s: float = Field(30.0, gt=0, description="Timeout of one inference request.")
+    replicas: str = Field(
+        "",
+        description="HTTP host:port of every Triton replica a promotion must reach, comma-separated; "
+        "dns:NAME:PORT stands for every address of NAME (a headless Service). Empty: host:http_port.",
+    )
 
     @property
     def grpc_url(self) -> str:
@@ -119,16 +124,21 @@ class InferenceSettings(_Group):
     """How requests are routed to models and how predictions are shaped."""
 
     default_models: dict[str, str] = Field(
-        default_factory=lambda: {"image": "digits", "audio": "speech_digits", "text": "text_topics"},
-        description="Model per modality when an event names none (JSON object).",
+        default_factory=dict,
+        description="Overrides the model per modality that events naming none get (JSON object); by default "
+        "the model whose card says default, or the only model of the modality.",
     )
-    allowed_models: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "image": ["digits", "imagenet"],
-            "audio": ["speech_digits"],
-            "text": ["text_topics"],
-        },
-        description="Models an event may name with ce_model, per modality (JSON object).",
+    model_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an event waits for its model to be served before it is dead-lettered "
+        "model-unavailable (the clock stops while Triton is unreachable or loading the model).",
+    )
+    max_waiting: int = Field(
+        10_000, ge=1, description="Events waiting for a model at once; beyond it consumption pauses."
+    )
+    discovery_interval_s: float = Field(
+        2.0, gt=0, description="How often a worker asks Triton which models it serves."
     )
     top_k: int = Field(5, ge=1, le=100, description="How many classes a prediction lists.")
     full_probabilities_max_classes: int = Field(
@@ -145,8 +155,6 @@ class InferenceSettings(_Group):
         le=8,
         description="Batches a worker holds at once (one in Triton, the others being produced).",
     )
-    retry_initial_s: float = Field(0.2, gt=0, description="First wait before retrying a transient failure.")
-    retry_max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of a worker (health: /health).")
     bind_host: str = Field(
         "127.0.0.1", description="Address the web and metrics ports bind (0.0.0.0 in containers)."
@@ -163,6 +171,13 @@ class InferenceSettings(_Group):
     metrics_port: int = Field(
         9108, ge=0, le=65535, description="Prometheus metrics port of a worker; 0: none."
     )
+
+
+class RetrySettings(_Group):
+    """How the worker and the monitor wait out a transient failure (Triton, Kafka or Redis away)."""
+
+    initial_s: float = Field(0.2, gt=0, description="First wait before retrying a transient failure.")
+    max_s: float = Field(5.0, gt=0, description="Longest wait between retries (exponential backoff).")
 
 
 class DriftSettings(_Group):
@@ -195,8 +210,10 @@ class DriftSettings(_Group):
     max_feedback: int = Field(20000, ge=1, description="Labelled feedback kept per model (newest).")
     webhook_url: str | None = Field(None, description="Alerts are also POSTed here as JSON when set.")
     webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook call.")
-    retrain_launcher: Literal["local", "kubernetes", "none"] = Field(
-        "local", description="How retraining runs: a local process, a Kubernetes Job, or not at all."
+    retrain_launcher: Literal["local", "kubernetes", "queue", "none"] = Field(
+        "local",
+        description="How retraining runs: a local process, a Kubernetes Job, a request on a Redis queue "
+        "that `dlstream models retrain-worker` serves (a service that mounts the repository), or not at all.",
     )
     retrain_min_feedback: int = Field(
         200, ge=1, description="Labelled feedback a model needs before an alert starts a retraining job."
@@ -283,6 +300,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     contract: ContractSettings = ContractSettings()
     inference: InferenceSettings = InferenceSettings()
+    retry: RetrySettings = RetrySettings()
     drift: DriftSettings = DriftSettings()
     retrain: RetrainSettings = RetrainSettings()
     stack: StackSettings = StackSettings()

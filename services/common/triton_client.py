@@ -16,11 +16,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from services.common.errors import ContractError, DeadLetterReason, TransientError
+from services.common.card import Outputs
+from services.common.errors import ContractError, DeadLetterReason, ModelUnavailable, TransientError
 from services.common.settings import TritonSettings
 
 INPUT = "PAYLOAD"
-OUTPUTS = ("PROBABILITIES", "EMBEDDING")
+DEFAULT_OUTPUTS = Outputs()
 
 
 class PayloadRejected(ContractError):
@@ -40,12 +41,21 @@ class Inference:
     embedding: npt.NDArray[np.float32]
 
 
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Probabilities from logits along the last axis (numerically stable)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True), dtype=np.float32)
+
+
 def translate(exc: InferenceServerException, model: str) -> ContractError | TransientError:
-    """The project's error for a Triton error: rejected payloads are final, everything else transient."""
+    """The project's error for a Triton error: rejected payloads are final, a model Triton does not serve
+    is :class:`ModelUnavailable`, everything else transient."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
     if status.endswith("INVALID_ARGUMENT"):
         return PayloadRejected(message)
+    if "unknown model" in message.lower() or "no available versions" in message.lower():
+        return ModelUnavailable(f"Triton {model}: {message}")
     # NOT_FOUND / UNAVAILABLE while Triton (re)loads a model, deadlines, connection loss: all worth retrying.
     return TransientError(f"Triton {model}: {status or 'error'}: {message}")
 
@@ -57,24 +67,33 @@ class AsyncTriton:
         self.settings = settings
         self._client: Any = grpcaio.InferenceServerClient(settings.grpc_url)
 
-    async def infer(self, model: str, payload: bytes) -> Inference:
-        """Run one payload through ``model``.
+    async def infer(self, model: str, payload: bytes, outputs: Outputs = DEFAULT_OUTPUTS) -> Inference:
+        """Run one payload through ``model``; ``outputs`` (from its card) names the tensors to read.
 
         Raises:
             PayloadRejected: the model refused this payload.
-            TransientError: Triton or the model is unavailable for now.
+            ModelUnavailable: Triton does not serve the model (now).
+            TransientError: Triton is unavailable for now.
         """
         tensor = grpcclient.InferInput(INPUT, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[payload]], dtype=object))
+        names = [outputs.scores] + ([outputs.embedding] if outputs.embedding else [])
+        requested = [grpcclient.InferRequestedOutput(name) for name in names]
         try:
-            result = await self._client.infer(model, [tensor], client_timeout=self.settings.request_timeout_s)
+            result = await self._client.infer(
+                model, [tensor], outputs=requested, client_timeout=self.settings.request_timeout_s
+            )
         except InferenceServerException as exc:
             raise translate(exc, model) from None
         response = result.get_response()
-        probabilities, embedding = (result.as_numpy(name) for name in OUTPUTS)
-        if probabilities is None or embedding is None:
-            raise TransientError(f"Triton {model} answered without {OUTPUTS}")
-        return Inference(model, str(response.model_version), probabilities[0], embedding[0])
+        scores = result.as_numpy(outputs.scores)
+        embedding = result.as_numpy(outputs.embedding) if outputs.embedding else np.zeros((1, 0), np.float32)
+        if scores is None or embedding is None:
+            raise TransientError(f"Triton {model} answered without {names}")
+        probabilities = scores[0].astype(np.float32)
+        if outputs.scores_are == "logits":
+            probabilities = softmax(probabilities)
+        return Inference(model, str(response.model_version), probabilities, embedding[0].astype(np.float32))
 
     async def close(self) -> None:
         """Close the channel."""

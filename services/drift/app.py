@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,13 +13,13 @@ import structlog
 from services.common.contract import DriftAlert, FeedbackLabel, Modality, PredictionEvent
 from services.common.errors import ContractError, TransientError
 from services.common.faust_app import add_health_pages, service_app
+from services.common.health import WorkerState
+from services.common.kafka_sink import KafkaSink
 from services.common.settings import Settings
-from services.drift.launchers import Launcher
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
 from services.drift.store import DriftStore, async_redis
-from services.inference.health import WorkerState
-from services.inference.sink import KafkaSink
+from services.retrain.launchers import Launcher
 
 log = structlog.get_logger("dlstream.drift")
 TICK_S = 5.0
@@ -33,10 +32,8 @@ async def _retrying(state: WorkerState, action: Any, what: str, settings: Settin
         try:
             result = await action()
         except TransientError as error:
-            retry = settings.inference
-            delay = state.back_off(
-                delay, initial_s=retry.retry_initial_s, max_s=retry.retry_max_s, now=time.monotonic()
-            )
+            retry = settings.retry
+            delay = state.back_off(delay, initial_s=retry.initial_s, max_s=retry.max_s, now=time.monotonic())
             log.warning("drift.retry", stage=what, wait_s=round(delay, 2), error=str(error))
             await asyncio.sleep(delay)
         else:
@@ -48,7 +45,6 @@ async def _retrying(state: WorkerState, action: Any, what: str, settings: Settin
 def build_app(
     settings: Settings,
     *,
-    repository: Path,
     metrics: DriftMetrics,
     launcher: Launcher | None,
     state: WorkerState | None = None,
@@ -102,7 +98,6 @@ def build_app(
         holder["monitor"] = DriftMonitor(
             settings,
             DriftStore(async_redis(settings.redis), drift),
-            repository=repository,
             metrics=metrics,
             publish=sink.send_all,
             webhook=webhook,

@@ -9,7 +9,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import structlog
 
@@ -22,17 +21,19 @@ from services.common.contract import (
     format_time,
 )
 from services.common.settings import Settings
-from services.drift.launchers import Launcher
 from services.drift.metrics import DriftMetrics
-from services.drift.policy import AlertAction, VersionState, alert_action, retrain_check
+from services.drift.policy import AlertAction, VersionState, alert_action
 from services.drift.store import DriftStore, Seen
 from services.drift.windows import Reference, WindowResult, decode_rows, encode_row, evaluate_window
+from services.retrain.launchers import Launcher
+from services.retrain.policy import retrain_check
 
 log = structlog.get_logger("dlstream.drift")
 
 Publish = Callable[[Sequence[tuple[str, KafkaRecord]]], Awaitable[None]]
 Webhook = Callable[[DriftAlert], Awaitable[None]]
 FINAL_STATES = ("promoted", "rejected", "failed")
+MISSING_REFERENCE_RECHECK_S = 10.0
 
 
 class DriftMonitor:
@@ -43,7 +44,6 @@ class DriftMonitor:
         settings: Settings,
         store: DriftStore,
         *,
-        repository: Path,
         metrics: DriftMetrics,
         publish: Publish,
         webhook: Webhook | None = None,
@@ -51,26 +51,39 @@ class DriftMonitor:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.repository = repository
         self.metrics = metrics
         self.publish = publish
         self.webhook = webhook
         self.launcher = launcher
         self.models: set[str] = set()
-        self._references: dict[tuple[str, str], Reference | None] = {}
+        self._references: dict[tuple[str, str], Reference] = {}
+        self._missing: dict[tuple[str, str], float] = {}  # version without a reference -> when last asked
         self._running: dict[str, str] = {}  # model -> launcher handle of a job this monitor started
 
-    def reference(self, model: str, version: str) -> Reference | None:
-        """The version's reference statistics (None when the version has none)."""
+    async def reference(self, model: str, version: str) -> Reference | None:
+        """The version's reference statistics, from Redis (published when the version was built, added or
+        promoted); None while it has none, asked again every few seconds."""
         key = (model, version)
-        if key not in self._references:
-            path = self.repository / model / version / "reference.json"
-            if path.exists():
-                self._references[key] = Reference.from_json(json.loads(path.read_text()))
-            else:
-                log.warning("drift.no_reference", model=model, version=version, path=str(path))
-                self._references[key] = None
-        return self._references[key]
+        if key in self._references:
+            return self._references[key]
+        asked = self._missing.get(key)
+        if asked is not None and time.monotonic() - asked < MISSING_REFERENCE_RECHECK_S:
+            return None
+        raw = await self.store.reference(model, version)
+        if raw is None:
+            if asked is None:
+                log.warning("drift.no_reference", model=model, version=version)
+            self._missing[key] = time.monotonic()
+            return None
+        try:
+            reference = Reference.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("drift.bad_reference", model=model, version=version, error=str(exc))
+            self._missing[key] = time.monotonic()
+            return None
+        self._missing.pop(key, None)
+        self._references[key] = reference
+        return reference
 
     async def observe(self, predictions: Sequence[PredictionData]) -> list[DriftAlert]:
         """Add predictions to their windows and evaluate every window that filled; the alerts it changed."""
@@ -89,7 +102,7 @@ class DriftMonitor:
         for prediction, new in zip(predictions, fresh, strict=True):
             if not new:
                 continue  # a redelivered prediction is in its window already
-            reference = self.reference(prediction.model, prediction.model_version)
+            reference = await self.reference(prediction.model, prediction.model_version)
             self.models.add(prediction.model)
             self.metrics.predictions.labels(model=prediction.model).inc()
             if reference is None or prediction.label not in reference.labels:
@@ -113,7 +126,7 @@ class DriftMonitor:
     async def _evaluate_next(self, model: str, version: str) -> DriftAlert | None:
         drift = self.settings.drift
         taken = await self.store.take_window(model, version)
-        reference = self.reference(model, version)
+        reference = await self.reference(model, version)
         if len(taken.rows) < drift.window_size or reference is None:
             return None
         state = VersionState.from_json(taken.state)

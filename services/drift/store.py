@@ -84,6 +84,20 @@ class DriftStore:
         """Release the connections."""
         await self.client.aclose()
 
+    async def reference(self, model: str, version: str) -> bytes | None:
+        """The reference statistics published for a model version (JSON), if any."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.key("reference", model, version))
+        raw: bytes | None = (await self._execute(pipe))[0]
+        return raw
+
+    async def publish_references(self, references: dict[tuple[str, str], str]) -> None:
+        """Store the reference statistics (JSON) of model versions; a version's replaces what it had."""
+        pipe = self.client.pipeline(transaction=False)
+        for (model, version), document in references.items():
+            pipe.set(self.key("reference", model, version), document)
+        await self._execute(pipe)
+
     async def mark_seen(self, seen: Sequence[tuple[str, Seen]]) -> tuple[list[bool], list[str | None]]:
         """Remember each ``(request id, prediction)``: per id, False when it was seen already (a redelivery),
         and the label that arrived before its prediction, if one did."""

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import faust
 
+from services.common.contract import Modality
+from services.common.discovery import TritonDiscovery
 from services.common.faust_app import add_health_pages, service_app
+from services.common.health import WorkerState, partition_lag
+from services.common.kafka_sink import KafkaSink
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
-from services.inference.health import WorkerState, partition_lag
 from services.inference.metrics import InferenceMetrics
-from services.inference.processor import ConsumedRecord, Decision, InferenceProcessor
-from services.inference.sink import KafkaSink
+from services.inference.processor import ConsumedRecord, Decision, InferenceProcessor, Waiting
 
 
 def consumed(event: Any) -> ConsumedRecord:
@@ -31,15 +32,18 @@ def consumed(event: Any) -> ConsumedRecord:
 
 
 def build_app(
-    settings: Settings, *, repository: Path, metrics: InferenceMetrics, state: WorkerState | None = None
+    settings: Settings, *, metrics: InferenceMetrics, state: WorkerState | None = None
 ) -> faust.App:
-    """The worker app: one agent over the three request topics, micro-batched with ``noack_take``.
+    """The worker app: one agent over the three request topics, micro-batched with ``noack_take``; the
+    models it routes to are discovered from Triton and refreshed every ``discovery_interval_s``.
 
     On SIGTERM Faust stops fetching, waits until every event already taken is acknowledged (the agent finishes
-    its batch, which returns only after its outcomes are acknowledged by Kafka), commits and exits.
+    its batch, which returns only after its outcomes are acknowledged by Kafka), commits and exits. Events
+    waiting for a model are not acknowledged then; they are redelivered.
     """
     inference = settings.inference
     worker_state = state or WorkerState()
+    discovery = TritonDiscovery(settings.triton, overrides=inference.default_models)
     app = service_app(
         settings,
         group_id=inference.group_id,
@@ -60,22 +64,34 @@ def build_app(
         sink = KafkaSink(settings.kafka)
         await sink.start()
         processor = InferenceProcessor(
-            settings, triton.infer, sink, metrics, repository=repository, state=worker_state
+            settings, triton.infer, sink, metrics, catalog=lambda: discovery.catalog, state=worker_state
         )
+        await discovery.refresh()
         # Triton works on one batch while the outcomes of earlier ones are produced: the next batch is taken
         # as soon as Triton is free, so it holds whatever arrived meanwhile (large under load, small when
         # idle). At most ``pipeline_depth - 1`` batches wait for Kafka's acknowledgement at once.
         deliveries = asyncio.Semaphore(max(1, inference.pipeline_depth - 1))
+        # Events waiting for their model hold their offsets back, not the stream; their number is bounded.
+        waiting_slots = asyncio.Semaphore(inference.max_waiting)
         in_flight: set[asyncio.Task[None]] = set()
 
         async def deliver(events: list[Any], decision: Decision) -> None:
             try:
                 await processor.deliver(decision)
                 # Only now may these offsets be committed.
-                for event in events:
-                    await stream.ack(event)
+                waiting = {w.index for w in decision.waiting}
+                for i, event in enumerate(events):
+                    if i not in waiting:
+                        await stream.ack(event)
             finally:
                 deliveries.release()
+
+        async def settle(event: Any, waiting: Waiting) -> None:
+            try:
+                await processor.settle(waiting)
+                await stream.ack(event)
+            finally:
+                waiting_slots.release()
 
         def reap() -> None:
             for task in [t for t in in_flight if t.done()]:
@@ -91,6 +107,9 @@ def build_app(
                 await deliveries.acquire()
                 task = asyncio.create_task(deliver(taken, decision))
                 in_flight.add(task)
+                for waiting in decision.waiting:
+                    await waiting_slots.acquire()
+                    in_flight.add(asyncio.create_task(settle(taken[waiting.index], waiting)))
                 if inference.pipeline_depth == 1:
                     await task
             await asyncio.gather(*in_flight)
@@ -101,6 +120,13 @@ def build_app(
             await asyncio.gather(*in_flight, return_exceptions=True)
             await sink.stop()
             await triton.close()
+            await discovery.close()
+
+    @app.timer(inference.discovery_interval_s)  # type: ignore[untyped-decorator]
+    async def discover() -> None:
+        catalog = await discovery.refresh()
+        for modality in Modality:
+            metrics.models_served.labels(modality=modality.value).set(len(catalog.of_modality(modality)))
 
     @app.timer(inference.lag_interval_s)  # type: ignore[untyped-decorator]
     async def measure_lag() -> None:

@@ -27,6 +27,12 @@ class InferenceMetrics:
         self.triton_seconds = Histogram(
             "dlstream_triton_seconds", "Triton round trip of a batch.", registry=r
         )
+        self.waiting = Gauge(
+            "dlstream_events_waiting_for_model", "Events waiting for their model to be served.", registry=r
+        )
+        self.models_served = Gauge(
+            "dlstream_models_served", "Models discovered in Triton, per modality.", ["modality"], registry=r
+        )
         self.consumer_lag = Gauge(
             "dlstream_consumer_lag",
             "Records of an assigned partition not yet committed by the worker's group.",

@@ -1,34 +1,36 @@
 """The inference step: a batch of consumed records in, exactly one prediction or dead letter per record out.
 
-Records that break the contract, name a model not served, or carry a payload the model refuses become dead
-letters. Transient failures (Triton down, a model reloading) are retried with exponential backoff for as long
-as they last, and so is producing the outcomes; the batch is not finished, so nothing is committed and
-consumption waits (backpressure).
+Records that break the contract, name a model of another modality, or carry a payload the model refuses
+become dead letters. Models come from the catalog that discovery keeps (Triton's own view); an event whose
+model is not served *waits* apart from its batch (:meth:`InferenceProcessor.settle`) for
+``model_wait_s``, then becomes a ``model-unavailable`` dead letter, so one missing model never stalls the
+others. Transient failures (Triton
+down) are retried with exponential backoff for as long as they last, and so is producing the outcomes; the
+batch is not finished, so nothing is committed and consumption waits (backpressure).
 ``process`` returns only after every outcome is acknowledged by Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from services.common.card import Outputs
+from services.common.catalog import ModelCatalog, ServedModel, Unavailable
 from services.common.contract import KafkaRecord, Modality, RequestEvent, Timing, dead_letter, parse_request
-from services.common.errors import ContractError, TransientError
+from services.common.errors import ContractError, DeadLetterReason, ModelUnavailable, TransientError
+from services.common.health import WorkerState
 from services.common.settings import Settings
 from services.common.triton_client import Inference
-from services.inference.health import WorkerState
 from services.inference.metrics import InferenceMetrics
 from services.inference.predictions import build_prediction
-from services.inference.routing import choose_model, modality_of_topic
+from services.inference.routing import modality_of_topic
 
 log = structlog.get_logger(__name__)
 
@@ -52,25 +54,40 @@ class Sink(Protocol):
         """Produce ``(topic, record)`` pairs and wait for all acknowledgements."""
 
 
-Infer = Callable[[str, bytes], Awaitable[Inference]]
+Infer = Callable[[str, bytes, Outputs], Awaitable[Inference]]
+Catalog = Callable[[], ModelCatalog]
+Answer = Inference | ContractError | ModelUnavailable
+WAIT_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """An event whose model is not served now: it waits for it apart from its batch. ``refused_under`` is
+    the catalog under which Triton answered that the model is not loaded (tried again only under a newer
+    one)."""
+
+    index: int
+    record: ConsumedRecord
+    event: RequestEvent
+    reason: str
+    refused_under: ModelCatalog | None = None
 
 
 @dataclass
 class Decision:
-    """A batch after Triton: for each record index, its event and inference, or why it is a dead letter.
+    """A batch after Triton: for each record index, its event, model and inference, or why it is a dead
+    letter; and the events that wait for their model.
 
     Shaping the outcomes is left to :meth:`InferenceProcessor.deliver`, so that it runs while Triton already
     works on the next batch.
     """
 
     records: list[ConsumedRecord]
-    results: dict[int, tuple[RequestEvent, Inference] | ContractError] = field(default_factory=dict)
+    results: dict[int, tuple[RequestEvent, ServedModel, Inference] | ContractError] = field(
+        default_factory=dict
+    )
+    waiting: list[Waiting] = field(default_factory=list)
     inference_ms: float = 0.0
-
-
-@lru_cache(maxsize=64)
-def _labels(repository: Path, model: str, version: str) -> tuple[str, ...]:
-    return tuple(json.loads((repository / model / version / "labels.json").read_text()))
 
 
 class InferenceProcessor:
@@ -83,28 +100,33 @@ class InferenceProcessor:
         sink: Sink,
         metrics: InferenceMetrics,
         *,
-        repository: Path,
+        catalog: Catalog,
         state: WorkerState | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.infer = infer
         self.sink = sink
         self.metrics = metrics
-        self.repository = repository
+        self.catalog = catalog
         self.state = state or WorkerState()
         self.sleep = sleep
+        self.clock = clock
         self.request_topics = {m.value: settings.topics.request(m) for m in Modality}
 
     async def process(self, records: Sequence[ConsumedRecord]) -> None:
         """Produce one outcome per record; returns after Kafka acknowledged all of them."""
-        await self.deliver(await self.decide(records))
+        decision = await self.decide(records)
+        await asyncio.gather(self.deliver(decision), *(self.settle(w) for w in decision.waiting))
 
     async def decide(self, records: Sequence[ConsumedRecord]) -> Decision:
-        """Validate every record and run the valid ones through Triton (retried while it is unavailable)."""
+        """Validate every record, route it through the catalog, and run the routed ones through Triton
+        (retried while it is unavailable); events whose model is not served are set aside as waiting."""
         self.metrics.batch_size.observe(len(records))
         decision = Decision(records=list(records))
-        pending: dict[int, tuple[RequestEvent, str]] = {}
+        pending: dict[int, tuple[RequestEvent, ServedModel]] = {}
+        catalog = self.catalog()
         for i, record in enumerate(records):
             self.metrics.events_in.labels(topic=record.topic).inc()
             try:
@@ -115,52 +137,119 @@ class InferenceProcessor:
                     modality=modality,
                     max_payload_bytes=self.settings.contract.max_payload_bytes,
                 )
-                pending[i] = (event, choose_model(event, self.settings.inference))
+                route = catalog.route(event.modality, event.model)
             except ContractError as error:
                 decision.results[i] = error
+                continue
+            if isinstance(route, Unavailable):
+                decision.waiting.append(Waiting(i, record, event, route.reason))
+            else:
+                pending[i] = (event, route)
         started = time.monotonic()
-        for i, result in (await self._infer_with_retry(pending)).items():
-            decision.results[i] = result if isinstance(result, ContractError) else (pending[i][0], result)
+        for i, answer in (await self._infer_with_retry(pending)).items():
+            event, model = pending[i]
+            if isinstance(answer, ModelUnavailable):
+                decision.waiting.append(Waiting(i, records[i], event, str(answer), catalog))
+            elif isinstance(answer, ContractError):
+                decision.results[i] = answer
+            else:
+                decision.results[i] = (event, model, answer)
         decision.inference_ms = (time.monotonic() - started) * 1000
+        self.metrics.waiting.inc(len(decision.waiting))
         return decision
 
     def outcomes(self, decision: Decision) -> list[tuple[str, KafkaRecord]]:
-        """The prediction or dead letter of every record of a decided batch, in order."""
-        assert len(decision.results) == len(decision.records), "every record must have an outcome"
+        """The prediction or dead letter of every decided record of a batch, in order (waiting ones apart)."""
+        waiting = {w.index for w in decision.waiting}
+        assert len(decision.results) + len(waiting) == len(decision.records), "every record needs an outcome"
         produced = []
         for i, record in enumerate(decision.records):
+            if i in waiting:
+                continue
             result = decision.results[i]
             if isinstance(result, ContractError):
                 produced.append(self._dead_letter(record, result))
             else:
-                produced.append(self._prediction(*result, decision.inference_ms))
+                produced.append(self._outcome(record, *result, decision.inference_ms))
         return produced
 
     async def deliver(self, decision: Decision) -> None:
-        """Produce the outcomes; returns once Kafka acknowledged all of them (retried while it cannot)."""
+        """Produce the decided outcomes; returns once Kafka acknowledged all of them (retried while it
+        cannot). Waiting events are :meth:`settle`'s."""
         produced = self.outcomes(decision)
         await self._send_with_retry(produced)
         dead = sum(1 for topic, _ in produced if topic == self.settings.topics.dlq)
         self.state.batches += 1
         self.state.last_batch_at = time.monotonic()
-        log.info("inference.batch", events=len(produced), predictions=len(produced) - dead, dead_letters=dead)
+        log.info(
+            "inference.batch",
+            events=len(produced),
+            predictions=len(produced) - dead,
+            dead_letters=dead,
+            waiting=len(decision.waiting),
+        )
+
+    async def settle(self, waiting: Waiting) -> None:
+        """The outcome of an event whose model was not served: inferred once the catalog serves the model,
+        else a ``model-unavailable`` dead letter after ``model_wait_s``; returns once Kafka acknowledged it.
+
+        The wait's clock stops while Triton is unreachable (an outage, retried as long as it lasts) or is
+        loading the model.
+        """
+        wait_s = self.settings.inference.model_wait_s
+        deadline = self.clock() + wait_s
+        reason = waiting.reason
+        refused_under = waiting.refused_under
+        try:
+            while True:
+                catalog = self.catalog()
+                try:
+                    route = catalog.route(waiting.event.modality, waiting.event.model)
+                except ContractError as error:
+                    outcome = self._dead_letter(waiting.record, error)
+                    break
+                if isinstance(route, ServedModel):
+                    if catalog is not refused_under:
+                        answer = (await self._infer_with_retry({0: (waiting.event, route)}))[0]
+                        if isinstance(answer, Inference):
+                            outcome = self._outcome(waiting.record, waiting.event, route, answer, 0.0)
+                            break
+                        if isinstance(answer, ContractError):
+                            outcome = self._dead_letter(waiting.record, answer)
+                            break
+                        reason, refused_under = str(answer), catalog
+                else:
+                    reason = route.reason
+                    if route.loading or not catalog.reachable:
+                        deadline = max(deadline, self.clock() + wait_s)
+                if self.clock() >= deadline:
+                    unavailable = ContractError(
+                        DeadLetterReason.MODEL_UNAVAILABLE, f"{reason} (waited {wait_s:g} s)"
+                    )
+                    outcome = self._dead_letter(waiting.record, unavailable)
+                    break
+                await self.sleep(WAIT_POLL_S)
+            await self._send_with_retry([outcome])
+        finally:
+            self.metrics.waiting.dec()
 
     async def _infer_with_retry(
-        self, pending: dict[int, tuple[RequestEvent, str]]
-    ) -> dict[int, Inference | ContractError]:
-        results: dict[int, Inference | ContractError] = {}
+        self, pending: dict[int, tuple[RequestEvent, ServedModel]]
+    ) -> dict[int, Answer]:
+        results: dict[int, Answer] = {}
         todo = dict(pending)
         delay: float | None = None  # set once this stage waits
         while todo:
             indices = list(todo)
             began = time.monotonic()
             answers = await asyncio.gather(
-                *(self.infer(todo[i][1], todo[i][0].data) for i in indices), return_exceptions=True
+                *(self.infer(todo[i][1].name, todo[i][0].data, todo[i][1].card.outputs) for i in indices),
+                return_exceptions=True,
             )
             self.metrics.triton_seconds.observe(time.monotonic() - began)
             transient = []
             for i, answer in zip(indices, answers, strict=True):
-                if isinstance(answer, Inference | ContractError):
+                if isinstance(answer, Inference | ContractError | ModelUnavailable):
                     results[i] = answer
                     del todo[i]
                 elif isinstance(answer, TransientError):
@@ -179,10 +268,8 @@ class InferenceProcessor:
         ``delay`` is None on a stage's first failure, which marks the worker as retrying until that stage
         gets through (``WorkerState.end_wait``).
         """
-        retry = self.settings.inference
-        delay = self.state.back_off(
-            delay, initial_s=retry.retry_initial_s, max_s=retry.retry_max_s, now=time.monotonic()
-        )
+        retry = self.settings.retry
+        delay = self.state.back_off(delay, initial_s=retry.initial_s, max_s=retry.max_s, now=time.monotonic())
         self.metrics.retries.inc()
         log.warning(event, wait_s=round(delay, 2), **fields)
         await self.sleep(delay)
@@ -203,8 +290,25 @@ class InferenceProcessor:
                     self.state.end_wait()
                 return
 
+    def _outcome(
+        self,
+        record: ConsumedRecord,
+        event: RequestEvent,
+        model: ServedModel,
+        result: Inference,
+        inference_ms: float,
+    ) -> tuple[str, KafkaRecord]:
+        if len(result.probabilities) != len(model.labels):
+            error = ContractError(
+                DeadLetterReason.BAD_MODEL_OUTPUT,
+                f"model {model.name} version {result.model_version} returned {len(result.probabilities)} "
+                f"scores for {len(model.labels)} labels",
+            )
+            return self._dead_letter(record, error)
+        return self._prediction(event, model, result, inference_ms)
+
     def _prediction(
-        self, event: RequestEvent, result: Inference, inference_ms: float
+        self, event: RequestEvent, model: ServedModel, result: Inference, inference_ms: float
     ) -> tuple[str, KafkaRecord]:
         now = datetime.now(UTC)
         total_ms = max(0.0, (now - event.time).total_seconds() * 1000)
@@ -212,7 +316,7 @@ class InferenceProcessor:
             event,
             model=result.model,
             model_version=result.model_version,
-            labels=_labels(self.repository, result.model, result.model_version),
+            labels=model.labels,
             probabilities=result.probabilities,
             embedding=result.embedding,
             timing=Timing(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from services.common.launch import worker_env
 from services.common.net import http_ok
-from services.inference.launch import worker_env
 from services.stack.inference_worker import InferenceWorker
 
 

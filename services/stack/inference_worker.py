@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.common.launch import worker_argv, worker_env
 from services.common.net import http_ok
 from services.common.settings import Settings
-from services.inference.launch import worker_argv, worker_env
 from services.stack.service import StackService
 
 

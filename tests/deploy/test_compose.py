@@ -36,7 +36,7 @@ def compose_config(profile: str) -> dict[str, Any]:
 def test_the_compose_file_is_valid_and_every_service_is_checked_and_ordered(profile: str) -> None:
     services = compose_config(profile)["services"]
     triton = f"triton-{profile}"
-    assert {"kafka", "redis", "models", triton, "inference", "drift"} <= set(services)
+    assert {"kafka", "redis", "models", triton, "inference", "drift", "retrainer"} <= set(services)
     for name, service in services.items():
         if name not in ONE_SHOT:
             assert "healthcheck" in service, name
@@ -47,7 +47,22 @@ def test_the_compose_file_is_valid_and_every_service_is_checked_and_ordered(prof
     }
     assert conditions["inference"] == {"kafka": "service_healthy", "models": "service_completed_successfully"}
     assert conditions["drift"]["redis"] == "service_healthy"
+    assert conditions["models"] == {"redis": "service_healthy"}
     assert conditions[triton] == {"models": "service_completed_successfully"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_only_triton_the_build_and_the_retrainer_mount_the_model_repository(profile: str) -> None:
+    services = compose_config(profile)["services"]
+    mounting = {
+        name
+        for name, service in services.items()
+        if any("/models" in str(volume) for volume in service.get("volumes", []))
+    }
+    tritons = {name for name in services if name.startswith("triton-")}
+    assert f"triton-{profile}" in tritons
+    assert mounting == {"models", "retrainer", *tritons}
+    assert services["drift"]["environment"]["DLSTREAM_DRIFT__RETRAIN_LAUNCHER"] == "queue"
 
 
 def test_triton_reserves_a_gpu_in_the_gpu_profile_only() -> None:

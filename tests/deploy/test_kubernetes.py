@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from services.common.settings import InferenceSettings, TopicSettings
-from services.drift.retrain_job import load_job_template, render_retrain_job
 from services.inference.metrics import InferenceMetrics
+from services.retrain.kubernetes import load_job_template, render_retrain_job
 from tests.deploy.conftest import PROJECT_ROOT, is_custom, render, validate_custom
 
 KUBERNETES_VERSION = "1.31.0"
@@ -107,6 +107,33 @@ def test_triton_has_a_startup_probe_and_a_gpu_only_in_the_gpu_overlay(overlay: R
     assert ("--model-config-name=gpu" in container["args"]) == (name == "gpu")
     volumes = {v["name"]: v for v in triton["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "model-repo"
+
+
+def test_only_triton_and_the_build_and_retrain_jobs_mount_the_model_repository(overlay: Rendered) -> None:
+    _, objects = overlay
+    job = render_retrain_job(load_job_template(TEMPLATE), model="digits", alert_id="a1", namespace="dlstream")
+    pods = {
+        f"Deployment/{n}": d["spec"]["template"]["spec"] for n, d in by_kind(objects, "Deployment").items()
+    }
+    pods |= {f"Job/{n}": j["spec"]["template"]["spec"] for n, j in by_kind(objects, "Job").items()}
+    pods["Job/retrain (template)"] = job["spec"]["template"]["spec"]
+    mounting = {
+        name
+        for name, pod in pods.items()
+        if any(
+            v.get("persistentVolumeClaim", {}).get("claimName") == "model-repo"
+            for v in pod.get("volumes", [])
+        )
+    }
+    assert mounting == {"Deployment/triton", "Job/model-build", "Job/retrain (template)"}
+    build = by_kind(objects, "Job")["model-build"]["spec"]["template"]
+    assert build["spec"]["containers"][0]["args"] == ["--publish"]
+    assert build["metadata"]["labels"]["dlstream.io/redis-client"] == "true"
+    config = by_kind(objects, "ConfigMap")
+    settings = next(c for n, c in config.items() if n.startswith("dlstream-config"))["data"]
+    replicas = by_kind(objects, "Service")["triton-replicas"]
+    assert replicas["spec"]["clusterIP"] == "None"
+    assert settings["DLSTREAM_TRITON__REPLICAS"] == f"dns:{replicas['metadata']['name']}:8000"
 
 
 def test_the_retrain_role_may_create_jobs_and_nothing_else(overlay: Rendered) -> None:

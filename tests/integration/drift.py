@@ -6,15 +6,17 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from pipelines.publish import publish_references
 from services.client.demo import CONTENT_TYPES
 from services.client.reader import read_records
 from services.common.contract import DriftAlert, Modality, new_request
 from services.common.net import free_ports
 from services.common.settings import Settings
 from services.drift.store import with_store
-from tests.integration.conftest import TopicFactory
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.workers import Sample, deployment_settings, held_out_events
 
 T = TypeVar("T")
@@ -22,8 +24,11 @@ WINDOW = 50
 MONITOR_ARGV = [sys.executable, "-m", "services.cli", "drift", "run"]
 
 
-def drift_settings(settings: Settings, topics: TopicFactory, group_id: str, **drift: Any) -> Settings:
-    """The test's worker deployment plus a monitor of its own: group, Redis keys, ports, small windows."""
+def drift_settings(
+    settings: Settings, topics: TopicFactory, group_id: str, *, repository: Path | None = None, **drift: Any
+) -> Settings:
+    """The test's worker deployment plus a monitor of its own: group, Redis keys, ports, small windows; the
+    repository's reference statistics are published under its keys, as a build does."""
     deployed = deployment_settings(settings, topics, group_id)
     web, metrics = free_ports(2)
     update = {
@@ -35,7 +40,9 @@ def drift_settings(settings: Settings, topics: TopicFactory, group_id: str, **dr
         "retrain_launcher": "none",
         **drift,
     }
-    return deployed.model_copy(update={"drift": deployed.drift.model_copy(update=update)})
+    deployed = deployed.model_copy(update={"drift": deployed.drift.model_copy(update=update)})
+    publish_references(deployed, repository or PROJECT_ROOT / deployed.triton.model_repository)
+    return deployed
 
 
 def overview(settings: Settings) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
 from pipelines.data.photos import photo
 from pipelines.preprocess.image import encode_png
+from services.common.card import read_card
 from services.common.errors import TransientError
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton, PayloadRejected
@@ -16,9 +16,7 @@ from tests.integration.conftest import PROJECT_ROOT
 
 
 def test_concurrent_payloads_come_back_with_their_model_version(settings: Settings) -> None:
-    labels = json.loads(
-        (PROJECT_ROOT / settings.triton.model_repository / "imagenet/1/labels.json").read_text()
-    )
+    labels = read_card(PROJECT_ROOT / settings.triton.model_repository / "imagenet" / "1").labels
 
     async def run() -> list[str]:
         client = AsyncTriton(settings.triton)

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +49,7 @@ from tests.integration.workers import (
 pytestmark = pytest.mark.integration
 
 CLEAN_WINDOWS = 20
+NOBODY = 65534
 
 
 def _send(settings: Settings, samples: list[Sample]) -> None:
@@ -56,37 +61,63 @@ def _send(settings: Settings, samples: list[Sample]) -> None:
         kafka.close()
 
 
+@contextmanager
+def unreadable(folder: Path) -> Iterator[None]:
+    """``folder`` closed to every user but its owner (root) for the block."""
+    mode = folder.stat().st_mode
+    folder.chmod(0o700)
+    try:
+        yield
+    finally:
+        folder.chmod(mode)
+
+
 def test_clean_held_out_traffic_raises_no_alert_over_20_windows_per_modality(
     settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
+    # The worker and the monitor run as an unprivileged user that cannot read the model repository: they
+    # learn the models from Triton and the reference statistics from Redis.
     deployed = drift_settings(settings, topics, group_id)
-    worker = Worker(deployed, tmp_path / "worker.log").start()
-    monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
-    try:
-        samples = [s for m in Modality for s in shuffled_clean(m, CLEAN_WINDOWS * WINDOW, seed=7)]
-        random.Random(1).shuffle(samples)
-        _send(deployed, samples)
+    shared = Path(tempfile.mkdtemp(prefix="dlstream-nobody-"))
+    shared.chmod(0o777)
+    repository = PROJECT_ROOT / settings.triton.model_repository
+    with unreadable(repository):
+        denied = subprocess.run(["ls", str(repository)], user=NOBODY, capture_output=True, check=False)
+        assert denied.returncode != 0, "the unprivileged user can read the repository"
+        worker = Worker(deployed, tmp_path / "worker.log", user=NOBODY, data_dir=shared / "w").start()
+        monitor = Worker(
+            deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, user=NOBODY, data_dir=shared / "m"
+        ).start()
+        try:
+            _clean_traffic_raises_no_alert(deployed)
+        finally:
+            monitor.stop()
+            worker.stop()
+            shutil.rmtree(shared, ignore_errors=True)
 
-        def all_windows() -> dict[str, object] | None:
-            state = overview(deployed)
-            done = all(
-                state.get(model, {}).get("versions", {}).get("1", {}).get("windows", 0) >= CLEAN_WINDOWS
-                for model in MODELS.values()
-            )
-            return state if done else None
 
-        state = wait_for(all_windows, timeout_s=480, what=f"{CLEAN_WINDOWS} windows of each model")
-        for model in MODELS.values():
-            info = state[model]
-            assert isinstance(info, dict)
-            assert info["open_alert"] is None, info
-            summary = info["versions"]["1"]
-            # A flagged window is allowed (that is the false-alarm rate); two in a row would be an alert.
-            print(f"{model}: {summary['windows']} windows, {summary['flagged_windows']} flagged")
-        assert alerts_on_kafka(deployed) == []
-    finally:
-        monitor.stop()
-        worker.stop()
+def _clean_traffic_raises_no_alert(deployed: Settings) -> None:
+    samples = [s for m in Modality for s in shuffled_clean(m, CLEAN_WINDOWS * WINDOW, seed=7)]
+    random.Random(1).shuffle(samples)
+    _send(deployed, samples)
+
+    def all_windows() -> dict[str, object] | None:
+        state = overview(deployed)
+        done = all(
+            state.get(model, {}).get("versions", {}).get("1", {}).get("windows", 0) >= CLEAN_WINDOWS
+            for model in MODELS.values()
+        )
+        return state if done else None
+
+    state = wait_for(all_windows, timeout_s=480, what=f"{CLEAN_WINDOWS} windows of each model")
+    for model in MODELS.values():
+        info = state[model]
+        assert isinstance(info, dict)
+        assert info["open_alert"] is None, info
+        summary = info["versions"]["1"]
+        # A flagged window is allowed (that is the false-alarm rate); two in a row would be an alert.
+        print(f"{model}: {summary['windows']} windows, {summary['flagged_windows']} flagged")
+    assert alerts_on_kafka(deployed) == []
 
 
 def test_drifted_traffic_of_each_modality_raises_an_alert_within_100_events(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.client.demo import CONTENT_TYPES
+from services.common.card import read_card
 from services.common.contract import Modality, RequestEvent, new_request
 from services.common.settings import Settings
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
@@ -146,7 +147,7 @@ def test_3000_events_and_12_kinds_of_bad_input_each_end_as_one_outcome(
         assert len(mine) == PER_MODALITY
         assert {p.data.model for p in mine} == {MODELS[modality]}
         version_dir = PROJECT_ROOT / "model_repo" / MODELS[modality] / mine[0].data.model_version
-        labels = json.loads((version_dir / "labels.json").read_text())
+        labels = read_card(version_dir).labels
         built = json.loads((version_dir / "metrics.json").read_text())["accuracy"]
         correct = sum(labels.index(p.data.label) == good[p.data.request_id].label for p in mine)
         print(f"{modality.value}: top-1 {correct / len(mine):.4f} in the stream, {built:.4f} at build")

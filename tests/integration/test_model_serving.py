@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 from pipelines.data.photos import PHOTOS
 from pipelines.samples import held_out_payloads
 from pipelines.serving import load_runner, run_requests
+from services.common.card import read_card
 from services.common.settings import Settings
 from tests.integration.conftest import PROJECT_ROOT
 
@@ -70,7 +71,7 @@ def test_held_out_samples_over_grpc_match_the_in_process_model(settings: Setting
         accuracy = float((triton == np.array(truth)).mean())
         assert accuracy >= metrics["accuracy"] - 0.02, f"{model}: served accuracy {accuracy:.3f}"
     else:
-        labels = json.loads((version_dir / "labels.json").read_text())
+        labels = read_card(version_dir).labels
         named = [labels[i] for i in triton[: len(PHOTOS)]]
         assert all(name in PHOTOS[photo_name] for name, photo_name in zip(named, PHOTOS, strict=True)), named
 

@@ -1,4 +1,4 @@
-"""The retraining recipes of the audio and text models, without services: train on base data plus labelled
+"""The retraining recipes of the audio and text plugins, without services: train on base data plus labelled
 feedback, export a version, and serve it through the runner Triton uses (digits runs the whole loop with the
 services in test_drift_monitor)."""
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.drifted import noisy_speech
-from pipelines.retrain import Feedback, export_candidate, recipe_for, serving_accuracy, train_candidate
+from pipelines.retrain import Feedback, export_candidate, retrainable_spec, serving_accuracy, train_candidate
 from pipelines.samples import held_out_payloads
+from services.common.card import read_card
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +31,12 @@ def test_a_recipe_trains_on_feedback_and_exports_a_version_the_runner_serves(
         chosen = noisy_speech(chosen, snr_db=5.0)
     truth = [labels[i] for i in order]
     feedback = Feedback(chosen[:100], truth[:100], chosen[100:], truth[100:])
-    recipe = recipe_for(model)
-    candidate = train_candidate(
-        recipe, feedback, (payloads, labels), epochs=epochs, feedback_weight=2, seed=0
-    )
+    spec = retrainable_spec(model)
+    candidate = train_candidate(spec, feedback, (payloads, labels), epochs=epochs, feedback_weight=2, seed=0)
     assert candidate.base_accuracy > 0.5, candidate
     result = export_candidate(
-        recipe,
+        spec,
         candidate,
-        name=model,
         model_dir=tmp_path / model,
         version=2,
         feedback=feedback,
@@ -47,9 +45,12 @@ def test_a_recipe_trains_on_feedback_and_exports_a_version_the_runner_serves(
         seed=0,
         started=time.monotonic(),
     )
-    assert json.loads((result.path / "serving.json").read_text()) == recipe.serving
+    card = read_card(result.path)
+    assert (card.name, card.version, card.preprocessing) == (model, 2, spec.preprocessing)
+    assert card.retraining.recipe == model
+    assert (tmp_path / model / "config.pbtxt").read_text().count("version 2") == 1
     reference = json.loads((result.path / "reference.json").read_text())
-    assert reference["labels"] == recipe.labels
+    assert reference["labels"] == spec.labels()
     # What Triton will serve agrees with what the job measured before writing it.
     served = serving_accuracy(result.path, feedback.eval_payloads, feedback.eval_labels)
     assert served == pytest.approx(candidate.feedback_accuracy, abs=0.02)

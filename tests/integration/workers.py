@@ -19,9 +19,9 @@ from services.client.demo import CONTENT_TYPES
 from services.client.subscriber import subscribe
 from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
 from services.common.kafka_admin import client_options
+from services.common.launch import worker_argv, worker_env
 from services.common.net import free_ports
 from services.common.settings import Settings, settings_env
-from services.inference.launch import worker_argv, worker_env
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 
 MODELS = {Modality.IMAGE: "digits", Modality.AUDIO: "speech_digits", Modality.TEXT: "text_topics"}
@@ -53,12 +53,16 @@ class Worker:
     log_path: Path
     argv: list[str] = field(default_factory=worker_argv)
     repository: Path = PROJECT_ROOT / "model_repo"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    user: int | None = None  # run as this uid (and gid), e.g. one that cannot read the repository
+    data_dir: Path | None = None  # Faust's folder (default: beside the log)
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
     def start(self) -> Worker:
         """Start the process (not waiting for it to be ready: events wait in Kafka)."""
-        env = worker_env(self.settings, repository=self.repository, data_dir=self.log_path.parent / "faust")
+        data_dir = self.data_dir or self.log_path.parent / "faust"
+        env = {**worker_env(self.settings, repository=self.repository, data_dir=data_dir), **self.extra_env}
         env["DLSTREAM_DRIFT__DATA_DIR"] = env["DLSTREAM_INFERENCE__DATA_DIR"]
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -68,6 +72,9 @@ class Worker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user is not None else None,
         )
         return self
 

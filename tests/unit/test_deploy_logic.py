@@ -10,7 +10,7 @@ import pytest
 from services.common.kafka_admin import client_options
 from services.common.kafka_security import aiokafka_options, faust_credentials, ssl_context
 from services.common.settings import KafkaSettings
-from services.drift.retrain_job import load_job_template, render_retrain_job
+from services.retrain.kubernetes import load_job_template, render_retrain_job
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "k8s" / "base" / "retrain" / "job-template.yaml"
 

@@ -11,11 +11,12 @@ import pytest
 from pipelines.retrain import split_feedback
 from services.common.contract import DriftAlert, FeedbackLabel, Modality, PredictionData, ScoredLabel, Timing
 from services.common.settings import load_settings
-from services.drift.launchers import KubernetesLauncher
-from services.drift.policy import AlertAction, VersionState, alert_action, promotion, retrain_check
-from services.drift.retrain_job import ALERT_ANNOTATION, MODEL_LABEL
+from services.drift.policy import AlertAction, VersionState, alert_action
 from services.drift.status import status_lines
 from services.drift.windows import Reference, WindowRows, decode_rows, encode_row, evaluate_window
+from services.retrain.kubernetes import ALERT_ANNOTATION, MODEL_LABEL
+from services.retrain.launchers import KubernetesLauncher
+from services.retrain.policy import promotion, retrain_check
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = [str(i) for i in range(4)]

@@ -5,35 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.contract import Modality, PredictionEvent, RequestEvent, Timing, new_request
+from services.common.contract import Modality, PredictionEvent, Timing, new_request
 from services.common.errors import ContractError, DeadLetterReason
-from services.common.settings import InferenceSettings
 from services.inference.predictions import build_prediction, top_k
-from services.inference.routing import choose_model, modality_of_topic
+from services.inference.routing import modality_of_topic
 
-SETTINGS = InferenceSettings()
 TIMING = Timing(queued_ms=1.0, inference_ms=2.0, total_ms=3.5)
-
-
-def _event(modality: Modality, model: str | None = None) -> RequestEvent:
-    return new_request(modality, b"x", content_type="text/plain", source="t", model=model)
-
-
-def test_events_without_a_model_go_to_the_modality_default() -> None:
-    assert choose_model(_event(Modality.IMAGE), SETTINGS) == "digits"
-    assert choose_model(_event(Modality.AUDIO), SETTINGS) == "speech_digits"
-    assert choose_model(_event(Modality.TEXT), SETTINGS) == "text_topics"
-
-
-def test_an_event_may_pick_another_model_of_its_modality() -> None:
-    assert choose_model(_event(Modality.IMAGE, "imagenet"), SETTINGS) == "imagenet"
-
-
-@pytest.mark.parametrize(("modality", "model"), [(Modality.TEXT, "digits"), (Modality.IMAGE, "nosuch")])
-def test_a_model_not_served_for_the_modality_is_an_unknown_model(modality: Modality, model: str) -> None:
-    with pytest.raises(ContractError, match="not served") as caught:
-        choose_model(_event(modality, model), SETTINGS)
-    assert caught.value.reason is DeadLetterReason.UNKNOWN_MODEL
 
 
 def test_topics_map_to_modalities() -> None:

@@ -21,13 +21,14 @@ from pipelines.preprocess.audio import (
     N_MELS,
     SAMPLE_RATE,
     centre_on_speech,
-    decode_speech,
     decode_wav,
     mel_filterbank,
 )
+from pipelines.preprocess.declared import preprocessor
 from pipelines.preprocess.errors import PayloadError
 from pipelines.preprocess.text import decode_text
 from pipelines.reference import pca_projection, reference_statistics
+from pipelines.zoo import speech_digits
 
 
 def wav_bytes(samples: npt.NDArray[np.float64], rate: int, channels: int = 1, width: int = 2) -> bytes:
@@ -92,7 +93,7 @@ def test_speech_is_centred_in_a_one_second_window() -> None:
 
 
 def test_log_mel_has_the_model_shape_and_is_normalised() -> None:
-    features = decode_speech(wav_bytes(tone(22_050, 0.6), 22_050))
+    features = preprocessor(speech_digits.PREPROCESSING).decode(wav_bytes(tone(22_050, 0.6), 22_050))
     assert features.shape == (1, N_MELS, 101)
     assert abs(float(features.mean())) < 1e-3
     assert abs(float(features.std()) - 1.0) < 1e-2

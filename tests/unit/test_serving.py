@@ -10,9 +10,14 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from pipelines.preprocess.declared import image_tensor, preprocessor
 from pipelines.preprocess.errors import PayloadError
-from pipelines.preprocess.image import decode_digit, encode_png
+from pipelines.preprocess.image import decode_image, encode_png
 from pipelines.serving import Outputs, run_requests
+from pipelines.zoo import digits, imagenet
+from services.common.card import ImagePreprocessing
+
+decode_digit = preprocessor(digits.PREPROCESSING).decode
 
 
 class FakeRunner:
@@ -84,3 +89,20 @@ def test_digit_decoding_round_trips_png_and_refuses_garbage() -> None:
 def test_a_larger_grayscale_image_is_resized() -> None:
     tensor = decode_digit(encode_png(np.zeros((56, 56), dtype=np.uint8)))
     assert tensor.shape == (1, 28, 28)
+
+
+def test_declared_imagenet_preprocessing_resizes_the_shorter_side_and_centre_crops() -> None:
+    photo = np.zeros((300, 600, 3), dtype=np.uint8)
+    photo[:, 290:310] = 255  # a white stripe in the middle survives the centre crop
+    tensor = preprocessor(imagenet.PREPROCESSING).decode(encode_png(photo))
+    assert tensor.shape == (3, 224, 224)
+    assert tensor[:, :, 112].min() > 0.9  # (255 - 127) / 128
+    assert tensor[:, :, 0].max() < -0.9  # (0 - 127) / 128
+
+
+def test_declared_image_layout_and_per_channel_normalisation() -> None:
+    spec = ImagePreprocessing(colour="RGB", size=4, mean=[0.5, 0.0, 0.0], std=[0.5, 1.0, 1.0], layout="HWC")
+    image = decode_image(encode_png(np.full((4, 4, 3), 255, dtype=np.uint8)), "RGB")
+    tensor = image_tensor(image, spec)
+    assert tensor.shape == (4, 4, 3)
+    assert np.allclose(tensor[0, 0], [1.0, 1.0, 1.0])

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from services.common.card import Outputs
+from services.common.catalog import catalog_from_triton
 from services.common.contract import KafkaRecord, Modality, new_request
 from services.common.errors import TransientError
+from services.common.health import WorkerState, partition_lag
 from services.common.settings import Settings, load_settings, settings_env
 from services.common.triton_client import Inference
-from services.inference.health import WorkerState, partition_lag
 from services.inference.metrics import InferenceMetrics
 from services.inference.processor import ConsumedRecord, InferenceProcessor
+from tests.cards import card, config_of
 
 
 def test_health_is_503_until_the_agent_runs_and_while_it_stops() -> None:
@@ -81,13 +83,15 @@ class FlakySink:
         self.sent.extend(records)
 
 
-def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges(tmp_path: Path) -> None:
-    (tmp_path / "text_topics" / "1").mkdir(parents=True)
-    (tmp_path / "text_topics" / "1" / "labels.json").write_text('["a", "b"]')
+def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges() -> None:
     settings: Settings = load_settings()
     waits: list[float] = []
+    topics = card("text_topics", Modality.TEXT, labels=2)
+    catalog = catalog_from_triton(
+        [{"name": "text_topics", "version": "1", "state": "READY"}], {"text_topics": config_of(topics)}
+    )
 
-    async def infer(model: str, payload: bytes) -> Inference:
+    async def infer(model: str, payload: bytes, outputs: Outputs) -> Inference:
         return Inference(model, "1", np.array([0.2, 0.8], dtype=np.float32), np.zeros(8, dtype=np.float32))
 
     async def sleep(seconds: float) -> None:
@@ -96,7 +100,7 @@ def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges(tmp_path: Pat
     sink = FlakySink(failures=3)
     state = WorkerState(started=True)
     processor = InferenceProcessor(
-        settings, infer, sink, InferenceMetrics(), repository=tmp_path, state=state, sleep=sleep
+        settings, infer, sink, InferenceMetrics(), catalog=lambda: catalog, state=state, sleep=sleep
     )
     record = new_request(Modality.TEXT, b"hello", content_type="text/plain", source="t").to_kafka()
     consumed = ConsumedRecord("events.text", 0, 0, record.key, record.value, record.headers)

@@ -7,6 +7,7 @@ there, whichever launcher started it) and releases the model's lock when it ends
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -17,21 +18,21 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from pipelines.export import next_version
+from pipelines.publish import publish_references
 from pipelines.retrain import (
     decodable,
     export_candidate,
-    recipe_for,
+    retrainable_spec,
     serving_accuracy,
     split_feedback,
     train_candidate,
 )
-from pipelines.samples import held_out_payloads
 from services.client.reader import read_records
 from services.common.contract import header_map
 from services.common.errors import StackError
-from services.common.settings import Settings
-from services.drift.policy import promotion
+from services.common.settings import Settings, TritonSettings
 from services.drift.store import with_store
+from services.retrain.policy import promotion
 
 log = structlog.get_logger("dlstream.retrain")
 TRITON_LOAD_TIMEOUT_S = 300.0
@@ -51,21 +52,56 @@ def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tu
     return [joined[request_id] for request_id in sorted(joined)]  # an order that does not depend on Kafka's
 
 
+def triton_endpoints(triton: TritonSettings) -> list[str]:
+    """HTTP host:port of every Triton replica (``triton.replicas``; ``dns:NAME:PORT`` is resolved)."""
+    if not triton.replicas.strip():
+        return [triton.http_url]
+    endpoints: list[str] = []
+    for item in (part.strip() for part in triton.replicas.split(",")):
+        if not item:
+            continue
+        if item.startswith("dns:"):
+            host, _, port = item[len("dns:") :].rpartition(":")
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise StackError(f"cannot resolve the Triton replicas {item!r}: {exc}") from exc
+            endpoints += sorted({f"{info[4][0]}:{port}" for info in infos})
+        else:
+            endpoints.append(item)
+    return endpoints
+
+
 def load_in_triton(settings: Settings, model: str, version: int) -> float:
-    """Ask Triton to load the model's newest version and wait until it serves it; seconds it took."""
+    """Ask every Triton replica to load the model's newest version and wait until each serves it; seconds
+    it took. Replicas run in explicit model-control mode, so each must be asked (a Service would reach one).
+    """
     started = time.monotonic()
-    client = triton_http.InferenceServerClient(url=settings.triton.http_url, network_timeout=600.0)
+    endpoints = triton_endpoints(settings.triton)
+    clients = [triton_http.InferenceServerClient(url=url, network_timeout=600.0) for url in endpoints]
     try:
-        client.load_model(model)
-        while not client.is_model_ready(model, str(version)):
-            if time.monotonic() - started > TRITON_LOAD_TIMEOUT_S:
-                raise StackError(f"Triton did not make {model} version {version} ready")
-            time.sleep(0.5)
-    except InferenceServerException as exc:
-        raise StackError(f"Triton could not load {model} version {version}: {exc}") from exc
+        for url, client in zip(endpoints, clients, strict=True):
+            try:
+                client.load_model(model)
+            except InferenceServerException as exc:
+                raise StackError(f"Triton at {url} could not load {model} version {version}: {exc}") from exc
+        for url, client in zip(endpoints, clients, strict=True):
+            while not _ready(client, model, version):
+                if time.monotonic() - started > TRITON_LOAD_TIMEOUT_S:
+                    raise StackError(f"Triton at {url} did not make {model} version {version} ready")
+                time.sleep(0.5)
     finally:
-        client.close()
+        for client in clients:
+            client.close()
+    log.info("retrain.loaded", model=model, version=version, replicas=endpoints)
     return time.monotonic() - started
+
+
+def _ready(client: Any, model: str, version: int) -> bool:
+    try:
+        return bool(client.is_model_ready(model, str(version)))
+    except InferenceServerException:
+        return False
 
 
 def run_retraining(
@@ -116,15 +152,16 @@ def run_retraining(
 
 def _retrain(settings: Settings, *, model: str, repository: Path, started: float) -> dict[str, Any]:
     retrain = settings.retrain
-    recipe = recipe_for(model)
+    spec = retrainable_spec(model)
+    labels = spec.labels()
     feedback_records = with_store(settings, lambda s: s.feedback(model))
     if not feedback_records:
         raise StackError(f"no labelled feedback for {model}")
     samples = join_payloads(settings, feedback_records)
-    ok = decodable(recipe, [payload for payload, _ in samples])
+    ok = decodable(spec, [payload for payload, _ in samples])
     usable = [sample for sample, good in zip(samples, ok, strict=True) if good]
     feedback, unknown_labels = split_feedback(
-        usable, recipe.labels, eval_fraction=retrain.eval_fraction, seed=retrain.seed
+        usable, labels, eval_fraction=retrain.eval_fraction, seed=retrain.seed
     )
     log.info(
         "retrain.feedback",
@@ -141,13 +178,13 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
     model_dir = repository / model
     serving_version = next_version(model_dir) - 1
     serving_dir = model_dir / str(serving_version)
-    base_payloads, base_labels = held_out_payloads(model, retrain.seed)
+    base_payloads, base_labels = spec.held_out(retrain.seed)
     assert base_labels is not None  # every retrainable model has labelled held-out data
     base_test = (base_payloads, base_labels)
     serving_feedback = serving_accuracy(serving_dir, feedback.eval_payloads, feedback.eval_labels)
     serving_base = serving_accuracy(serving_dir, base_payloads, base_labels)
     candidate = train_candidate(
-        recipe,
+        spec,
         feedback,
         base_test,
         epochs=retrain.epochs,
@@ -181,9 +218,8 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         return report
     new_version = serving_version + 1
     export_candidate(
-        recipe,
+        spec,
         candidate,
-        name=model,
         model_dir=model_dir,
         version=new_version,
         feedback=feedback,
@@ -202,6 +238,8 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         started=started,
     )
     report["new_version"] = new_version
+    # The monitor judges the new version's windows against this; published before Triton serves it.
+    publish_references(settings, repository, [model])
     report["triton_load_s"] = round(load_in_triton(settings, model, new_version), 1)
     report["seconds"] = round(time.monotonic() - started, 1)
     log.info("retrain.promoted", model=model, version=new_version, seconds=report["seconds"])

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
+from redis.exceptions import RedisError
+
+from services.common.errors import TransientError
+from services.common.launch import worker_env
+from services.common.redis_store import sync_redis
 from services.common.settings import Settings
-from services.drift.retrain_job import load_job_template, render_retrain_job
-from services.inference.launch import worker_env
+from services.retrain.kubernetes import load_job_template, render_retrain_job
+
+log = structlog.get_logger("dlstream.retrain")
 
 
 class Launcher(Protocol):
@@ -106,10 +116,69 @@ def _batch_api() -> Any:
     return client.BatchV1Api()
 
 
+class QueueLauncher:
+    """A request on a Redis list, served by ``dlstream models retrain-worker`` where the repository is
+    mounted (docker-compose): the monitor itself never needs the repository."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.client: Any = client if client is not None else sync_redis(settings.redis)
+
+    def launch(self, model: str, alert_id: str) -> str:
+        """Queue the request; the model and alert are the handle."""
+        request = json.dumps({"model": model, "alert_id": alert_id, "queued_at": time.time()})
+        try:
+            self.client.rpush(retrain_queue_key(self.settings), request)
+        except RedisError as exc:
+            raise TransientError(f"Redis: {exc}") from exc
+        return f"queue:{model}:{alert_id}"
+
+    def exit_code(self, handle: str) -> int | None:
+        """Unknown here: the job reports its outcome in Redis, and a crashed job's lock expires."""
+        return None
+
+
+def retrain_queue_key(settings: Settings) -> str:
+    """The Redis list of retraining requests."""
+    return f"{settings.drift.key_prefix}:retrain:queue"
+
+
+def serve_retrain_queue(
+    settings: Settings, *, repository: Path, stop: threading.Event, poll_s: float = 5.0
+) -> int:
+    """Run queued retraining requests one at a time, each as a child process like the local launcher's,
+    until ``stop`` is set (the job in progress finishes first); returns how many ran."""
+    client = sync_redis(settings.redis, timeout_s=poll_s + 5)
+    local = LocalLauncher(settings, repository=repository)
+    ran = 0
+    try:
+        while not stop.is_set():
+            try:
+                item = client.blpop([retrain_queue_key(settings)], timeout=poll_s)
+            except RedisError as exc:
+                log.warning("retrain_worker.redis", error=str(exc))
+                stop.wait(poll_s)
+                continue
+            if item is None:
+                continue
+            request = json.loads(item[1])
+            log.info("retrain_worker.start", model=request["model"], alert_id=request["alert_id"])
+            handle = local.launch(request["model"], request["alert_id"])
+            while (code := local.exit_code(handle)) is None:
+                time.sleep(1.0)
+            ran += 1
+            log.info("retrain_worker.done", model=request["model"], exit_code=code)
+    finally:
+        client.close()
+    return ran
+
+
 def make_launcher(settings: Settings, *, repository: Path) -> Launcher | None:
     """The launcher the settings name (None: retraining disabled)."""
     if settings.drift.retrain_launcher == "local":
         return LocalLauncher(settings, repository=repository)
     if settings.drift.retrain_launcher == "kubernetes":
         return KubernetesLauncher(settings)
+    if settings.drift.retrain_launcher == "queue":
+        return QueueLauncher(settings)
     return None

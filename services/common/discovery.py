@@ -1,0 +1,108 @@
+"""Discovery: the catalog of served models, fetched from Triton (gRPC) and kept fresh by polling.
+
+A model's config is fetched again only when its ready versions change, so a refresh is one repository-index
+call when nothing changed. When Triton cannot be asked, the last catalog is kept and marked unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from services.common.catalog import READY, ModelCatalog, catalog_from_triton
+from services.common.errors import TransientError
+from services.common.settings import TritonSettings
+
+log = structlog.get_logger("dlstream.discovery")
+
+
+class TritonDiscovery:
+    """Holds the current :class:`ModelCatalog`; :meth:`refresh` asks Triton again."""
+
+    def __init__(
+        self, settings: TritonSettings, *, overrides: Mapping[str, str] | None = None, client: Any = None
+    ) -> None:
+        self.settings = settings
+        self.overrides = dict(overrides or {})
+        self._client: Any = client  # made on first use, inside the event loop that uses it
+        self._configs: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
+        self.catalog = ModelCatalog(overrides=self.overrides)
+        self.refreshed_at = 0.0
+
+    async def refresh(self) -> ModelCatalog:
+        """Ask Triton which models are ready and read the configs of those that changed."""
+        if self._client is None:
+            self._client = grpcaio.InferenceServerClient(self.settings.grpc_url)
+        try:
+            index = (await self._client.get_model_repository_index(as_json=True)).get("models", [])
+            ready: dict[str, tuple[str, ...]] = {}
+            for entry in index:
+                if entry.get("state") == READY:
+                    ready[entry["name"]] = (*ready.get(entry["name"], ()), str(entry.get("version", "")))
+            configs: dict[str, dict[str, Any]] = {}
+            for name, versions in ready.items():
+                cached = self._configs.get(name)
+                if cached is None or cached[0] != versions:
+                    try:
+                        config = (await self._client.get_model_config(name, as_json=True)).get("config", {})
+                    except InferenceServerException as exc:
+                        log.warning("discovery.config_failed", model=name, error=str(exc))
+                        continue  # unloaded between the two calls; seen again on the next refresh
+                    cached = (versions, config)
+                    self._configs[name] = cached
+                configs[name] = cached[1]
+        except InferenceServerException as exc:
+            if self.catalog.reachable:
+                log.warning("discovery.triton_unreachable", error=str(exc))
+            self.catalog = ModelCatalog(
+                models=self.catalog.models,
+                loading=self.catalog.loading,
+                problems=self.catalog.problems,
+                overrides=self.overrides,
+                reachable=False,
+            )
+            return self.catalog
+        for name in set(self._configs) - set(ready):
+            del self._configs[name]
+        catalog = catalog_from_triton(index, configs, overrides=self.overrides)
+        if set(catalog.models) != set(self.catalog.models) or catalog.problems != self.catalog.problems:
+            log.info(
+                "discovery.models",
+                models={m.name: list(m.versions) for m in catalog.models.values()},
+                problems=dict(catalog.problems),
+            )
+        self.catalog = catalog
+        self.refreshed_at = time.monotonic()
+        return catalog
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def discover_once(settings: TritonSettings, *, overrides: Mapping[str, str] | None = None) -> ModelCatalog:
+    """The catalog as a worker would see it now (for the CLI and tools outside an event loop).
+
+    Raises:
+        TransientError: Triton cannot be asked.
+    """
+
+    async def run() -> ModelCatalog:
+        discovery = TritonDiscovery(settings, overrides=overrides)
+        try:
+            return await discovery.refresh()
+        finally:
+            await discovery.close()
+
+    catalog = asyncio.run(run())
+    if not catalog.reachable:
+        raise TransientError(f"Triton at {settings.grpc_url} cannot be asked which models it serves")
+    return catalog

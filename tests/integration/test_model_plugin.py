@@ -1,0 +1,149 @@
+"""A fifth model that lives in one test-only module (``tests/plugins/shapes.py``) and one entry-point
+registration: built by the CLI, served by two Tritons on one repository, routed by a worker that learns it
+from Triton, drift-monitored, retrained after an alert, and promoted on both Tritons before the job ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tritonclient.http as triton_http
+
+from services.client.publisher import Publisher
+from services.common.contract import Modality
+from services.common.settings import Settings, settings_env
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory
+from tests.integration.drift import MONITOR_ARGV, drift_settings, events_of, overview, wait_for
+from tests.integration.triton_models import private_triton
+from tests.integration.workers import Sample, Worker, producer, send_samples, wait_for_predictions
+from tests.plugins import shapes
+
+pytestmark = pytest.mark.integration
+
+
+def plugin_environment(tmp_path: Path) -> dict[str, str]:
+    """``PYTHONPATH`` holding the project root and a distribution whose only content is the entry point
+    ``shapes = tests.plugins.shapes:SPEC`` in the ``dlstream.models`` group."""
+    site = tmp_path / "site"
+    dist = site / "dlstream_test_shapes-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dlstream-test-shapes\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[dlstream.models]\nshapes = tests.plugins.shapes:SPEC\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), str(PROJECT_ROOT)])}
+
+
+def _send(settings: Settings, samples: list[Sample]) -> None:
+    kafka = producer(settings)
+    try:
+        send_samples(kafka, settings, samples)
+        kafka.flush()
+    finally:
+        kafka.close()
+
+
+def _accuracy(settings: Settings, samples: list[Sample]) -> tuple[float, set[str]]:
+    predicted = wait_for_predictions(settings, {s.event.id for s in samples})
+    assert len(predicted) == len(samples)
+    assert {p.data.model for p in predicted.values()} == {"shapes"}
+    hits = sum(predicted[s.event.id].data.label == shapes.LABELS[s.label] for s in samples)
+    return hits / len(samples), {p.data.model_version for p in predicted.values()}
+
+
+def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_tritons(
+    settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
+) -> None:
+    plugin_env = plugin_environment(tmp_path)
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    build = subprocess.run(
+        [sys.executable, "-m", "services.cli", "models", "build", "--model", "shapes"],
+        cwd=PROJECT_ROOT,
+        env={
+            **os.environ,
+            **settings_env(settings),
+            **plugin_env,
+            "DLSTREAM_TRITON__MODEL_REPOSITORY": str(repository),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert "shapes" in build.stdout
+    assert sorted(p.name for p in (repository / "shapes").iterdir()) == ["1", "config.pbtxt", "configs"]
+
+    first, second = (private_triton(settings, repository, tmp_path / f"triton-{i}") for i in (1, 2))
+    first.up()
+    try:
+        second.up()
+        replicas = ",".join(t.settings.triton.http_url for t in (first, second))
+        deployed = drift_settings(
+            first.settings,
+            topics,
+            group_id,
+            repository=repository,
+            retrain_launcher="local",
+            retrain_min_feedback=150,
+            log_dir=tmp_path / "retrain",
+        )
+        deployed = deployed.model_copy(
+            update={
+                "triton": deployed.triton.model_copy(update={"replicas": replicas}),
+                "retrain": deployed.retrain.model_copy(update={"epochs": 8}),
+            }
+        )
+        worker = Worker(deployed, tmp_path / "worker.log", repository=repository).start()
+        monitor = Worker(
+            deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository, extra_env=plugin_env
+        ).start()
+        try:
+            clean_payloads, clean_labels = shapes.payloads(11, 50)
+            clean = events_of(Modality.IMAGE, clean_payloads, clean_labels)
+            _send(deployed, clean)
+            clean_accuracy, versions = _accuracy(deployed, clean)
+            assert versions == {"1"}
+            assert clean_accuracy >= 0.9
+
+            drifted_payloads, drifted_labels = shapes.payloads(12, 100, inverted=True)
+            before = events_of(Modality.IMAGE, drifted_payloads, drifted_labels)
+            _send(deployed, before)
+            accuracy_v1, versions = _accuracy(deployed, before)
+            assert versions == {"1"}
+            with Publisher(deployed) as publisher:
+                for sample in before:
+                    publisher.publish_label(sample.event.id, shapes.LABELS[sample.label])
+
+            def run_ended() -> dict[str, str] | None:
+                run = overview(deployed).get("shapes", {}).get("retraining") or {}
+                return run if run.get("state") in ("promoted", "rejected", "failed") else None
+
+            run = wait_for(run_ended, timeout_s=480, what="the retraining job", interval_s=3.0)
+            assert run["state"] == "promoted", run
+            report = json.loads(run["detail"])
+            assert report["new_version"] == 2
+            # The job reported success only once every replica served version 2.
+            for triton in (first, second):
+                client = triton_http.InferenceServerClient(triton.settings.triton.http_url)
+                try:
+                    assert client.is_model_ready("shapes", "2"), triton.settings.triton.http_url
+                finally:
+                    client.close()
+
+            after_payloads, after_labels = shapes.payloads(13, 50, inverted=True)
+            after = events_of(Modality.IMAGE, after_payloads, after_labels)
+            _send(deployed, after)
+            accuracy_v2, versions = _accuracy(deployed, after)
+            print(f"inverted shapes: v1 {accuracy_v1:.3f}, v2 {accuracy_v2:.3f}; job {report}")
+            assert versions == {"2"}
+            assert accuracy_v2 >= accuracy_v1 + 0.2
+        finally:
+            monitor.stop()
+            worker.stop()
+    finally:
+        first.down()
+        second.down()

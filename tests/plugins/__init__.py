@@ -1,0 +1,1 @@
+"""Model plugins that exist only for the tests."""

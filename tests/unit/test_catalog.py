@@ -1,0 +1,129 @@
+"""Model cards, the configs generated from them, and routing by the catalog discovered from Triton."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from services.common.card import CARD_PARAMETER, CardError, ModelCard, parse_card, read_card
+from services.common.catalog import ModelCatalog, ServedModel, Unavailable, catalog_from_triton
+from services.common.contract import Modality
+from services.common.errors import ContractError, DeadLetterReason
+from tests.cards import card, config_of, rendered
+
+
+def _catalog(*cards: ModelCard, overrides: dict[str, str] | None = None, **extra: str) -> ModelCatalog:
+    index = [{"name": c.name, "version": "1", "state": "READY"} for c in cards]
+    index += [{"name": n, "version": "1", "state": s} for n, s in extra.items()]
+    configs = {c.name: config_of(c) for c in cards}
+    return catalog_from_triton(index, configs, overrides=overrides)
+
+
+def test_a_card_round_trips_and_names_what_is_wrong() -> None:
+    original = card("shapes", labels=4)
+    assert parse_card(original.to_json(), source="x") == original
+    broken = json.loads(original.to_json())
+    broken["labels"] = ["a", "a"]
+    broken["modality"] = "video"
+    with pytest.raises(CardError) as caught:
+        parse_card(json.dumps(broken), source="shapes/1/card.json")
+    message = str(caught.value)
+    assert "shapes/1/card.json" in message
+    assert "modality" in message
+    assert "labels" in message
+    with pytest.raises(CardError, match="not JSON"):
+        parse_card("{", source="x")
+
+
+def test_reading_a_version_without_a_card_says_so(tmp_path: object) -> None:
+    from pathlib import Path
+
+    with pytest.raises(CardError, match="no model card"):
+        read_card(Path(str(tmp_path)))
+
+
+def test_the_generated_config_carries_the_card_and_the_output_sizes() -> None:
+    text = rendered(card("shapes", labels=4))
+    assert 'name: "shapes"' in text
+    assert "dims: [ 4 ]" in text
+    literal = re.search(r'string_value: "((?:[^"\\]|\\.)*)"', text)
+    assert literal is not None
+    assert CARD_PARAMETER in text
+    unescaped = literal.group(1).replace('\\"', '"').replace("\\\\", "\\")
+    assert parse_card(unescaped, source="config") == card("shapes", labels=4)
+
+
+def test_routing_uses_the_default_card_or_the_only_model_of_a_modality() -> None:
+    catalog = _catalog(
+        card("digits", default=True),
+        card("imagenet"),
+        card("topics", Modality.TEXT),
+    )
+    assert isinstance(image := catalog.route(Modality.IMAGE, None), ServedModel)
+    assert image.name == "digits"
+    assert isinstance(text := catalog.route(Modality.TEXT, None), ServedModel)
+    assert text.name == "topics"
+    assert isinstance(named := catalog.route(Modality.IMAGE, "imagenet"), ServedModel)
+    assert named.labels == ["imagenet-0", "imagenet-1", "imagenet-2"]
+
+
+def test_a_setting_overrides_the_default() -> None:
+    catalog = _catalog(card("digits", default=True), card("imagenet"), overrides={"image": "imagenet"})
+    route = catalog.route(Modality.IMAGE, None)
+    assert isinstance(route, ServedModel)
+    assert route.name == "imagenet"
+
+
+def test_a_model_of_another_modality_or_an_ambiguous_default_is_an_unknown_model() -> None:
+    catalog = _catalog(card("a"), card("b"), card("topics", Modality.TEXT))
+    with pytest.raises(ContractError, match="serves text") as caught:
+        catalog.route(Modality.IMAGE, "topics")
+    assert caught.value.reason is DeadLetterReason.UNKNOWN_MODEL
+    with pytest.raises(ContractError, match="no default"):
+        catalog.route(Modality.IMAGE, None)
+
+
+def test_a_model_not_served_is_unavailable_and_loading_is_told_apart() -> None:
+    catalog = _catalog(card("digits"), coming="LOADING", gone="UNAVAILABLE")
+    missing = catalog.route(Modality.IMAGE, "nosuch")
+    assert isinstance(missing, Unavailable)
+    assert not missing.loading
+    loading = catalog.route(Modality.IMAGE, "coming")
+    assert isinstance(loading, Unavailable)
+    assert loading.loading
+    assert isinstance(catalog.route(Modality.AUDIO, None), Unavailable)
+
+
+def test_models_without_a_valid_card_or_with_mismatched_outputs_are_not_routable() -> None:
+    good = card("digits")
+    index = [{"name": n, "version": "1", "state": "READY"} for n in ("digits", "plain", "bad", "wide")]
+    bad_config = config_of(good)
+    bad_config["parameters"][CARD_PARAMETER]["string_value"] = '{"name": "bad"}'
+    catalog = catalog_from_triton(
+        index,
+        {
+            "digits": config_of(good),
+            "plain": {"name": "plain", "output": []},
+            "bad": bad_config,
+            "wide": config_of(card("wide"), outputs=5),
+        },
+    )
+    assert list(catalog.models) == ["digits"]
+    assert "no dlstream card" in catalog.problems["plain"]
+    assert "modality" in catalog.problems["bad"]
+    assert "3 labels" in catalog.problems["wide"]
+    route = catalog.route(Modality.IMAGE, "bad")
+    assert isinstance(route, Unavailable)
+    assert "modality" in route.reason
+
+
+def test_ready_versions_are_listed_in_order() -> None:
+    model = card("digits")
+    index = [
+        {"name": "digits", "version": "10", "state": "READY"},
+        {"name": "digits", "version": "9", "state": "READY"},
+    ]
+    catalog = catalog_from_triton(index, {"digits": config_of(model)})
+    assert catalog.models["digits"].versions == ("9", "10")

@@ -1,0 +1,145 @@
+"""Events whose model is not served wait apart from their batch, for a bounded time (fakes, no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.common.card import ModelCard, Outputs
+from services.common.catalog import ModelCatalog, catalog_from_triton
+from services.common.contract import DeadLetter, KafkaRecord, Modality, PredictionEvent, new_request
+from services.common.errors import ModelUnavailable
+from services.common.settings import load_settings
+from services.common.triton_client import Inference
+from services.inference.metrics import InferenceMetrics
+from services.inference.processor import ConsumedRecord, InferenceProcessor
+from tests.cards import card, config_of
+
+DIGITS = card("digits", labels=2, default=True)
+TOPICS = card("topics", Modality.TEXT, labels=2)
+
+
+def catalog(*models: ModelCard, loading: Sequence[str] = (), reachable: bool = True) -> ModelCatalog:
+    index = [{"name": m.name, "version": "1", "state": "READY"} for m in models]
+    index += [{"name": n, "version": "2", "state": "LOADING"} for n in loading]
+    found = catalog_from_triton(index, {m.name: config_of(m) for m in models})
+    return found if reachable else ModelCatalog(models=found.models, reachable=False)
+
+
+class Sink:
+    """Keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, KafkaRecord]] = []
+
+    async def send_all(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        self.sent.extend(records)
+
+
+class World:
+    """A processor over a catalog that the test changes, with a clock that sleeping advances."""
+
+    def __init__(self, current: ModelCatalog, *, wait_s: float = 10.0) -> None:
+        self.current = current
+        self.now = 0.0
+        self.sink = Sink()
+        self.calls: list[str] = []
+        self.unloaded: set[str] = set()
+        self.on_sleep: list[tuple[float, ModelCatalog]] = []
+        settings = load_settings(inference={"model_wait_s": wait_s})
+        self.processor = InferenceProcessor(
+            settings,
+            self.infer,
+            self.sink,
+            InferenceMetrics(),
+            catalog=lambda: self.current,
+            sleep=self.sleep,
+            clock=lambda: self.now,
+        )
+
+    async def infer(self, model: str, payload: bytes, outputs: Outputs) -> Inference:
+        self.calls.append(model)
+        if model in self.unloaded:
+            raise ModelUnavailable(f"Request for unknown model: '{model}' is not found")
+        return Inference(model, "1", np.array([0.3, 0.7], np.float32), np.zeros(8, np.float32))
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        while self.on_sleep and self.on_sleep[0][0] <= self.now:
+            self.current = self.on_sleep.pop(0)[1]
+
+    def record(self, modality: Modality, model: str | None, offset: int) -> ConsumedRecord:
+        content = "text/plain" if modality is Modality.TEXT else "image/png"
+        event = new_request(modality, b"x", content_type=content, source="t", model=model).to_kafka()
+        topic = f"events.{modality.value}"
+        return ConsumedRecord(topic, 0, offset, event.key, event.value, event.headers)
+
+    def outcomes(self) -> list[tuple[str, str]]:
+        """(topic, model or dead-letter reason) per outcome, in order."""
+        result = []
+        for topic, record in self.sink.sent:
+            if topic == "events.dlq":
+                letter = DeadLetter.from_kafka(record.key, record.value, record.headers)
+                result.append((topic, letter.reason.value))
+            else:
+                result.append((topic, PredictionEvent.from_kafka(record.value).data.model))
+        return result
+
+
+def test_an_event_for_a_missing_model_waits_apart_while_the_batch_is_delivered() -> None:
+    world = World(catalog(DIGITS, TOPICS))
+    records = [
+        world.record(Modality.IMAGE, None, 0),
+        world.record(Modality.IMAGE, "shapes", 1),
+        world.record(Modality.TEXT, None, 2),
+    ]
+
+    async def run() -> list[tuple[str, str]]:
+        decision = await world.processor.decide(records)
+        assert [w.index for w in decision.waiting] == [1]
+        await world.processor.deliver(decision)
+        delivered = world.outcomes()
+        await world.processor.settle(decision.waiting[0])
+        return delivered
+
+    delivered = asyncio.run(run())
+    assert delivered == [("predictions.image", "digits"), ("predictions.text", "topics")]
+    assert world.outcomes()[-1] == ("events.dlq", "model-unavailable")
+    assert 10.0 <= world.now < 10.6
+
+
+def test_a_model_loaded_during_the_wait_serves_the_waiting_event() -> None:
+    shapes = card("shapes", labels=2)
+    world = World(catalog(DIGITS))
+    world.on_sleep.append((3.0, catalog(DIGITS, shapes)))
+    asyncio.run(world.processor.process([world.record(Modality.IMAGE, "shapes", 0)]))
+    assert world.outcomes() == [("predictions.image", "shapes")]
+    assert 3.0 <= world.now < 3.6
+
+
+def test_the_clock_stops_while_triton_is_unreachable_or_loading_the_model() -> None:
+    shapes = card("shapes", labels=2)
+    world = World(catalog(DIGITS, reachable=False), wait_s=5.0)
+    world.on_sleep += [
+        (20.0, catalog(DIGITS, loading=["shapes"])),
+        (40.0, catalog(DIGITS, shapes)),
+    ]
+    asyncio.run(world.processor.process([world.record(Modality.IMAGE, "shapes", 0)]))
+    assert world.outcomes() == [("predictions.image", "shapes")]
+
+
+def test_a_model_unloaded_after_routing_makes_its_events_wait_then_dead_letters() -> None:
+    world = World(catalog(DIGITS), wait_s=2.0)
+    world.unloaded.add("digits")
+    world.on_sleep.append((0.5, catalog()))
+    asyncio.run(world.processor.process([world.record(Modality.IMAGE, None, 0)]))
+    assert world.outcomes() == [("events.dlq", "model-unavailable")]
+    assert world.calls == ["digits"]
+
+
+def test_a_model_with_the_wrong_number_of_outputs_is_a_dead_letter_not_a_crash() -> None:
+    world = World(catalog(card("three", labels=3, default=True)))
+    asyncio.run(world.processor.process([world.record(Modality.IMAGE, None, 0)]))
+    assert world.outcomes() == [("events.dlq", "bad-model-output")]
