@@ -57,14 +57,7 @@ def stack_install(ctx: click.Context) -> None:
 def stack_up(ctx: click.Context) -> None:
     """Start what is not running and wait until every service is healthy; publish the repository's
     reference statistics to Redis for the drift monitor."""
-    local = _stack(ctx)
-    statuses = local.up()
-    if "redis" in local.services:
-        from pipelines.publish import publish_references
-
-        published = publish_references(_settings(ctx), _repository(ctx))
-        click.echo(f"published the reference statistics of {len(published)} model versions to Redis")
-    _print_status(statuses, as_json=False)
+    _print_status(_stack(ctx).up(), as_json=False)
 
 
 @stack.command("down")

@@ -55,7 +55,7 @@ def translate(exc: InferenceServerException, model: str) -> ContractError | Tran
     if status.endswith("INVALID_ARGUMENT"):
         return PayloadRejected(message)
     if "unknown model" in message.lower() or "no available versions" in message.lower():
-        return ModelUnavailable(f"Triton {model}: {message}")
+        return ModelUnavailable(f"Triton {model}: {status or 'error'}: {message}")
     # NOT_FOUND / UNAVAILABLE while Triton (re)loads a model, deadlines, connection loss: all worth retrying.
     return TransientError(f"Triton {model}: {status or 'error'}: {message}")
 

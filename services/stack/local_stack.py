@@ -53,6 +53,7 @@ class LocalStack:
         self.run_dir = (project_root / settings.stack.run_dir).resolve()
         self.processes = ProcessGroup()
         repository = (project_root / settings.triton.model_repository).resolve()
+        self.repository = repository
         available: dict[str, StackService] = {
             "kafka": KafkaBroker(self.run_dir, settings),
             "redis": RedisServer(self.run_dir, settings),
@@ -75,7 +76,8 @@ class LocalStack:
             service.install()
 
     def up(self) -> list[ServiceStatus]:
-        """Start every service that is not running and wait until all are healthy.
+        """Start every service that is not running and wait until all are healthy; with Redis among them,
+        publish the repository's reference statistics there (the drift monitor reads them from Redis).
 
         Raises:
             StackError: when a service cannot start, dies, or is not healthy in time.
@@ -83,6 +85,11 @@ class LocalStack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for name in self.services:
             self.start(name)
+        if "redis" in self.services and self.repository.is_dir():
+            from pipelines.publish import publish_references
+
+            published = publish_references(self.settings, self.repository)
+            log.info("stack.references_published", versions=len(published))
         return self.status()
 
     def start(self, name: str) -> None:

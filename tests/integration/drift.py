@@ -50,6 +50,16 @@ def overview(settings: Settings) -> dict[str, Any]:
     return with_store(settings, lambda store: store.overview())
 
 
+def retraining_outcome(settings: Settings, model: str, *, timeout_s: float) -> dict[str, str]:
+    """The model's retraining run once it ended (promoted, rejected or failed), as `drift status` shows it."""
+
+    def ended() -> dict[str, str] | None:
+        run = overview(settings).get(model, {}).get("retraining") or {}
+        return run if run.get("state") in ("promoted", "rejected", "failed") else None
+
+    return wait_for(ended, timeout_s=timeout_s, what=f"the retraining job of {model}", interval_s=3.0)
+
+
 def alerts_on_kafka(settings: Settings) -> list[DriftAlert]:
     """Every record of the test's alert topic."""
     return [

@@ -9,7 +9,7 @@ import pytest
 from pipelines.data.photos import photo
 from pipelines.preprocess.image import encode_png
 from services.common.card import read_card
-from services.common.errors import TransientError
+from services.common.errors import ModelUnavailable, TransientError
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton, PayloadRejected
 from tests.integration.conftest import PROJECT_ROOT
@@ -32,14 +32,14 @@ def test_concurrent_payloads_come_back_with_their_model_version(settings: Settin
     assert asyncio.run(run()) == ["tiger cat", "espresso", "missile"]
 
 
-def test_a_refused_payload_is_final_and_an_unknown_model_is_transient(settings: Settings) -> None:
+def test_a_refused_payload_is_final_and_an_unknown_model_is_unavailable(settings: Settings) -> None:
     async def run() -> None:
         client = AsyncTriton(settings.triton)
         try:
             with pytest.raises(PayloadRejected, match="not valid UTF-8"):
                 await client.infer("text_topics", b"caf\xc3")
-            # While Triton (re)loads a model it answers "unknown model": never a reason to dead-letter.
-            with pytest.raises(TransientError, match="NOT_FOUND"):
+            # A model Triton does not serve (now): the worker waits for it, bounded, before dead-lettering.
+            with pytest.raises(ModelUnavailable, match="NOT_FOUND"):
                 await client.infer("not-loaded-model", b"x")
         finally:
             await client.close()

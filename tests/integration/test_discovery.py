@@ -24,9 +24,8 @@ from tests.integration.workers import (
     Worker,
     deployment_settings,
     held_out_events,
-    producer,
     raw_outcomes,
-    send_samples,
+    send_and_flush,
     wait_for_predictions,
 )
 
@@ -54,15 +53,6 @@ def _photos(count: int) -> list[Sample]:
     ]
 
 
-def _send(settings: Settings, samples: list[Sample]) -> None:
-    kafka = producer(settings)
-    try:
-        send_samples(kafka, settings, samples)
-        kafka.flush()
-    finally:
-        kafka.close()
-
-
 def _at(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -75,14 +65,14 @@ def test_models_loaded_and_unloaded_while_a_worker_runs(
     worker = Worker(deployed, tmp_path / "worker.log").start()
     try:
         warm = held_out_events(Modality.IMAGE, 5)
-        _send(deployed, warm)
+        send_and_flush(deployed, warm)
         assert len(wait_for_predictions(deployed, {s.event.id for s in warm})) == 5
 
         # Loaded into the running Triton: the running worker routes it within seconds, no restart.
         load(settings.triton, "imagenet")
         loaded_at = time.monotonic()
         first = _photos(1)
-        _send(deployed, first)
+        send_and_flush(deployed, first)
         found = wait_for_predictions(deployed, {first[0].event.id}, idle_timeout_s=ROUTED_WITHIN_S + 5)
         routed_after = time.monotonic() - loaded_at
         assert first[0].event.id in found, "the loaded model was not routed"
@@ -93,12 +83,12 @@ def test_models_loaded_and_unloaded_while_a_worker_runs(
         # Unloaded: its events wait, then are dead-lettered; the other modalities flow during the wait.
         unload(settings.triton, "imagenet")
         orphans = _photos(5)
-        _send(deployed, orphans)
+        send_and_flush(deployed, orphans)
         sent_at = time.time()
         others: list[Sample] = []
         while time.time() - sent_at < WAIT_S * 0.75:
             batch = [s for m in Modality for s in held_out_events(m, 4, source="tests/others")]
-            _send(deployed, batch)
+            send_and_flush(deployed, batch)
             others += batch
             time.sleep(2.0)
 

@@ -22,7 +22,6 @@ from pipelines.drifted import drifted_digits, noisy_speech, unseen_topic_texts
 from pipelines.samples import held_out_payloads
 from services.client.publisher import Publisher
 from services.common.contract import DriftAlert, Modality
-from services.common.net import free_ports
 from services.common.settings import Settings
 from services.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
@@ -33,16 +32,17 @@ from tests.integration.drift import (
     drift_settings,
     events_of,
     overview,
+    retraining_outcome,
     shuffled_clean,
     wait_for,
 )
+from tests.integration.triton_models import private_triton
 from tests.integration.workers import (
     MODELS,
     Sample,
     Worker,
     dlstream,
-    producer,
-    send_samples,
+    send_and_flush,
     wait_for_predictions,
 )
 
@@ -50,15 +50,6 @@ pytestmark = pytest.mark.integration
 
 CLEAN_WINDOWS = 20
 NOBODY = 65534
-
-
-def _send(settings: Settings, samples: list[Sample]) -> None:
-    kafka = producer(settings)
-    try:
-        send_samples(kafka, settings, samples)
-        kafka.flush()
-    finally:
-        kafka.close()
 
 
 @contextmanager
@@ -99,7 +90,7 @@ def test_clean_held_out_traffic_raises_no_alert_over_20_windows_per_modality(
 def _clean_traffic_raises_no_alert(deployed: Settings) -> None:
     samples = [s for m in Modality for s in shuffled_clean(m, CLEAN_WINDOWS * WINDOW, seed=7)]
     random.Random(1).shuffle(samples)
-    _send(deployed, samples)
+    send_and_flush(deployed, samples)
 
     def all_windows() -> dict[str, object] | None:
         state = overview(deployed)
@@ -148,7 +139,7 @@ def test_drifted_traffic_of_each_modality_raises_an_alert_within_100_events(
     worker = Worker(deployed, tmp_path / "worker.log").start()
     monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
     try:
-        _send(deployed, samples)
+        send_and_flush(deployed, samples)
 
         def one_per_model() -> list[DriftAlert] | None:
             alerts = [a for a in alerts_on_kafka(deployed) if a.status == "open"]
@@ -185,23 +176,7 @@ def _private_triton(settings: Settings, tmp_path: Path) -> tuple[LocalStack, Pat
             n for n in names if Path(folder) == source and n not in ("config.pbtxt", "configs", "1")
         ],
     )
-    http, grpc, metrics = free_ports(3)
-    private = settings.model_copy(
-        update={
-            "triton": settings.triton.model_copy(
-                update={
-                    "http_port": http,
-                    "grpc_port": grpc,
-                    "metrics_port": metrics,
-                    "model_repository": repository,
-                }
-            ),
-            "stack": settings.stack.model_copy(
-                update={"run_dir": tmp_path / "stack", "services": ("triton",)}
-            ),
-        }
-    )
-    return LocalStack(private, project_root=PROJECT_ROOT), repository
+    return private_triton(settings, repository, tmp_path / "stack"), repository
 
 
 def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_better(
@@ -235,7 +210,7 @@ def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_bet
         monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository).start()
         try:
             before = drifted(first)
-            _send(deployed, before)
+            send_and_flush(deployed, before)
             predicted = wait_for_predictions(deployed, {s.event.id for s in before})
             assert len(predicted) == len(before)
             assert {p.data.model_version for p in predicted.values()} == {"1"}
@@ -246,18 +221,14 @@ def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_bet
                 for sample in before:
                     publisher.publish_label(sample.event.id, str(sample.label))
 
-            def run_ended() -> dict[str, str] | None:
-                run = overview(deployed).get("digits", {}).get("retraining") or {}
-                return run if run.get("state") in ("promoted", "rejected", "failed") else None
-
-            run = wait_for(run_ended, timeout_s=360, what="the retraining job", interval_s=5.0)
+            run = retraining_outcome(deployed, "digits", timeout_s=360)
             assert run["state"] == "promoted", run
             report = json.loads(run["detail"])
             assert report["new_version"] == 2
             assert (repository / "digits" / "2" / "reference.json").exists()
 
             after = drifted(second)
-            _send(deployed, after)
+            send_and_flush(deployed, after)
             predicted = wait_for_predictions(deployed, {s.event.id for s in after})
             assert len(predicted) == len(after)
             assert {p.data.model_version for p in predicted.values()} == {"2"}

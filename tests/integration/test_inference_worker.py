@@ -11,9 +11,10 @@ import pytest
 
 from services.client.demo import CONTENT_TYPES
 from services.common.card import read_card
-from services.common.contract import Modality, RequestEvent, new_request
+from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
 from services.common.settings import Settings
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
+from tests.integration.drift import wait_for
 from tests.integration.workers import (
     MODELS,
     Worker,
@@ -37,7 +38,8 @@ def deployed(settings: Settings, topics: TopicFactory, group_id: str) -> Setting
     limited = settings.model_copy(
         update={"contract": settings.contract.model_copy(update={"max_payload_bytes": PAYLOAD_LIMIT})}
     )
-    return deployment_settings(limited, topics, group_id)
+    # An event naming a model Triton does not serve waits this long for it, then is dead-lettered.
+    return deployment_settings(limited, topics, group_id, model_wait_s=5.0)
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def bad_inputs(
         "wrong-content-type": (t.image, wrong_type, None, "wrong-content-type"),
         "oversize": (t.image, oversize, None, "oversize"),
         "missing-ce_id": (t.text, no_id, without(no_id, "ce_id"), "missing-header"),
-        "unknown-model": (t.image, unknown_model, None, "unknown-model"),
+        "unknown-model": (t.image, unknown_model, None, "model-unavailable"),
         "model-of-another-modality": (t.text, other_modality, None, "unknown-model"),
         "unsupported-specversion": (
             t.text,
@@ -137,7 +139,12 @@ def test_3000_events_and_12_kinds_of_bad_input_each_end_as_one_outcome(
     found = wait_for_predictions(deployed, set(good))
     assert worker.running, f"the worker died; see {worker.log_path}"
     assert len(found) == len(good), f"{len(good) - len(found)} good events without a prediction"
-    predictions, letters = raw_outcomes(deployed)
+
+    def every_letter() -> tuple[list[PredictionEvent], list[DeadLetter]] | None:
+        outcomes = raw_outcomes(deployed)
+        return outcomes if len(outcomes[1]) >= len(bad) else None
+
+    predictions, letters = wait_for(every_letter, timeout_s=120, what="a dead letter per bad event")
     assert len(predictions) == len(good), "a prediction was produced twice without any crash"
     assert sorted(d.reason.value for d in letters) == sorted(reason for *_, reason in bad.values())
     assert all(d.error for d in letters)

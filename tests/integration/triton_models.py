@@ -27,24 +27,23 @@ def wait_ready(triton: TritonSettings, model: str, ready: bool, timeout_s: float
         client.close()
 
 
-def load(triton: TritonSettings, model: str) -> None:
-    """Load (or reload) ``model`` and wait until it is ready."""
+def _control(triton: TritonSettings, model: str, *, ready: bool) -> None:
     client = triton_http.InferenceServerClient(url=triton.http_url, network_timeout=600.0)
     try:
-        client.load_model(model)
+        (client.load_model if ready else client.unload_model)(model)
     finally:
         client.close()
-    wait_ready(triton, model, True)
+    wait_ready(triton, model, ready)
+
+
+def load(triton: TritonSettings, model: str) -> None:
+    """Load (or reload) ``model`` and wait until it is ready."""
+    _control(triton, model, ready=True)
 
 
 def unload(triton: TritonSettings, model: str) -> None:
     """Unload ``model`` and wait until Triton no longer serves it."""
-    client = triton_http.InferenceServerClient(url=triton.http_url, network_timeout=60.0)
-    try:
-        client.unload_model(model)
-    finally:
-        client.close()
-    wait_ready(triton, model, False)
+    _control(triton, model, ready=False)
 
 
 @contextmanager

@@ -166,6 +166,16 @@ def send_samples(kafka: KafkaProducer, settings: Settings, samples: Iterable[Sam
         )
 
 
+def send_and_flush(settings: Settings, samples: Iterable[Sample]) -> None:
+    """Produce the samples' events with a producer of its own and wait until Kafka has them all."""
+    kafka = producer(settings)
+    try:
+        send_samples(kafka, settings, samples)
+        kafka.flush()
+    finally:
+        kafka.close()
+
+
 def raw_outcomes(settings: Settings) -> tuple[list[PredictionEvent], list[DeadLetter]]:
     """Every prediction (duplicates included) and dead letter in the test's topics right now."""
     from services.client.reader import read_records
