@@ -19,7 +19,9 @@ import torch
 
 from pipelines.preprocess.declared import Preprocessor, preprocessor
 from pipelines.preprocess.errors import PayloadError
-from services.common.card import read_card
+from pipelines.source_models import LoadedModel, load_model_file
+from services.common.card import SourceModel, read_card
+from services.common.triton_client import softmax
 
 Outputs = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
@@ -52,12 +54,62 @@ class CardRunner:
         return probabilities.float().cpu().numpy(), embedding.float().cpu().numpy()
 
 
+@dataclass
+class SourceRunner:
+    """An added model file (ONNX or TorchScript): its scores become probabilities (softmax on logits), its
+    embedding output, if any, is projected as the card says."""
+
+    model: LoadedModel
+    preprocess: Preprocessor
+    source: SourceModel
+    projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
+
+    def decode(self, payload: bytes) -> Any:
+        return self.preprocess.decode(payload)
+
+    def forward(self, items: list[Any]) -> Outputs:
+        outputs = self.model.run(self.preprocess.batch(items))
+        return source_outputs(outputs, self.source, self.projection)
+
+
+def source_outputs(
+    outputs: list[npt.NDArray[np.float32]],
+    source: SourceModel,
+    projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None,
+) -> Outputs:
+    """``(probabilities, projected embedding)`` from a model file's raw outputs."""
+    scores = outputs[source.scores].reshape(len(outputs[source.scores]), -1)
+    probabilities = softmax(scores) if source.scores_are == "logits" else scores.astype(np.float32)
+    if source.embedding is None:
+        return probabilities, np.zeros((len(scores), 0), dtype=np.float32)
+    embedding = outputs[source.embedding].reshape(len(scores), -1).astype(np.float32)
+    if projection is not None:
+        mean, components = projection
+        embedding = ((embedding - mean) @ components.T).astype(np.float32)
+    return probabilities, embedding
+
+
+def read_projection(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The ``(mean, components)`` of an embedding projection file."""
+    with np.load(path) as data:
+        return data["mean"].astype(np.float32), data["components"].astype(np.float32)
+
+
 def load_runner(version_dir: Path, device: str) -> Runner:
-    """The runner of a built version folder (its ``card.json`` and ``model.pt``)."""
+    """The runner of a version folder: a plugin's serving module (``model.pt``), or an added model file, fed
+    by the preprocessing its card declares."""
     card = read_card(version_dir)
+    preprocess = preprocessor(card.preprocessing, device, root=version_dir)
+    if card.source is not None:
+        if card.source_format not in ("onnx", "torchscript"):
+            raise ValueError(f"{card.name} is a {card.source_format} model; Triton runs it, not this runner")
+        source = card.source
+        model = load_model_file(version_dir / source.file, card.source_format, device, source.inputs)
+        projection = read_projection(version_dir / card.source.projection) if card.source.projection else None
+        return SourceRunner(model, preprocess, card.source, projection)
     torch_device = torch.device(device)
     module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
-    return CardRunner(module.eval(), preprocessor(card.preprocessing, device), torch_device)
+    return CardRunner(module.eval(), preprocess, torch_device)
 
 
 def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Outputs | PayloadError]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from services.common.card import CARD_PARAMETER, ModelCard
@@ -20,8 +21,9 @@ def _string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_config(card: ModelCard, *, gpu: bool) -> str:
-    """The config.pbtxt of the model ``card`` describes, for CPU or GPU instances."""
+def render_config(card: ModelCard, *, gpu: bool, pinned: int | None = None) -> str:
+    """The config.pbtxt of the model ``card`` describes, for CPU or GPU instances; Triton serves the newest
+    version, or the ``pinned`` one (a rollback)."""
     outputs = [f'  {{ name: "{card.outputs.scores}" data_type: TYPE_FP32 dims: [ {len(card.labels)} ] }}']
     if card.outputs.embedding:
         outputs.append(
@@ -46,7 +48,9 @@ def render_config(card: ModelCard, *, gpu: bool) -> str:
             f"instance_group [ {{ kind: {kind} count: 1 }} ]",
             f"dynamic_batching {{ max_queue_delay_microseconds: {DYNAMIC_BATCH_DELAY_US} "
             f"preferred_batch_size: [ {', '.join(map(str, preferred))} ] }}",
-            "version_policy: { latest: { num_versions: 1 } }",
+            f"version_policy: {{ specific: {{ versions: [ {pinned} ] }} }}"
+            if pinned is not None
+            else "version_policy: { latest: { num_versions: 1 } }",
             f"parameters {{ key: {_string(CARD_PARAMETER)} "
             f"value: {{ string_value: {_string(card_json)} }} }}",
             "",
@@ -61,7 +65,25 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(staging, path)
 
 
-def write_configs(model_dir: Path, card: ModelCard) -> None:
+def write_configs(model_dir: Path, card: ModelCard, *, pinned: int | None = None) -> None:
     """Write ``config.pbtxt`` and ``configs/gpu.pbtxt`` of the model from the card of its serving version."""
-    _write_atomic(model_dir / "configs" / "gpu.pbtxt", render_config(card, gpu=True))
-    _write_atomic(model_dir / "config.pbtxt", render_config(card, gpu=False))
+    _write_atomic(model_dir / "configs" / "gpu.pbtxt", render_config(card, gpu=True, pinned=pinned))
+    _write_atomic(model_dir / "config.pbtxt", render_config(card, gpu=False, pinned=pinned))
+
+
+def built_versions(model_dir: Path) -> list[int]:
+    """The version folders of a model that have a card, in order."""
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / "card.json").exists())
+
+
+def serving_version(model_dir: Path) -> int:
+    """The version the model's config makes Triton serve: the pinned one, else the newest built."""
+    config = model_dir / "config.pbtxt"
+    if config.exists():
+        pinned = re.search(r"specific: \{ versions: \[ (\d+) \] \}", config.read_text())
+        if pinned:
+            return int(pinned.group(1))
+    versions = built_versions(model_dir)
+    if not versions:
+        raise FileNotFoundError(f"{model_dir} has no built version")
+    return versions[-1]

@@ -39,9 +39,10 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
+            # The config lists the probabilities, then the embedding when the model has one.
             tensors = [
                 pb_utils.Tensor(name, array.astype(dtype))
-                for (name, dtype), array in zip(self.outputs, result, strict=True)
+                for (name, dtype), array in zip(self.outputs, result, strict=False)
             ]
             responses.append(pb_utils.InferenceResponse(tensors))
         return responses

@@ -162,43 +162,132 @@ def models_publish(ctx: click.Context, names: tuple[str, ...]) -> None:
         click.echo(f"{model:<14} v{version}  reference statistics published")
 
 
+@models.command("add")
+@click.argument("name")
+@click.option("--modality", type=click.Choice([m.value for m in Modality]), required=True)
+@click.option("--onnx", "onnx_file", type=click.Path(path_type=Path), help="An ONNX model file.")
+@click.option(
+    "--torchscript", "torchscript_file", type=click.Path(path_type=Path), help="A TorchScript file."
+)
+@click.option(
+    "--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="One label a line."
+)
+@click.option(
+    "--reference",
+    "reference_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Samples like the traffic to expect (subfolders named after labels make them labelled).",
+)
+@click.option("--preprocess", "pairs", multiple=True, metavar="KEY=VALUE", help="Declared preprocessing.")
+@click.option(
+    "--outputs", type=click.Choice(["logits", "probabilities"]), default="logits", show_default=True
+)
+@click.option("--embedding-output", type=int, help="Index of an embedding output (drift's MMD uses it).")
+@click.option(
+    "--train-command", help="Retrains the model: {data} {labels} {model} {output} {work} are filled in."
+)
+@click.option(
+    "--default", "is_default", is_flag=True, help="Serve events of the modality that name no model."
+)
+@click.pass_context
+def models_add(
+    ctx: click.Context,
+    name: str,
+    modality: str,
+    onnx_file: Path | None,
+    torchscript_file: Path | None,
+    labels_file: Path,
+    reference_dir: Path,
+    pairs: tuple[str, ...],
+    outputs: str,
+    embedding_output: int | None,
+    train_command: str | None,
+    is_default: bool,
+) -> None:
+    """Serve your own model: check it against its labels and reference samples, write version 1 with its
+    card and configs, publish its reference statistics and load it into every Triton replica."""
+    import shlex
+
+    from pipelines.add import AddRequest
+    from pipelines.manage import add_and_serve
+
+    if (onnx_file is None) == (torchscript_file is None):
+        raise click.UsageError("give exactly one of --onnx FILE and --torchscript FILE")
+    preprocess: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--preprocess {pair!r}: expected KEY=VALUE")
+        preprocess[key.strip()] = value.strip()
+    request = AddRequest(
+        name=name,
+        modality=Modality(modality),
+        source_format="onnx" if onnx_file is not None else "torchscript",
+        model_file=onnx_file or torchscript_file or Path(),
+        labels_file=labels_file,
+        reference_dir=reference_dir,
+        preprocess=preprocess,
+        default=is_default,
+        scores_are="logits" if outputs == "logits" else "probabilities",
+        embedding_output=embedding_output,
+        train_command=shlex.split(train_command) if train_command else None,
+    )
+    served = add_and_serve(_settings(ctx), _repository(ctx), request)
+    card = served.added.card
+    accuracy = "" if card.accuracy is None else f", accuracy {card.accuracy:.3f} on the labelled reference"
+    click.echo(
+        f"{name} v1 ({card.modality.value}, {card.source_format}, {len(card.labels)} classes{accuracy}): "
+        f"{card.metrics['samples']} reference samples at {served.added.samples_per_s:.1f}/s in-process; "
+        f"served by Triton after {served.load_s:.1f} s -> {served.added.path}"
+    )
+
+
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model instead of a table.")
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
-    """The models Triton serves, as workers discover them: modality, versions, default, labels."""
-    from services.common.discovery import discover_once
+    """Every model: modality, format, versions, serving version, default, accuracy, open alert, retraining."""
+    from pipelines.manage import model_rows
 
-    settings = _settings(ctx)
-    catalog = discover_once(settings.triton, overrides=settings.inference.default_models)
-    rows: list[dict[str, Any]] = []
-    for model in sorted(catalog.models.values(), key=lambda m: (m.card.modality.value, m.name)):
-        default = catalog.default_name(model.card.modality) == model.name
-        rows.append(
-            {
-                "name": model.name,
-                "modality": model.card.modality.value,
-                "versions": list(model.versions),
-                "default": default,
-                "classes": len(model.labels),
-                "accuracy": model.card.accuracy,
-                "retraining": model.card.retraining.kind,
-            }
-        )
-    for name, problem in sorted(catalog.problems.items()):
-        rows.append({"name": name, "problem": problem})
-    for row in rows:
+    repo = _repository(ctx)
+    for row in model_rows(_settings(ctx), repo if repo.is_dir() else None):
         if as_json:
             click.echo(json.dumps(row))
-        elif "problem" in row:
-            click.echo(f"{row['name']:<16} not routable: {row['problem']}")
-        else:
-            accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-            click.echo(
-                f"{row['name']:<16} {row['modality']:<6} v{','.join(row['versions']):<6} "
-                f"{'default' if row['default'] else '':<8} {row['classes']:>5} classes  accuracy {accuracy}"
-                f"  retraining {row['retraining']}"
-            )
+            continue
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        serving = ",".join(map(str, row["serving"])) or "-"
+        click.echo(
+            f"{row['name']:<16} {row['modality']:<6} {row['format']:<12} "
+            f"versions {','.join(map(str, row['versions'])):<8} serving {serving:<4} "
+            f"{'default' if row['default'] else '':<8} accuracy {accuracy:<6} "
+            f"alert {'OPEN' if row['open_alert'] else '-':<5} retraining {row['retraining']}"
+            f" (last: {row['last_retraining'] or '-'})" + (f"  {row['problem']}" if row["problem"] else "")
+        )
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", type=int, help="The version to serve (default: the one before the serving one).")
+@click.pass_context
+def models_rollback(ctx: click.Context, name: str, to: int | None) -> None:
+    """Serve an earlier version on every Triton replica (the monitor follows the versions predictions
+    name)."""
+    from pipelines.manage import rollback
+
+    was, now = rollback(_settings(ctx), _repository(ctx), name, to)
+    click.echo(f"{name}: every Triton replica serves version {now} (was {was})")
+
+
+@models.command("remove")
+@click.argument("name")
+@click.pass_context
+def models_remove(ctx: click.Context, name: str) -> None:
+    """Unload a model from every Triton replica and delete it from the repository and Redis."""
+    from pipelines.manage import remove
+
+    remove(_settings(ctx), _repository(ctx), name)
+    click.echo(f"{name} removed")
 
 
 @models.command("retrain")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ from services.common.card import (
     ImagePreprocessing,
     Preprocessing,
     TextPreprocessing,
+    TokensPreprocessing,
 )
 
 Decoder = Callable[[bytes], Any]
-Batcher = Callable[[list[Any]], torch.Tensor]
+Batcher = Callable[[list[Any]], Any]  # a tensor, or a tuple of tensors for models of several inputs
 
 
 def image_tensor(image: Image.Image, spec: ImagePreprocessing) -> npt.NDArray[np.float32]:
@@ -53,10 +55,37 @@ def image_tensor(image: Image.Image, spec: ImagePreprocessing) -> npt.NDArray[np
 
 
 def audio_tensor(payload: bytes, spec: AudioPreprocessing) -> npt.NDArray[np.float32]:
-    """WAV bytes to the log-mel input ``spec`` declares."""
+    """WAV bytes to the input ``spec`` declares (log-mel spectrogram or waveform)."""
     samples = decode_wav(payload, spec.sample_rate)
-    clip = centre_on_speech(samples, round(spec.sample_rate * spec.duration_s), spec.hop)
+    if spec.align == "centre":
+        clip = centre_on_speech(samples, spec.samples, spec.hop)
+    else:
+        clip = np.pad(samples[: spec.samples], (0, max(0, spec.samples - len(samples))))
+    if spec.features == "waveform":
+        return np.ascontiguousarray(clip, dtype=np.float32)
     return log_mel(clip, n_fft=spec.n_fft, hop=spec.hop, n_mels=spec.n_mels, sample_rate=spec.sample_rate)
+
+
+def token_preprocessor(spec: TokensPreprocessing, root: Path) -> Preprocessor:
+    """Text to the padded token tensors ``spec`` names, with the tokenizer file under ``root``."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(root / spec.tokenizer))
+    tokenizer.enable_truncation(spec.max_length)
+    tokenizer.enable_padding(length=spec.max_length)
+
+    def decode(payload: bytes) -> dict[str, npt.NDArray[np.int64]]:
+        encoding = tokenizer.encode(decode_text(payload))
+        return {
+            "input_ids": np.asarray(encoding.ids, dtype=np.int64),
+            "attention_mask": np.asarray(encoding.attention_mask, dtype=np.int64),
+            "token_type_ids": np.asarray(encoding.type_ids, dtype=np.int64),
+        }
+
+    def batch(items: list[dict[str, npt.NDArray[np.int64]]]) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(np.stack([item[name] for item in items])) for name in spec.inputs)
+
+    return Preprocessor(decode, batch)
 
 
 def _stack(items: list[Any]) -> torch.Tensor:
@@ -70,13 +99,13 @@ class Preprocessor:
     decode: Decoder
     batch: Batcher
 
-    def inputs(self, payloads: list[bytes]) -> torch.Tensor:
+    def inputs(self, payloads: list[bytes]) -> Any:
         """Decode every payload and batch them."""
         return self.batch([self.decode(p) for p in payloads])
 
 
-def preprocessor(spec: Preprocessing, device: str = "cpu") -> Preprocessor:
-    """The code for a declared preprocessing."""
+def preprocessor(spec: Preprocessing, device: str = "cpu", root: Path | None = None) -> Preprocessor:
+    """The code for a declared preprocessing; ``root`` is the version folder holding its files."""
     if isinstance(spec, ImagePreprocessing):
         image = spec
         return Preprocessor(lambda p: image_tensor(decode_image(p, image.colour), image), _stack)
@@ -88,4 +117,6 @@ def preprocessor(spec: Preprocessing, device: str = "cpu") -> Preprocessor:
 
         encoder = load_encoder(device, max_tokens=spec.max_tokens)
         return Preprocessor(decode_text, lambda texts: torch.from_numpy(encode(encoder, texts)))
+    if isinstance(spec, TokensPreprocessing):
+        return token_preprocessor(spec, root or Path.cwd())
     raise TypeError(f"no preprocessing for {type(spec).__name__}")

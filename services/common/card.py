@@ -69,21 +69,29 @@ class ImagePreprocessing(_Frozen):
 
 
 class AudioPreprocessing(_Frozen):
-    """WAV bytes to mono audio at ``sample_rate``, centred in ``duration_s``, as a log-mel spectrogram."""
+    """WAV bytes to mono audio at ``sample_rate`` in a window of ``duration_s`` (centred on the sound, or from
+    the start; padded with silence or cropped), as a log-mel spectrogram or the raw waveform."""
 
     kind: Literal["audio"] = "audio"
     sample_rate: int = Field(16_000, ge=1000, le=192_000)
     duration_s: float = Field(1.0, gt=0, le=30)
-    features: Literal["log-mel"] = "log-mel"
+    align: Literal["centre", "start"] = Field("centre", description="Centre the sound, or keep the start.")
+    features: Literal["log-mel", "waveform"] = "log-mel"
     n_fft: int = Field(400, ge=16)
     hop: int = Field(160, ge=1)
     n_mels: int = Field(64, ge=1)
 
     @property
+    def samples(self) -> int:
+        """Samples in the window."""
+        return round(self.sample_rate * self.duration_s)
+
+    @property
     def input_shape(self) -> list[int]:
-        """``[1, n_mels, frames]`` of one decoded payload."""
-        samples = round(self.sample_rate * self.duration_s)
-        return [1, self.n_mels, samples // self.hop + 1]
+        """``[1, n_mels, frames]`` (log-mel) or ``[samples]`` (waveform) of one decoded payload."""
+        if self.features == "waveform":
+            return [self.samples]
+        return [1, self.n_mels, self.samples // self.hop + 1]
 
 
 class TextPreprocessing(_Frozen):
@@ -99,8 +107,29 @@ class TextPreprocessing(_Frozen):
         return [384]
 
 
+TokenTensor = Literal["input_ids", "attention_mask", "token_type_ids"]
+
+
+class TokensPreprocessing(_Frozen):
+    """UTF-8 bytes to token ids by a tokenizer file (Hugging Face ``tokenizer.json``) kept with the version,
+    padded or truncated to ``max_length``; the model takes the named tensors, in this order."""
+
+    kind: Literal["tokens"] = "tokens"
+    tokenizer: str = Field("tokenizer.json", description="The tokenizer file in the version folder.")
+    max_length: int = Field(128, ge=1, le=8192)
+    inputs: list[TokenTensor] = Field(
+        default_factory=lambda: list[TokenTensor](["input_ids", "attention_mask"]), min_length=1
+    )
+
+    @property
+    def input_shape(self) -> list[int]:
+        """``[max_length]`` per tensor."""
+        return [self.max_length]
+
+
 Preprocessing = Annotated[
-    ImagePreprocessing | AudioPreprocessing | TextPreprocessing, Field(discriminator="kind")
+    ImagePreprocessing | AudioPreprocessing | TextPreprocessing | TokensPreprocessing,
+    Field(discriminator="kind"),
 ]
 
 
@@ -114,16 +143,31 @@ class Outputs(_Frozen):
 
 
 class Retraining(_Frozen):
-    """How a version can be trained again: a plugin's recipe, or not at all."""
+    """How a version can be trained again: a plugin's recipe, its owner's command, or not at all."""
 
-    kind: Literal["recipe", "none"] = "none"
+    kind: Literal["recipe", "command", "none"] = "none"
     recipe: str | None = Field(None, description="The dlstream.models plugin whose recipe retrains it.")
+    command: list[str] | None = Field(None, description="The training command (argv) of an added model.")
 
     @model_validator(mode="after")
-    def _recipe_named(self) -> Retraining:
+    def _named(self) -> Retraining:
         if self.kind == "recipe" and not self.recipe:
             raise ValueError("retraining of kind 'recipe' must name the recipe")
+        if self.kind == "command" and not self.command:
+            raise ValueError("retraining of kind 'command' must give the command")
         return self
+
+
+class SourceModel(_Frozen):
+    """The model file of an added version and what its outputs mean (the runner turns them into the
+    ``Outputs`` Triton serves: probabilities and, when there is one, the projected embedding)."""
+
+    file: str = Field(description="The model file in the version folder.")
+    inputs: list[str] = Field(default_factory=list, description="Input names (ONNX), in feeding order.")
+    scores: int = Field(0, ge=0, description="Index of the per-class output.")
+    scores_are: Literal["probabilities", "logits"] = "logits"
+    embedding: int | None = Field(None, ge=0, description="Index of the embedding output, if any.")
+    projection: str | None = Field(None, description="File of the embedding projection (mean, components).")
 
 
 class ModelCard(_Frozen):
@@ -136,7 +180,10 @@ class ModelCard(_Frozen):
     labels: list[str] = Field(min_length=2)
     outputs: Outputs = Outputs()
     preprocessing: Preprocessing
-    source_format: Literal["torchscript"] = "torchscript"
+    source_format: Literal["torchscript", "onnx", "triton"] = "torchscript"
+    source: SourceModel | None = Field(
+        None, description="The added model file and its outputs (None: a plugin's serving module)."
+    )
     plugin: str | None = Field(None, description="The dlstream.models plugin that built this version.")
     default: bool = Field(False, description="The model an event of this modality gets when it names none.")
     max_batch_size: int = Field(64, ge=1)

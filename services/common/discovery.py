@@ -26,9 +26,15 @@ class TritonDiscovery:
     """Holds the current :class:`ModelCatalog`; :meth:`refresh` asks Triton again."""
 
     def __init__(
-        self, settings: TritonSettings, *, overrides: Mapping[str, str] | None = None, client: Any = None
+        self,
+        settings: TritonSettings,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        client: Any = None,
+        log_changes: bool = True,
     ) -> None:
         self.settings = settings
+        self.log_changes = log_changes
         self.overrides = dict(overrides or {})
         self._client: Any = client  # made on first use, inside the event loop that uses it
         self._configs: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
@@ -71,7 +77,8 @@ class TritonDiscovery:
         for name in set(self._configs) - set(ready):
             del self._configs[name]
         catalog = catalog_from_triton(index, configs, overrides=self.overrides)
-        if set(catalog.models) != set(self.catalog.models) or catalog.problems != self.catalog.problems:
+        changed = set(catalog.models) != set(self.catalog.models) or catalog.problems != self.catalog.problems
+        if changed and self.log_changes:
             log.info(
                 "discovery.models",
                 models={m.name: list(m.versions) for m in catalog.models.values()},
@@ -96,7 +103,7 @@ def discover_once(settings: TritonSettings, *, overrides: Mapping[str, str] | No
     """
 
     async def run() -> ModelCatalog:
-        discovery = TritonDiscovery(settings, overrides=overrides)
+        discovery = TritonDiscovery(settings, overrides=overrides, log_changes=False)
         try:
             return await discovery.refresh()
         finally:

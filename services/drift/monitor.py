@@ -32,7 +32,7 @@ log = structlog.get_logger("dlstream.drift")
 
 Publish = Callable[[Sequence[tuple[str, KafkaRecord]]], Awaitable[None]]
 Webhook = Callable[[DriftAlert], Awaitable[None]]
-FINAL_STATES = ("promoted", "rejected", "failed")
+FINAL_STATES = ("promoted", "rejected", "failed", "no-recipe")
 MISSING_REFERENCE_RECHECK_S = 10.0
 
 

@@ -98,6 +98,16 @@ class DriftStore:
             pipe.set(self.key("reference", model, version), document)
         await self._execute(pipe)
 
+    async def delete_references(self, model: str) -> int:
+        """Forget the reference statistics of every version of a removed model; how many there were."""
+        keys = [key async for key in self.client.scan_iter(match=self.key("reference", model, "*"))]
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(*keys)
+        await self._execute(pipe)
+        return len(keys)
+
     async def mark_seen(self, seen: Sequence[tuple[str, Seen]]) -> tuple[list[bool], list[str | None]]:
         """Remember each ``(request id, prediction)``: per id, False when it was seen already (a redelivery),
         and the label that arrived before its prediction, if one did."""

@@ -116,8 +116,8 @@ def evaluate_window(
     """Run the label-free tests on one window; flag it when their combined p-value is below the rate.
 
     With full probabilities: per-class softmax KS and a chi-square on predicted classes; otherwise a KS test
-    on the top-1 scores. Always: MMD on the embedding projection. Bonferroni over the tests keeps the window's
-    false-alarm rate at most ``false_alarm_rate``.
+    on the top-1 scores. MMD on the embedding projection when the model has one. Bonferroni over the tests
+    keeps the window's false-alarm rate at most ``false_alarm_rate``.
     """
     classes = len(reference.labels)
     counts = np.bincount(window.classes, minlength=classes)[:classes]
@@ -128,7 +128,10 @@ def evaluate_window(
         tests.append(confidence_ks(window.confidence.round(DECIMALS), reference.confidence))
     if classes <= MAX_CHI_SQUARE_CLASSES:
         tests.append(class_chi_square(counts.astype(np.float64), reference.class_counts))
-    tests.append(embedding_mmd(window.embedding, reference.embedding, permutations=permutations, seed=seed))
+    if window.embedding.shape[1] and reference.embedding.size:
+        # A model without an embedding output is judged on its softmax and class mix alone.
+        mmd = embedding_mmd(window.embedding, reference.embedding, permutations=permutations, seed=seed)
+        tests.append(mmd)
     p_value = combined(tests)
     expected = reference.class_counts / max(1.0, reference.class_counts.sum()) * len(window)
     moved: list[int] = next((t.details["moved"] for t in tests if t.details.get("moved")), [])

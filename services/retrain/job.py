@@ -7,35 +7,42 @@ there, whichever launcher started it) and releases the model's lock when it ends
 from __future__ import annotations
 
 import json
-import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import structlog
-import tritonclient.http as triton_http
-from tritonclient.utils import InferenceServerException
 
 from pipelines.export import next_version
+from pipelines.preprocess.declared import preprocessor
+from pipelines.preprocess.errors import PayloadError
 from pipelines.publish import publish_references
 from pipelines.retrain import (
-    decodable,
+    Feedback,
     export_candidate,
     retrainable_spec,
     serving_accuracy,
     split_feedback,
     train_candidate,
 )
+from pipelines.retrain_command import base_reference, run_command, score, write_candidate
+from pipelines.triton_config import serving_version as served_version
 from services.client.reader import read_records
+from services.common.card import ModelCard, read_card
 from services.common.contract import header_map
 from services.common.errors import StackError
-from services.common.settings import Settings, TritonSettings
+from services.common.settings import Settings
+from services.common.triton_admin import load_in_triton
 from services.drift.store import with_store
 from services.retrain.policy import promotion
 
 log = structlog.get_logger("dlstream.retrain")
-TRITON_LOAD_TIMEOUT_S = 300.0
+
+
+class NoRecipe(StackError):
+    """The model has no training recipe or command: the run ends ``no-recipe``."""
 
 
 def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
@@ -50,58 +57,6 @@ def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tu
         if request_id in wanted and request_id not in joined:
             joined[request_id] = (bytes(record.value or b""), wanted[request_id])
     return [joined[request_id] for request_id in sorted(joined)]  # an order that does not depend on Kafka's
-
-
-def triton_endpoints(triton: TritonSettings) -> list[str]:
-    """HTTP host:port of every Triton replica (``triton.replicas``; ``dns:NAME:PORT`` is resolved)."""
-    if not triton.replicas.strip():
-        return [triton.http_url]
-    endpoints: list[str] = []
-    for item in (part.strip() for part in triton.replicas.split(",")):
-        if not item:
-            continue
-        if item.startswith("dns:"):
-            host, _, port = item[len("dns:") :].rpartition(":")
-            try:
-                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-            except OSError as exc:
-                raise StackError(f"cannot resolve the Triton replicas {item!r}: {exc}") from exc
-            endpoints += sorted({f"{info[4][0]}:{port}" for info in infos})
-        else:
-            endpoints.append(item)
-    return endpoints
-
-
-def load_in_triton(settings: Settings, model: str, version: int) -> float:
-    """Ask every Triton replica to load the model's newest version and wait until each serves it; seconds
-    it took. Replicas run in explicit model-control mode, so each must be asked (a Service would reach one).
-    """
-    started = time.monotonic()
-    endpoints = triton_endpoints(settings.triton)
-    clients = [triton_http.InferenceServerClient(url=url, network_timeout=600.0) for url in endpoints]
-    try:
-        for url, client in zip(endpoints, clients, strict=True):
-            try:
-                client.load_model(model)
-            except InferenceServerException as exc:
-                raise StackError(f"Triton at {url} could not load {model} version {version}: {exc}") from exc
-        for url, client in zip(endpoints, clients, strict=True):
-            while not _ready(client, model, version):
-                if time.monotonic() - started > TRITON_LOAD_TIMEOUT_S:
-                    raise StackError(f"Triton at {url} did not make {model} version {version} ready")
-                time.sleep(0.5)
-    finally:
-        for client in clients:
-            client.close()
-    log.info("retrain.loaded", model=model, version=version, replicas=endpoints)
-    return time.monotonic() - started
-
-
-def _ready(client: Any, model: str, version: int) -> bool:
-    try:
-        return bool(client.is_model_ready(model, str(version)))
-    except InferenceServerException:
-        return False
 
 
 def run_retraining(
@@ -138,6 +93,11 @@ def run_retraining(
         }
         with_store(settings, lambda s: s.record_run(model, fields, history=True))
         return report
+    except NoRecipe as exc:
+        fields = {"state": "no-recipe", "detail": str(exc), "finished_at": str(time.time())}
+        with_store(settings, lambda s: s.record_run(model, fields, history=True))
+        log.warning("retrain.no_recipe", model=model)
+        return {"model": model, "promoted": False, "reason": str(exc)}
     except Exception as exc:
         failed = {
             "state": "failed",
@@ -151,17 +111,21 @@ def run_retraining(
 
 
 def _retrain(settings: Settings, *, model: str, repository: Path, started: float) -> dict[str, Any]:
+    model_dir = repository / model
+    serving_version = served_version(model_dir)
+    serving_dir = model_dir / str(serving_version)
+    card = read_card(serving_dir)
+    if card.retraining.kind == "none":
+        raise NoRecipe(f"{model} has no training recipe or command; the alert stands, nothing is retrained")
     retrain = settings.retrain
-    spec = retrainable_spec(model)
-    labels = spec.labels()
     feedback_records = with_store(settings, lambda s: s.feedback(model))
     if not feedback_records:
         raise StackError(f"no labelled feedback for {model}")
     samples = join_payloads(settings, feedback_records)
-    ok = decodable(spec, [payload for payload, _ in samples])
-    usable = [sample for sample, good in zip(samples, ok, strict=True) if good]
+    decode = preprocessor(card.preprocessing, "cpu", root=serving_dir).decode
+    usable = [sample for sample in samples if _decodes(decode, sample[0])]
     feedback, unknown_labels = split_feedback(
-        usable, labels, eval_fraction=retrain.eval_fraction, seed=retrain.seed
+        usable, card.labels, eval_fraction=retrain.eval_fraction, seed=retrain.seed
     )
     log.info(
         "retrain.feedback",
@@ -175,9 +139,11 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
     )
     if not feedback.eval_labels or not feedback.train_labels:
         raise StackError(f"too little usable feedback for {model}: {len(usable)} samples")
-    model_dir = repository / model
-    serving_version = next_version(model_dir) - 1
-    serving_dir = model_dir / str(serving_version)
+    if card.retraining.kind == "command":
+        return _retrain_by_command(
+            settings, card, model_dir, serving_dir, feedback, started=started, repository=repository
+        )
+    spec = retrainable_spec(card.retraining.recipe or model)
     base_payloads, base_labels = spec.held_out(retrain.seed)
     assert base_labels is not None  # every retrainable model has labelled held-out data
     base_test = (base_payloads, base_labels)
@@ -191,32 +157,18 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         feedback_weight=retrain.feedback_weight,
         seed=retrain.seed,
     )
-    verdict = promotion(
-        serving_feedback_accuracy=serving_feedback,
-        candidate_feedback_accuracy=candidate.feedback_accuracy,
-        serving_base_accuracy=serving_base,
-        candidate_base_accuracy=candidate.base_accuracy,
-        min_gain=retrain.min_gain,
-        max_base_drop=retrain.max_base_drop,
+    report = _verdict(
+        settings,
+        model,
+        serving_version,
+        feedback,
+        serving=(serving_feedback, serving_base),
+        candidate=(candidate.feedback_accuracy, candidate.base_accuracy),
     )
-    report: dict[str, Any] = {
-        "model": model,
-        "alert_id": retrain.alert_id,
-        "serving_version": serving_version,
-        "feedback_train": len(feedback.train_labels),
-        "feedback_held_out": len(feedback.eval_labels),
-        "serving_feedback_accuracy": round(serving_feedback, 4),
-        "candidate_feedback_accuracy": round(candidate.feedback_accuracy, 4),
-        "serving_base_accuracy": round(serving_base, 4),
-        "candidate_base_accuracy": round(candidate.base_accuracy, 4),
-        "epochs": candidate.epochs,
-        "promoted": verdict.promote,
-        "reason": verdict.reason,
-    }
-    log.info("retrain.verdict", **report)
-    if not verdict.promote:
+    report["epochs"] = candidate.epochs
+    if not report["promoted"]:
         return report
-    new_version = serving_version + 1
+    new_version = next_version(model_dir)  # after a rollback, newer versions than the serving one exist
     export_candidate(
         spec,
         candidate,
@@ -237,10 +189,117 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         seed=retrain.seed,
         started=started,
     )
-    report["new_version"] = new_version
+    return _promote(settings, repository, model, new_version, report, started)
+
+
+def _decodes(decode: Any, payload: bytes) -> bool:
+    try:
+        decode(payload)
+    except PayloadError:
+        return False
+    return True
+
+
+def _verdict(
+    settings: Settings,
+    model: str,
+    serving_version: int,
+    feedback: Feedback,
+    *,
+    serving: tuple[float, float],
+    candidate: tuple[float, float],
+) -> dict[str, Any]:
+    """The promotion gate's verdict on accuracies ``(held-out feedback, base data)``, as the run's report."""
+    retrain = settings.retrain
+    verdict = promotion(
+        serving_feedback_accuracy=serving[0],
+        candidate_feedback_accuracy=candidate[0],
+        serving_base_accuracy=serving[1],
+        candidate_base_accuracy=candidate[1],
+        min_gain=retrain.min_gain,
+        max_base_drop=retrain.max_base_drop,
+    )
+    report: dict[str, Any] = {
+        "model": model,
+        "alert_id": retrain.alert_id,
+        "serving_version": serving_version,
+        "feedback_train": len(feedback.train_labels),
+        "feedback_held_out": len(feedback.eval_labels),
+        "serving_feedback_accuracy": round(serving[0], 4),
+        "candidate_feedback_accuracy": round(candidate[0], 4),
+        "serving_base_accuracy": round(serving[1], 4),
+        "candidate_base_accuracy": round(candidate[1], 4),
+        "promoted": verdict.promote,
+        "reason": verdict.reason,
+    }
+    log.info("retrain.verdict", **report)
+    return report
+
+
+def _promote(
+    settings: Settings, repository: Path, model: str, version: int, report: dict[str, Any], started: float
+) -> dict[str, Any]:
+    report["new_version"] = version
     # The monitor judges the new version's windows against this; published before Triton serves it.
     publish_references(settings, repository, [model])
-    report["triton_load_s"] = round(load_in_triton(settings, model, new_version), 1)
+    report["triton_load_s"] = round(load_in_triton(settings.triton, model, version), 1)
     report["seconds"] = round(time.monotonic() - started, 1)
-    log.info("retrain.promoted", model=model, version=new_version, seconds=report["seconds"])
+    log.info("retrain.promoted", model=model, version=version, seconds=report["seconds"])
     return report
+
+
+def _retrain_by_command(
+    settings: Settings,
+    card: ModelCard,
+    model_dir: Path,
+    serving_dir: Path,
+    feedback: Feedback,
+    *,
+    started: float,
+    repository: Path,
+) -> dict[str, Any]:
+    """Run the owner's training command on the feedback, judge its candidate through the same gate."""
+    assert card.source is not None
+    base_payloads, base_labels = base_reference(model_dir, card)
+    serving_file = serving_dir / card.source.file
+    with tempfile.TemporaryDirectory(prefix=f"dlstream-retrain-{card.name}-") as tmp:
+        work = Path(tmp)
+        log_path = settings.drift.log_dir / f"{card.name}-command.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        candidate_file = run_command(card, serving_dir, feedback, work, log_path)
+        served = score(card, serving_dir, serving_file, feedback.eval_payloads)
+        tried = score(card, serving_dir, candidate_file, feedback.eval_payloads)
+        if base_labels is not None:
+            serving_base = score(card, serving_dir, serving_file, base_payloads).accuracy(base_labels)
+            candidate_base = score(card, serving_dir, candidate_file, base_payloads).accuracy(base_labels)
+        else:
+            # Unlabelled reference samples: the gate judges the held-out feedback alone.
+            serving_base = candidate_base = 0.0
+        report = _verdict(
+            settings,
+            card.name,
+            card.version,
+            feedback,
+            serving=(served.accuracy(feedback.eval_labels), serving_base),
+            candidate=(tried.accuracy(feedback.eval_labels), candidate_base),
+        )
+        report["command"] = card.retraining.command
+        if not report["promoted"]:
+            return report
+        version = next_version(model_dir)
+        write_candidate(
+            model_dir,
+            serving_dir,
+            candidate_file,
+            version=version,
+            reference_payloads=list(feedback.eval_payloads) + base_payloads,
+            metrics={
+                "retrained_from": card.version,
+                "alert_id": settings.retrain.alert_id,
+                "accuracy": report["candidate_feedback_accuracy"],
+                "evaluation": "held-out labelled feedback",
+                "samples": len(feedback.eval_labels),
+                "classes": len(card.labels),
+            },
+        )
+    return _promote(settings, repository, card.name, version, report, started)
