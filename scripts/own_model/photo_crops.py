@@ -1,6 +1,6 @@
 """Write reference photos for the walkthrough: crops and flips of the photos bundled with scikit-image.
 
-    python scripts/own_model/photo_crops.py OUT_DIR [COUNT]
+python scripts/own_model/photo_crops.py OUT_DIR [COUNT]
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ def main(out_dir: Path, count: int) -> None:
         side = int(min(height, width) * rng.uniform(0.6, 1.0))
         top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
         crop = image[top : top + side, left : left + side]
-        (out_dir / f"{i:03d}.png").write_bytes(encode_png(crop[:, ::-1].copy() if rng.random() < 0.5 else crop))
-    print(f"wrote {count} photos to {out_dir}")
+        flipped = crop[:, ::-1].copy() if rng.random() < 0.5 else crop
+        (out_dir / f"{i:03d}.png").write_bytes(encode_png(flipped))
+    sys.stdout.write(f"wrote {count} photos to {out_dir}\n")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "reference"), int(sys.argv[2]) if len(sys.argv) > 2 else 60)
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "reference"), count)
