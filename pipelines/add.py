@@ -73,8 +73,8 @@ class AddRequest:
 
     name: str
     modality: Modality
-    source_format: SourceFormat
-    model_file: Path
+    source_format: SourceFormat | Literal["triton"]
+    model_file: Path  # the file, or the folder of a Triton model
     labels_file: Path
     reference_dir: Path
     preprocess: Mapping[str, str]
@@ -257,15 +257,16 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
         raise AddError(f"model name {request.name!r} must match {MODEL_NAME_PATTERN}")
     if request.source_format not in get_args(SourceFormat):
         raise AddError(f"unsupported model format {request.source_format}")
+    source_format: SourceFormat = "onnx" if request.source_format == "onnx" else "torchscript"
     labels = read_labels(request.labels_file)
     preprocessing = parse_preprocessing(request.modality, request.preprocess, work_dir)
-    model_name = "model.onnx" if request.source_format == "onnx" else "model.pt"
+    model_name = "model.onnx" if source_format == "onnx" else "model.pt"
     if not request.model_file.is_file():
         raise AddError(f"model file {request.model_file} does not exist")
     shutil.copy2(request.model_file, work_dir / model_name)
     inputs = list(preprocessing.inputs) if isinstance(preprocessing, TokensPreprocessing) else []
     try:
-        model = load_model_file(work_dir / model_name, request.source_format, "cpu", inputs)
+        model = load_model_file(work_dir / model_name, source_format, "cpu", inputs)
     except ModelFileError as exc:
         raise AddError(str(exc)) from None
     _check_inputs(model, preprocessing)
@@ -328,7 +329,7 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
             embedding_dims=EMBEDDING_DIMS if embedding_index is not None else 0,
         ),
         preprocessing=preprocessing,
-        source_format=request.source_format,
+        source_format=source_format,
         source=source,
         default=request.default,
         metrics=metrics,

@@ -5,19 +5,22 @@ Each step that changes what Triton serves goes through every replica (:mod:`serv
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.add import Added, AddRequest, add_model
+from pipelines.add import Added, AddError, AddRequest, add_model, read_reference
+from pipelines.add_triton import score_through_triton, write_reference, write_triton_model
 from pipelines.publish import publish_references
 from pipelines.triton_config import built_versions, serving_version, write_configs
 from services.common.card import ModelCard, read_card
 from services.common.discovery import discover_once
 from services.common.errors import DlstreamError
 from services.common.settings import Settings
-from services.common.triton_admin import load_in_triton, unload_from_triton
+from services.common.triton_admin import load_in_triton, triton_endpoints, unload_from_triton
 from services.drift.store import with_store
 
 
@@ -44,6 +47,29 @@ def add_and_serve(settings: Settings, repo: Path, request: AddRequest) -> Served
         shutil.rmtree(added.path, ignore_errors=True)
         raise
     return Served(added, seconds)
+
+
+def add_triton_and_serve(settings: Settings, repo: Path, request: AddRequest) -> Served:
+    """Add a Triton model folder of its owner, load it on every replica, run the reference samples through
+    Triton for the reference statistics and publish them; if any step fails, the model is unloaded and its
+    folder removed again."""
+    path, card = write_triton_model(repo, request)
+    try:
+        seconds = load_in_triton(settings.triton, card.name, card.version)
+        reference = read_reference(path / "reference", card.modality, card.labels)
+        started = time.perf_counter()
+        probabilities = score_through_triton(triton_endpoints(settings.triton)[0], card, reference.payloads)
+        rate = len(reference.payloads) / max(time.perf_counter() - started, 1e-9)
+        if probabilities.shape[1] != len(card.labels):
+            raise AddError(f"{card.outputs.scores} has {probabilities.shape[1]} values per payload")
+        write_reference(path, card, probabilities)
+        publish_references(settings, repo, [card.name])
+    except BaseException:
+        with contextlib.suppress(DlstreamError):
+            unload_from_triton(settings.triton, card.name)
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return Served(Added(path, card, rate), seconds)
 
 
 def rollback(settings: Settings, repo: Path, name: str, to: int | None = None) -> tuple[int, int]:

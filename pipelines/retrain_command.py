@@ -64,7 +64,7 @@ class Scored:
 
 def score(card: ModelCard, root: Path, model_file: Path, payloads: list[bytes]) -> Scored:
     """Run payloads through a model file as the card declares (raw embedding, unprojected)."""
-    if card.source is None or card.source_format == "triton":
+    if card.source is None or card.source_format == "triton" or card.preprocessing is None:
         raise CommandError(f"{card.name} is not an added ONNX or TorchScript model")
     preprocess = preprocessor(card.preprocessing, "cpu", root=root)
     model = load_model_file(model_file, card.source_format, "cpu", card.source.inputs)

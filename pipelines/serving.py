@@ -99,6 +99,8 @@ def load_runner(version_dir: Path, device: str) -> Runner:
     """The runner of a version folder: a plugin's serving module (``model.pt``), or an added model file, fed
     by the preprocessing its card declares."""
     card = read_card(version_dir)
+    if card.preprocessing is None:
+        raise ValueError(f"{card.name} is a Triton model of its owner; Triton runs it, not this runner")
     preprocess = preprocessor(card.preprocessing, device, root=version_dir)
     if card.source is not None:
         if card.source_format not in ("onnx", "torchscript"):

@@ -170,6 +170,12 @@ def models_publish(ctx: click.Context, names: tuple[str, ...]) -> None:
     "--torchscript", "torchscript_file", type=click.Path(path_type=Path), help="A TorchScript file."
 )
 @click.option(
+    "--triton",
+    "triton_dir",
+    type=click.Path(path_type=Path),
+    help="A Triton model folder that takes the payload bytes (any backend, an ensemble).",
+)
+@click.option(
     "--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="One label a line."
 )
 @click.option(
@@ -197,6 +203,7 @@ def models_add(
     modality: str,
     onnx_file: Path | None,
     torchscript_file: Path | None,
+    triton_dir: Path | None,
     labels_file: Path,
     reference_dir: Path,
     pairs: tuple[str, ...],
@@ -210,10 +217,13 @@ def models_add(
     import shlex
 
     from pipelines.add import AddRequest
-    from pipelines.manage import add_and_serve
+    from pipelines.manage import add_and_serve, add_triton_and_serve
 
-    if (onnx_file is None) == (torchscript_file is None):
-        raise click.UsageError("give exactly one of --onnx FILE and --torchscript FILE")
+    formats = (("onnx", onnx_file), ("torchscript", torchscript_file), ("triton", triton_dir))
+    given = [(f, p) for f, p in formats if p is not None]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --onnx FILE, --torchscript FILE and --triton DIR")
+    source_format, model_path = given[0]
     preprocess: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -223,8 +233,8 @@ def models_add(
     request = AddRequest(
         name=name,
         modality=Modality(modality),
-        source_format="onnx" if onnx_file is not None else "torchscript",
-        model_file=onnx_file or torchscript_file or Path(),
+        source_format=source_format,  # type: ignore[arg-type]
+        model_file=model_path,
         labels_file=labels_file,
         reference_dir=reference_dir,
         preprocess=preprocess,
@@ -233,12 +243,15 @@ def models_add(
         embedding_output=embedding_output,
         train_command=shlex.split(train_command) if train_command else None,
     )
-    served = add_and_serve(_settings(ctx), _repository(ctx), request)
+    add = add_triton_and_serve if source_format == "triton" else add_and_serve
+    served = add(_settings(ctx), _repository(ctx), request)
     card = served.added.card
     accuracy = "" if card.accuracy is None else f", accuracy {card.accuracy:.3f} on the labelled reference"
+    where = "through Triton" if source_format == "triton" else "in-process"
     click.echo(
-        f"{name} v1 ({card.modality.value}, {card.source_format}, {len(card.labels)} classes{accuracy}): "
-        f"{card.metrics['samples']} reference samples at {served.added.samples_per_s:.1f}/s in-process; "
+        f"{name} v{card.version} ({card.modality.value}, {card.source_format}, "
+        f"{len(card.labels)} classes{accuracy}): "
+        f"{card.metrics['samples']} reference samples at {served.added.samples_per_s:.1f}/s {where}; "
         f"served by Triton after {served.load_s:.1f} s -> {served.added.path}"
     )
 

@@ -179,8 +179,11 @@ class ModelCard(_Frozen):
     modality: Modality
     labels: list[str] = Field(min_length=2)
     outputs: Outputs = Outputs()
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None = Field(
+        description="How payloads become model inputs (None: the Triton model decodes them itself)."
+    )
     source_format: Literal["torchscript", "onnx", "triton"] = "torchscript"
+    payload_input: str = Field("PAYLOAD", description="The Triton input that takes the payload bytes.")
     source: SourceModel | None = Field(
         None, description="The added model file and its outputs (None: a plugin's serving module)."
     )

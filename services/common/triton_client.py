@@ -67,15 +67,18 @@ class AsyncTriton:
         self.settings = settings
         self._client: Any = grpcaio.InferenceServerClient(settings.grpc_url)
 
-    async def infer(self, model: str, payload: bytes, outputs: Outputs = DEFAULT_OUTPUTS) -> Inference:
-        """Run one payload through ``model``; ``outputs`` (from its card) names the tensors to read.
+    async def infer(
+        self, model: str, payload: bytes, outputs: Outputs = DEFAULT_OUTPUTS, input_name: str = INPUT
+    ) -> Inference:
+        """Run one payload through ``model``; ``outputs`` and ``input_name`` (from its card) name the tensors
+        to read and the one that takes the payload.
 
         Raises:
             PayloadRejected: the model refused this payload.
             ModelUnavailable: Triton does not serve the model (now).
             TransientError: Triton is unavailable for now.
         """
-        tensor = grpcclient.InferInput(INPUT, [1, 1], "BYTES")
+        tensor = grpcclient.InferInput(input_name, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[payload]], dtype=object))
         names = [outputs.scores] + ([outputs.embedding] if outputs.embedding else [])
         requested = [grpcclient.InferRequestedOutput(name) for name in names]

@@ -54,7 +54,7 @@ class Sink(Protocol):
         """Produce ``(topic, record)`` pairs and wait for all acknowledgements."""
 
 
-Infer = Callable[[str, bytes, Outputs], Awaitable[Inference]]
+Infer = Callable[[str, bytes, Outputs, str], Awaitable[Inference]]
 Catalog = Callable[[], ModelCatalog]
 Answer = Inference | ContractError | ModelUnavailable
 WAIT_POLL_S = 0.25
@@ -243,7 +243,10 @@ class InferenceProcessor:
             indices = list(todo)
             began = time.monotonic()
             answers = await asyncio.gather(
-                *(self.infer(todo[i][1].name, todo[i][0].data, todo[i][1].card.outputs) for i in indices),
+                *(
+                    self.infer(model.name, event.data, model.card.outputs, model.card.payload_input)
+                    for event, model in (todo[i] for i in indices)
+                ),
                 return_exceptions=True,
             )
             self.metrics.triton_seconds.observe(time.monotonic() - began)

@@ -115,7 +115,7 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
     serving_version = served_version(model_dir)
     serving_dir = model_dir / str(serving_version)
     card = read_card(serving_dir)
-    if card.retraining.kind == "none":
+    if card.retraining.kind == "none" or card.preprocessing is None:
         raise NoRecipe(f"{model} has no training recipe or command; the alert stands, nothing is retrained")
     retrain = settings.retrain
     feedback_records = with_store(settings, lambda s: s.feedback(model))

@@ -79,7 +79,7 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
             group_id,
             repository=repository,
             retrain_launcher="local",
-            retrain_min_feedback=150,
+            retrain_min_feedback=300,  # the job starts once every label is in: the same data in every run
             log_dir=tmp_path / "retrain",
         )
         deployed = deployed.model_copy(

@@ -95,13 +95,16 @@ def accuracy(module: nn.Module, payloads: list[bytes], labels: list[int]) -> flo
 
 
 def train(data: Path, model: Path, output: Path) -> None:
-    """The training command: fine-tune the serving module on the labelled feedback, save the candidate."""
+    """The training command: fine-tune the serving module on the labelled feedback together with the
+    owner's original training data (so it keeps what it knew), save the candidate."""
     with (data / "labels.csv").open() as rows:
         samples = [(data / row["file"], LABELS.index(row["label"])) for row in csv.DictReader(rows)]
     module = torch.jit.load(str(model))  # type: ignore[no-untyped-call]
-    payloads = [path.read_bytes() for path, _ in samples]
-    labels = [label for _, label in samples]
-    fit(module, features(payloads), labels, epochs=20)
+    base, base_labels = tones(150, seed=1)
+    payloads = [path.read_bytes() for path, _ in samples] + base
+    labels = [label for _, label in samples] + base_labels
+    order = np.random.default_rng(0).permutation(len(labels))
+    fit(module, features([payloads[i] for i in order]), [labels[i] for i in order], epochs=20)
     module.save(str(output))
     print(f"trained on {len(samples)} samples -> {output}")
 

@@ -59,7 +59,7 @@ class World:
             clock=lambda: self.now,
         )
 
-    async def infer(self, model: str, payload: bytes, outputs: Outputs) -> Inference:
+    async def infer(self, model: str, payload: bytes, outputs: Outputs, input_name: str) -> Inference:
         self.calls.append(model)
         if model in self.unloaded:
             raise ModelUnavailable(f"Request for unknown model: '{model}' is not found")
