@@ -20,7 +20,7 @@ import tritonclient.http as triton_http
 
 from pipelines.add import AddError, AddRequest, read_labels, read_reference
 from pipelines.reference import reference_statistics
-from pipelines.triton_config import _string
+from pipelines.triton_config import card_parameter
 from services.common.card import CARD_FILE, CARD_PARAMETER, MODEL_NAME_PATTERN, ModelCard, Outputs
 from services.common.triton_client import softmax
 
@@ -67,9 +67,7 @@ def rewrite_config(text: str, card: ModelCard) -> str:
     """The owner's config with the model's name and the card parameter (replacing an earlier one)."""
     text = re.sub(r'^(\s*)name\s*:\s*"[^"]*"', rf'\1name: "{card.name}"', text, count=1, flags=re.MULTILINE)
     text = re.sub(rf'^parameters \{{ key: "{re.escape(CARD_PARAMETER)}".*$\n?', "", text, flags=re.MULTILINE)
-    card_json = json.dumps(json.loads(card.model_dump_json()), ensure_ascii=True, separators=(",", ":"))
-    line = f"parameters {{ key: {_string(CARD_PARAMETER)} value: {{ string_value: {_string(card_json)} }} }}"
-    return text.rstrip() + "\n" + line + "\n"
+    return text.rstrip() + "\n" + card_parameter(card) + "\n"
 
 
 def check_folder(request: AddRequest, labels: list[str]) -> tuple[Path, Tensor, Tensor, int]:

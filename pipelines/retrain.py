@@ -8,6 +8,7 @@ fetches the feedback from Redis and the payloads from Kafka and asks Triton to l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,9 @@ def split_feedback(
     )
 
 
-def decodable(spec: ModelSpec, payloads: list[bytes]) -> list[bool]:
-    """Which payloads the model's preprocessing accepts (a corrupt one is left out of training)."""
-    decode = preprocessor(spec.preprocessing).decode
+def decodable(decode: Callable[[bytes], object], payloads: list[bytes]) -> list[bool]:
+    """Which payloads the model's preprocessing (``decode``) accepts (a corrupt one is left out of
+    training)."""
     ok = []
     for payload in payloads:
         try:

@@ -21,6 +21,12 @@ def _string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def card_parameter(card: ModelCard) -> str:
+    """The config line that carries the card to Triton (and so to the workers)."""
+    card_json = json.dumps(json.loads(card.model_dump_json()), ensure_ascii=True, separators=(",", ":"))
+    return f"parameters {{ key: {_string(CARD_PARAMETER)} value: {{ string_value: {_string(card_json)} }} }}"
+
+
 def render_config(card: ModelCard, *, gpu: bool, pinned: int | None = None) -> str:
     """The config.pbtxt of the model ``card`` describes, for CPU or GPU instances; Triton serves the newest
     version, or the ``pinned`` one (a rollback)."""
@@ -31,7 +37,6 @@ def render_config(card: ModelCard, *, gpu: bool, pinned: int | None = None) -> s
             f"dims: [ {card.outputs.embedding_dims} ] }}"
         )
     preferred = [b for b in (16, 32, 64, 128) if b <= card.max_batch_size] or [card.max_batch_size]
-    card_json = json.dumps(json.loads(card.model_dump_json()), ensure_ascii=True, separators=(",", ":"))
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     return "\n".join(
         [
@@ -51,8 +56,7 @@ def render_config(card: ModelCard, *, gpu: bool, pinned: int | None = None) -> s
             f"version_policy: {{ specific: {{ versions: [ {pinned} ] }} }}"
             if pinned is not None
             else "version_policy: { latest: { num_versions: 1 } }",
-            f"parameters {{ key: {_string(CARD_PARAMETER)} "
-            f"value: {{ string_value: {_string(card_json)} }} }}",
+            card_parameter(card),
             "",
         ]
     )

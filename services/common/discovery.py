@@ -7,7 +7,6 @@ call when nothing changed. When Triton cannot be asked, the last catalog is kept
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +38,6 @@ class TritonDiscovery:
         self._client: Any = client  # made on first use, inside the event loop that uses it
         self._configs: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
         self.catalog = ModelCatalog(overrides=self.overrides)
-        self.refreshed_at = 0.0
 
     async def refresh(self) -> ModelCatalog:
         """Ask Triton which models are ready and read the configs of those that changed."""
@@ -85,7 +83,6 @@ class TritonDiscovery:
                 problems=dict(catalog.problems),
             )
         self.catalog = catalog
-        self.refreshed_at = time.monotonic()
         return catalog
 
     async def close(self) -> None:

@@ -17,10 +17,10 @@ import structlog
 
 from pipelines.export import next_version
 from pipelines.preprocess.declared import preprocessor
-from pipelines.preprocess.errors import PayloadError
 from pipelines.publish import publish_references
 from pipelines.retrain import (
     Feedback,
+    decodable,
     export_candidate,
     retrainable_spec,
     serving_accuracy,
@@ -123,7 +123,8 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         raise StackError(f"no labelled feedback for {model}")
     samples = join_payloads(settings, feedback_records)
     decode = preprocessor(card.preprocessing, "cpu", root=serving_dir).decode
-    usable = [sample for sample in samples if _decodes(decode, sample[0])]
+    ok = decodable(decode, [payload for payload, _ in samples])
+    usable = [sample for sample, good in zip(samples, ok, strict=True) if good]
     feedback, unknown_labels = split_feedback(
         usable, card.labels, eval_fraction=retrain.eval_fraction, seed=retrain.seed
     )
@@ -190,14 +191,6 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         started=started,
     )
     return _promote(settings, repository, model, new_version, report, started)
-
-
-def _decodes(decode: Any, payload: bytes) -> bool:
-    try:
-        decode(payload)
-    except PayloadError:
-        return False
-    return True
 
 
 def _verdict(
