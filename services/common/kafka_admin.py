@@ -15,12 +15,18 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from services.common.errors import TransientError
+from services.common.kafka_sockets import close_failed_connects
 from services.common.net import port_open
 from services.common.settings import KafkaSettings
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
-    """kafka-python connection options (bootstrap servers, security) for any client."""
+    """kafka-python connection options (bootstrap servers, security) for any client.
+
+    Every kafka-python client of the project is built from these options, so this is where kafka-python's
+    failed connects are made to close their sockets (:mod:`services.common.kafka_sockets`).
+    """
+    close_failed_connects()
     options: dict[str, Any] = {
         "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",")],
         "security_protocol": settings.security_protocol,

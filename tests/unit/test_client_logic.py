@@ -132,3 +132,23 @@ def test_a_dead_letter_summary_names_source_and_reason_but_not_the_payload() -> 
     )
     assert summary["payload_bytes"] == 2
     assert not any(k.startswith("dlq-") for k in summary["headers"])
+
+
+def test_a_kafka_connect_that_times_out_closes_its_socket() -> None:
+    import asyncio
+    import socket
+    import time
+
+    import kafka.errors
+    from kafka.net.inet import KafkaNetSocket
+
+    from services.common.kafka_sockets import close_failed_connects
+
+    close_failed_connects()
+    close_failed_connects()  # idempotent: wrapped once
+    sock = socket.socket()
+    with pytest.raises(kafka.errors.KafkaTimeoutError):
+        asyncio.run(
+            KafkaNetSocket().sock_connect(None, sock, ("127.0.0.1", 9), timeout_at=time.monotonic() - 1)
+        )
+    assert sock.fileno() == -1
