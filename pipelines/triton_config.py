@@ -13,7 +13,10 @@ from pathlib import Path
 
 from services.common.card import CARD_PARAMETER, ModelCard
 
-DYNAMIC_BATCH_DELAY_US = 2000
+# How long Triton's dynamic batcher holds a request for more. A worker sends its whole batch at once, so the
+# batch is complete within a fraction of a millisecond; a longer hold only delays small batches (2 ms made a
+# lone digit take 5.8 ms instead of 3.4, at the same throughput; README, latency).
+DYNAMIC_BATCH_DELAY_US = 300
 
 
 def _string(value: str) -> str:

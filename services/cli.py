@@ -602,15 +602,26 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
 
 @bench.command("stream")
 @click.option("--model", default="digits", show_default=True, help="Image model to measure.")
-@click.option("--events", default=3000, show_default=True, help="Events of the throughput runs.")
+@click.option("--events", default=3000, show_default=True, help="Events of each throughput run.")
 @click.option("--naive-events", default=1000, show_default=True, help="Events of the naive agent's run.")
-@click.option("--latency-seconds", default=10.0, show_default=True, help="Length of the fixed-load run.")
+@click.option("--runs", default=5, show_default=True, help="Throughput runs; the ratio is their median.")
+@click.option("--level-seconds", default=60.0, show_default=True, help="How long each load level is held.")
+@click.option("--idle-events", default=50, show_default=True, help="Single events of the idle latency.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write the latency curve as PNG.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on one line.")
 @click.pass_context
 def bench_stream_cmd(
-    ctx: click.Context, model: str, events: int, naive_events: int, latency_seconds: float, as_json: bool
+    ctx: click.Context,
+    model: str,
+    events: int,
+    naive_events: int,
+    runs: int,
+    level_seconds: float,
+    idle_events: int,
+    plot_path: Path | None,
+    as_json: bool,
 ) -> None:
-    """Pipeline vs direct Triton vs a naive one-event-at-a-time agent, and latency at half load."""
+    """The floor, idle latency and the latency curve; pipeline vs direct Triton vs a naive agent."""
     from services.bench.stream import bench_stream
 
     settings = _settings(ctx)
@@ -620,9 +631,15 @@ def bench_stream_cmd(
         model=model,
         events=events,
         naive_events=naive_events,
-        latency_seconds=latency_seconds,
+        runs=runs,
+        level_seconds=level_seconds,
+        idle_events=idle_events,
         work_dir=Path.cwd() / ".dlstream" / "bench" / time.strftime("%Y%m%d-%H%M%S"),
     )
+    if plot_path is not None:
+        from services.bench.plot import plot_curve
+
+        plot_curve(report, plot_path)
     click.echo(json.dumps(report, indent=None if as_json else 2))
 
 

@@ -1,38 +1,58 @@
-"""``dlstream bench stream``: the pipeline against Triton called directly and against a naive Faust agent.
+"""``dlstream bench stream``: the pipeline against its floor, Triton called directly, and a naive agent.
 
 All figures come from one run on the running stack, one model and the same held-out payloads:
 
+- ``floor``: a bare produce→consume round trip on the stack's broker with the clients the bench uses for the
+  pipeline (the SDK's publisher and reader), and Triton's batch-1 latency for the model; ``floor_ms`` is the
+  sum of their medians;
 - ``direct_triton_eps``: an asyncio gRPC client sending the payloads in the workers' batches (``max_batch``
   concurrent requests, Triton's dynamic batcher forming the model batches), no Kafka; measured before and
-  after the pipeline run and averaged;
+  after each pipeline run;
 - ``pipeline_eps``: events produced in advance, then a real worker (``dlstream inference run``) started;
-  the rate is counted between its first and last prediction, so start-up is not in it;
-- ``naive_eps``: the same for :mod:`services.bench.naive_agent` (one event at a time);
-- ``p50_ms``/``p99_ms``: end to end (``ce_time`` to prediction produced) while events are offered at half
-  of ``pipeline_eps`` to the same worker, after a few seconds at that load to settle.
+  the rate is counted between its first and last prediction, so start-up is not in it. Repeated ``runs``
+  times on fresh topics; ``overhead_ratio`` is the median of the runs' pipeline / direct ratios;
+- ``idle``: single events, each published after the previous prediction arrived, end to end (``ce_time`` to
+  the prediction in the subscriber's hands);
+- ``curve``: p50, p99 and p99.9 end to end at 10, 30, 50, 70 and 90 % of ``pipeline_eps``, each level held
+  ``level_seconds``, with the backlog sampled every second, the batch size the worker formed, the breakdown
+  of where the time went, and the p99 bound (batch wait + 3 x Triton's latency at that batch size);
+- ``naive_eps``: the same throughput run for :mod:`services.bench.naive_agent` (one event at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 from kafka import KafkaConsumer, TopicPartition
+from tqdm import tqdm
 
 from pipelines.samples import held_out_payloads
+from services.bench.latency import (
+    Arrival,
+    BacklogSample,
+    backlog_growth,
+    breakdown,
+    in_worker_ms,
+    p99_bound_ms,
+    percentiles,
+)
 from services.client.publisher import Outgoing, Publisher
+from services.client.reader import read_records
 from services.client.subscriber import subscribe
-from services.common.contract import Modality, PredictionEvent
+from services.common.contract import Modality, PredictionEvent, RequestEvent
 from services.common.kafka_admin import KafkaAdmin, client_options
 from services.common.launch import worker_argv, worker_env
 from services.common.net import free_ports
@@ -41,7 +61,9 @@ from services.common.triton_client import AsyncTriton
 
 log = structlog.get_logger(__name__)
 
-WARM_UP_SECONDS = 3.0
+LOAD_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
+SETTLE_SECONDS = 5.0
+ARRIVAL_TIMEOUT_S = 120.0
 
 
 def rate_between(predictions: list[PredictionEvent]) -> float:
@@ -50,12 +72,6 @@ def rate_between(predictions: list[PredictionEvent]) -> float:
     if len(stamps) < 2 or stamps[-1] <= stamps[0]:
         raise ValueError("need at least two predictions produced at different times")
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
-def percentiles_ms(values: list[float]) -> tuple[float, float]:
-    """p50 and p99 of ``values``."""
-    p50, p99 = np.percentile(np.array(values), [50, 99])
-    return float(p50), float(p99)
 
 
 async def direct_triton_eps(settings: Settings, model: str, payloads: list[bytes], batch: int) -> float:
@@ -71,6 +87,85 @@ async def direct_triton_eps(settings: Settings, model: str, payloads: list[bytes
         await triton.close()
 
 
+async def triton_round_trips_ms(
+    settings: Settings, model: str, payloads: list[bytes], batch: int, rounds: int
+) -> list[float]:
+    """Milliseconds of ``rounds`` round trips of ``batch`` concurrent requests (one at a time when 1)."""
+    triton = AsyncTriton(settings.triton)
+    try:
+        await asyncio.gather(*(triton.infer(model, p) for p in payloads[:batch]))  # warm-up
+        times = []
+        for r in range(rounds):
+            chunk = [payloads[(r * batch + i) % len(payloads)] for i in range(batch)]
+            started = time.perf_counter()
+            await asyncio.gather(*(triton.infer(model, p) for p in chunk))
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+    finally:
+        await triton.close()
+
+
+class Collector(threading.Thread):
+    """Reads topics from their beginning in the background, stamping when each record's key (the request
+    id, for requests and predictions alike) first arrived: what a user's subscriber sees."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
+        super().__init__(name="bench-collector", daemon=True)
+        self.settings = settings
+        self.topics = list(topics)
+        self.arrived: dict[str, tuple[bytes, float]] = {}
+        self.error: BaseException | None = None
+        self._stop_reading = threading.Event()
+        self._changed = threading.Condition()
+
+    def run(self) -> None:
+        try:
+            for record in read_records(
+                self.settings.kafka, self.topics, follow=True, until=self._stop_reading.is_set
+            ):
+                received = time.time()
+                key = record.key.decode() if record.key else ""
+                with self._changed:
+                    self.arrived.setdefault(key, (record.value, received))
+                    self._changed.notify_all()
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting bench instead of dying silently
+            self.error = exc
+            with self._changed:
+                self._changed.notify_all()
+
+    def count(self, ids: set[str]) -> int:
+        """How many of ``ids`` arrived."""
+        with self._changed:
+            return sum(1 for i in ids if i in self.arrived)
+
+    def wait_for(self, ids: set[str], timeout_s: float = ARRIVAL_TIMEOUT_S) -> None:
+        """Block until every one of ``ids`` arrived."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not all(i in self.arrived for i in ids):
+                if self.error is not None:
+                    raise RuntimeError(f"reading {self.topics} failed: {self.error}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = sum(1 for i in ids if i not in self.arrived)
+                    raise RuntimeError(f"{missing} of {len(ids)} records did not arrive in {timeout_s}s")
+                self._changed.wait(min(left, 0.5))
+
+    def arrivals(self, sent: Sequence[RequestEvent]) -> list[Arrival]:
+        """The predictions of ``sent`` with their request and arrival times."""
+        with self._changed:
+            got = [(e, self.arrived[e.id]) for e in sent]
+        return [
+            Arrival(PredictionEvent.from_kafka(value), e.time.timestamp(), received)
+            for e, (value, received) in got
+        ]
+
+    def stop(self) -> None:
+        """Stop reading and wait for the thread."""
+        self._stop_reading.set()
+        self.join(timeout=30)
+
+
 class StreamBench:
     """Runs the phases of the benchmark on private topics and removes them afterwards."""
 
@@ -83,13 +178,15 @@ class StreamBench:
         self.prefixes: list[str] = []
 
     def deployment(self, name: str) -> Settings:
-        """Settings with fresh topics and a fresh group named after ``name``, the model as image default."""
+        """Settings with fresh topics and a fresh group named after ``name``, the model as image default;
+        the worker's web and metrics ports are free ones."""
         prefix = f"bench.{name}.{uuid.uuid4().hex[:8]}"
         self.prefixes.append(prefix)
         topics = self.settings.topics.under(prefix)
         self.admin.ensure_topics(topics.all(), partitions=self.settings.kafka.partitions)
         inference = self.settings.inference
         models = {**inference.default_models, "image": self.model}
+        web, metrics = free_ports(2, inference.bind_host)
         return self.settings.model_copy(
             update={
                 "topics": topics,
@@ -97,8 +194,8 @@ class StreamBench:
                     update={
                         "group_id": f"{prefix}.group",
                         "default_models": models,
-                        "metrics_port": 0,
-                        "web_port": free_ports(1, inference.bind_host)[0],
+                        "metrics_port": metrics,
+                        "web_port": web,
                     }
                 ),
             }
@@ -126,10 +223,14 @@ class StreamBench:
         """Publish the payloads as image events; returns their ids."""
         items = (Outgoing(p, "image/png", "bench") for p in payloads)
         with Publisher(settings, source="dlstream/bench") as publisher:
-            sent = publisher.publish_all(Modality.IMAGE, items, rate=rate, total=len(payloads))
+            sent = publisher.publish_all(
+                Modality.IMAGE, items, rate=rate, total=len(payloads), progress=False
+            )
         return {event.id for event, _ in sent}
 
-    def wait_for_records(self, settings: Settings, count: int, timeout_s: float = 300.0) -> None:
+    def wait_for_records(
+        self, settings: Settings, count: int, child: subprocess.Popen[bytes], timeout_s: float = 300.0
+    ) -> None:
         """Block until the image prediction topic holds ``count`` records, by polling end offsets only.
 
         Reading and parsing predictions while the worker runs would take CPU from it and from Triton, so the
@@ -143,6 +244,10 @@ class StreamBench:
             ]
             deadline = time.monotonic() + timeout_s
             while sum(consumer.end_offsets(partitions).values()) < count:
+                if child.poll() is not None:
+                    raise RuntimeError(
+                        f"the process measured exited ({child.returncode}); see {self.work_dir}"
+                    )
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"fewer than {count} predictions after {timeout_s}s; see {self.work_dir}"
@@ -162,10 +267,116 @@ class StreamBench:
             )
         return found
 
+    def throughput(self, name: str, argv: list[str], payloads: list[bytes]) -> float:
+        """Events per second of the process ``argv`` draining ``payloads`` published in advance."""
+        settings = self.deployment(name)
+        ids = self.publish(settings, payloads)
+        with self.process(settings, argv, name) as child:
+            self.wait_for_records(settings, len(ids), child)
+            return rate_between(self.collect(settings, ids))
+
+    def kafka_round_trips_ms(self, payloads: list[bytes], count: int) -> list[float]:
+        """``count`` produce-consume round trips, one at a time, with the bench's publisher and reader."""
+        settings = self.deployment("floor")
+        topic = settings.topics.image
+        collector = Collector(settings, [topic])
+        collector.start()
+        try:
+            times = []
+            with Publisher(settings, source="dlstream/bench") as publisher:
+                for i in range(count + 1):
+                    event = publisher.publish(
+                        Modality.IMAGE, payloads[i % len(payloads)], content_type="image/png"
+                    )
+                    collector.wait_for({event.id})
+                    if i:  # the first one pays for connecting and fetching metadata
+                        times.append((collector.arrived[event.id][1] - event.time.timestamp()) * 1000)
+            return times
+        finally:
+            collector.stop()
+
     def cleanup(self) -> None:
         """Delete every topic this run created."""
         doomed = [t for t in self.admin.list_topics() if any(t.startswith(p) for p in self.prefixes)]
         self.admin.delete_topics(doomed)
+
+
+def scrape_batches(settings: Settings) -> tuple[float, float]:
+    """The worker's ``dlstream_batch_size`` histogram: (sum of batch sizes, number of batches)."""
+    url = f"http://127.0.0.1:{settings.inference.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("dlstream_batch_size_sum", "dlstream_batch_size_count")):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values.get("dlstream_batch_size_sum", 0.0), values.get("dlstream_batch_size_count", 0.0)
+
+
+class LatencyRun:
+    """One running worker on fresh topics, one publisher, and a subscriber reading the predictions as they
+    come. The publisher and the subscriber stay open for the whole run, so that no measured event pays for
+    connecting or fetching metadata."""
+
+    def __init__(self, settings: Settings, payloads: list[bytes]) -> None:
+        self.settings = settings
+        self.payloads = payloads
+        self.collector = Collector(settings, [settings.topics.prediction("image")])
+        self.publisher = Publisher(settings, source="dlstream/bench")
+
+    def start(self, warm_up: int) -> None:
+        """Start reading, and send ``warm_up`` events through the worker before anything is measured."""
+        self.collector.start()
+        sent = [self._publish(i) for i in range(warm_up)]
+        self.publisher.flush()
+        self.collector.wait_for({e.id for e in sent})
+
+    def stop(self) -> None:
+        """Close the publisher and stop reading."""
+        self.publisher.close()
+        self.collector.stop()
+
+    def _publish(self, i: int) -> RequestEvent:
+        payload = self.payloads[i % len(self.payloads)]
+        return self.publisher.publish(Modality.IMAGE, payload, content_type="image/png")
+
+    def idle(self, count: int) -> list[Arrival]:
+        """``count`` single events, each sent after the previous prediction arrived."""
+        sent = []
+        for i in tqdm(range(count), desc="idle", unit="ev"):
+            event = self._publish(i)
+            self.collector.wait_for({event.id})
+            sent.append(event)
+            time.sleep(0.05)  # a pause between events keeps the worker idle when the next one comes
+        return self.collector.arrivals(sent)
+
+    def level(self, offered_eps: float, seconds: float) -> tuple[list[Arrival], list[BacklogSample], float]:
+        """Events offered at ``offered_eps`` for ``seconds``: their arrivals, the backlog sampled every
+        second, and the mean batch size the worker formed meanwhile."""
+        batches_before = scrape_batches(self.settings)
+        count = max(20, int(offered_eps * seconds))
+        interval = 1.0 / offered_eps
+        sent: list[RequestEvent] = []
+        samples: list[BacklogSample] = []
+        ids: set[str] = set()
+        started = time.monotonic()
+        next_sample = started
+        for i in tqdm(range(count), desc=f"{offered_eps:.0f} ev/s", unit="ev"):
+            due = started + i * interval
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            event = self._publish(i)
+            sent.append(event)
+            ids.add(event.id)
+            if now >= next_sample:
+                samples.append(BacklogSample(now - started, len(sent), self.collector.count(ids)))
+                next_sample += 1.0
+        self.publisher.flush()
+        self.collector.wait_for(ids)
+        total, batches = (a - b for a, b in zip(scrape_batches(self.settings), batches_before, strict=True))
+        return self.collector.arrivals(sent), samples, (total / batches if batches else 0.0)
 
 
 def bench_stream(
@@ -175,62 +386,127 @@ def bench_stream(
     model: str,
     events: int,
     naive_events: int,
-    latency_seconds: float,
+    runs: int,
+    level_seconds: float,
+    idle_events: int,
     work_dir: Path,
 ) -> dict[str, Any]:
-    """Measure the pipeline, direct Triton and the naive agent on ``model`` (an image model)."""
+    """Measure the floor, the pipeline, its latency curve, direct Triton and the naive agent on ``model``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     samples, _ = held_out_payloads(model, 0)
     payloads = [samples[i % len(samples)] for i in range(events)]
-    batch = settings.inference.max_batch
+    inference = settings.inference
+    batch = inference.max_batch
     bench = StreamBench(settings, repository, work_dir, model)
     try:
-        # Direct Triton is measured before and after the pipeline and averaged: on a shared machine its rate
-        # drifts by 10-20 % between runs, and bracketing keeps that drift out of the ratio.
+        kafka_rtt = bench.kafka_round_trips_ms(samples, 50)
+        triton_1 = asyncio.run(triton_round_trips_ms(settings, model, samples, 1, 100))
+        floor = {
+            "kafka_round_trip": percentiles(kafka_rtt),
+            "triton_batch_1": percentiles(triton_1),
+        }
+        floor_ms = round(statistics.median(kafka_rtt) + statistics.median(triton_1), 1)
+        log.info("bench.floor", floor_ms=floor_ms, **{k: v["p50_ms"] for k, v in floor.items()})
+
+        # Direct Triton is measured before and after each pipeline run: on a shared machine its rate drifts
+        # by 10-20 % between runs, and bracketing keeps that drift out of the ratio.
         directs = [asyncio.run(direct_triton_eps(settings, model, payloads, batch))]
-        log.info("bench.direct", eps=round(directs[0], 1))
+        pipelines: list[float] = []
+        ratios: list[float] = []
+        for run in range(runs):
+            pipelines.append(bench.throughput("pipeline", worker_argv(), payloads))
+            directs.append(asyncio.run(direct_triton_eps(settings, model, payloads, batch)))
+            ratios.append(pipelines[-1] / ((directs[-2] + directs[-1]) / 2))
+            log.info(
+                "bench.throughput",
+                run=run + 1,
+                pipeline_eps=round(pipelines[-1], 1),
+                ratio=round(ratios[-1], 3),
+            )
+        pipeline = statistics.median(pipelines)
 
-        pipeline_settings = bench.deployment("pipeline")
-        ids = bench.publish(pipeline_settings, payloads)
-        with bench.process(pipeline_settings, worker_argv(), "pipeline"):
-            bench.wait_for_records(pipeline_settings, len(ids))
-            pipeline = rate_between(bench.collect(pipeline_settings, ids))
-            log.info("bench.pipeline", eps=round(pipeline, 1))
-            offered = pipeline / 2
-            # A few seconds at the offered load first: the worker settles after the backlog it just drained.
-            warm_up = [samples[i % len(samples)] for i in range(int(offered * WARM_UP_SECONDS))]
-            bench.collect(pipeline_settings, bench.publish(pipeline_settings, warm_up, rate=offered))
-            count = max(50, int(offered * latency_seconds))
-            paced = [samples[i % len(samples)] for i in range(count)]
-            latency_ids = bench.publish(pipeline_settings, paced, rate=offered)
-            latencies = [p.data.timing.total_ms for p in bench.collect(pipeline_settings, latency_ids)]
-        p50, p99 = percentiles_ms(latencies)
-        directs.append(asyncio.run(direct_triton_eps(settings, model, payloads, batch)))
-        log.info("bench.direct", eps=round(directs[1], 1))
-        direct = sum(directs) / len(directs)
+        latency_settings = bench.deployment("latency")
+        run_ = LatencyRun(latency_settings, samples)
+        with bench.process(latency_settings, worker_argv(), "latency"):
+            try:
+                run_.start(warm_up=2 * batch)
+                idle_arrivals = run_.idle(idle_events)
+                levels = []
+                for fraction in LOAD_LEVELS:
+                    offered = fraction * pipeline
+                    arrivals, backlog, mean_batch = run_.level(offered, level_seconds)
+                    levels.append((fraction, offered, arrivals, backlog, mean_batch))
+            finally:
+                run_.stop()
 
-        naive_settings = bench.deployment("naive")
-        naive_ids = bench.publish(naive_settings, payloads[:naive_events])
-        with bench.process(naive_settings, [sys.executable, "-m", "services.bench.naive_agent"], "naive"):
-            bench.wait_for_records(naive_settings, len(naive_ids))
-            naive = rate_between(bench.collect(naive_settings, naive_ids))
+        curve = []
+        for fraction, offered, arrivals, backlog, mean_batch in levels:
+            observed = max(1, round(mean_batch))
+            at_batch = asyncio.run(triton_round_trips_ms(settings, model, samples, observed, 30))
+            triton_ms = statistics.median(at_batch)
+            row: dict[str, Any] = {
+                "load": fraction,
+                "offered_eps": round(offered, 1),
+                "events": len(arrivals),
+                **percentiles([a.end_to_end_ms for a in arrivals]),
+                "in_worker": percentiles([v for a in arrivals if (v := in_worker_ms(a)) is not None]),
+                "breakdown_ms": breakdown(arrivals),
+                "mean_batch": round(mean_batch, 1),
+                "triton_ms_at_batch": round(triton_ms, 1),
+                "p99_bound_ms": p99_bound_ms(inference.max_wait_ms, triton_ms),
+                **backlog_growth(backlog, offered, min(SETTLE_SECONDS, level_seconds / 3)),
+            }
+            row["p99_within_bound"] = row["p99_ms"] <= row["p99_bound_ms"]
+            row["in_worker_p99_within_bound"] = row["in_worker"]["p99_ms"] <= row["p99_bound_ms"]
+            curve.append(row)
+            log.info(
+                "bench.level", load=fraction, p50_ms=row["p50_ms"], p99_ms=row["p99_ms"], grows=row["grows"]
+            )
+
+        naive = bench.throughput(
+            "naive", [sys.executable, "-m", "services.bench.naive_agent"], payloads[:naive_events]
+        )
         log.info("bench.naive", eps=round(naive, 1))
     finally:
         bench.cleanup()
+
+    idle: dict[str, Any] = {
+        "events": len(idle_arrivals),
+        **percentiles([a.end_to_end_ms for a in idle_arrivals]),
+        "breakdown_ms": breakdown(idle_arrivals),
+    }
+    half = next(row for row in curve if row["load"] == 0.5)
+    direct = statistics.median(directs)
+    overhead = statistics.median(ratios)
     return {
         "model": model,
         "max_batch": batch,
+        "max_wait_ms": inference.max_wait_ms,
         "events": events,
         "naive_events": naive_events,
         "pipeline_eps": round(pipeline, 1),
+        "pipeline_runs": [round(p, 1) for p in pipelines],
         "direct_triton_eps": round(direct, 1),
         "direct_triton_runs": [round(d, 1) for d in directs],
-        "overhead_ratio": round(pipeline / direct, 3),
+        "overhead_ratio": round(overhead, 3),
+        "overhead_ratio_runs": [round(r, 3) for r in ratios],
         "naive_eps": round(naive, 1),
         "vs_naive": round(pipeline / naive, 2),
-        "offered_eps": round(offered, 1),
-        "latency_events": len(latencies),
-        "p50_ms": round(p50, 1),
-        "p99_ms": round(p99, 1),
-        "goals": {"overhead_ratio": 0.9, "vs_naive": 5.0},
+        "offered_eps": half["offered_eps"],
+        "latency_events": half["events"],
+        "p50_ms": half["p50_ms"],
+        "p99_ms": half["p99_ms"],
+        "floor": floor,
+        "floor_ms": floor_ms,
+        "idle": idle,
+        "idle_p50_vs_floor": round(idle["p50_ms"] / floor_ms, 2),
+        "idle_p99_vs_floor": round(idle["p99_ms"] / floor_ms, 2),
+        "curve": curve,
+        "goals": {
+            "overhead_ratio": 0.9,
+            "vs_naive": 5.0,
+            "idle_p50_vs_floor": 2.0,
+            "idle_p99_vs_floor": 4.0,
+            "p99_at_50_and_70": "p99_bound_ms, no backlog growth",
+        },
     }

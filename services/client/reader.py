@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from kafka import KafkaConsumer, TopicPartition
@@ -14,6 +14,7 @@ from services.common.kafka_admin import client_options
 from services.common.settings import KafkaSettings
 
 Start = Literal["beginning", "latest"]
+POLL_MS = 500
 
 
 def read_records(
@@ -24,11 +25,13 @@ def read_records(
     follow: bool = False,
     idle_timeout_s: float | None = None,
     max_record_bytes: int = 16 * 1024 * 1024,
+    until: Callable[[], bool] | None = None,
 ) -> Iterator[Any]:
     """Yield the records of every partition of ``topics`` (kafka-python ``ConsumerRecord``).
 
     Without ``follow`` it stops at the end offsets seen when it started. With ``follow`` it runs until
-    ``idle_timeout_s`` passes without a record (forever when None). Nothing is committed.
+    ``idle_timeout_s`` passes without a record (forever when None), or until ``until()`` is true (asked
+    at least every ``POLL_MS``). Nothing is committed.
 
     Raises:
         TransientError: Kafka is unreachable or a topic does not exist.
@@ -61,7 +64,9 @@ def read_records(
         while True:
             if not follow and all(consumer.position(tp) >= ends[tp] for tp in partitions):
                 return
-            batch = consumer.poll(timeout_ms=500)
+            if until is not None and until():
+                return
+            batch = consumer.poll(timeout_ms=POLL_MS)
             for tp_records in batch.values():
                 for record in tp_records:
                     if not follow and record.offset >= ends[TopicPartition(record.topic, record.partition)]:

@@ -238,13 +238,27 @@ class ScoredLabel(BaseModel):
 
 
 class Timing(BaseModel):
-    """Where the time of one prediction went, in milliseconds."""
+    """Where the time of one prediction went, in milliseconds.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    ``kafka_ms + batch_ms + inference_ms + outcome_ms`` is ``total_ms`` (each part measured by the worker's
+    clock; ``kafka_ms`` against the producer's ``ce_time``). The parts are absent in predictions of workers
+    that did not measure them, and fields added later are ignored by readers that do not know them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     queued_ms: float = Field(ge=0.0, description="From the event's ce_time to the start of inference.")
     inference_ms: float = Field(ge=0.0, description="Triton round trip of the batch holding the event.")
     total_ms: float = Field(ge=0.0, description="From ce_time to the prediction being produced.")
+    kafka_ms: float | None = Field(
+        None, ge=0.0, description="From ce_time until the worker fetched the event (producer, broker, fetch)."
+    )
+    batch_ms: float | None = Field(
+        None, ge=0.0, description="From the fetch until the event's batch went to Triton."
+    )
+    outcome_ms: float | None = Field(
+        None, ge=0.0, description="From Triton's answer until the prediction went to the producer."
+    )
 
 
 class PredictionData(BaseModel):

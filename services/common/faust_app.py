@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import faust
 
+from services.common.faust_transport import transport_class
 from services.common.kafka_security import faust_credentials
 from services.common.settings import Settings
 
@@ -26,10 +27,11 @@ def service_app(
     Records are raw bytes (services parse the wire contract themselves), tables live in memory, a new group
     starts at the earliest offset, and SIGTERM waits for events already taken (``stream_wait_empty``). A
     member silent for ``session_timeout_s`` leaves its group, so a crashed process's partitions move quickly.
+    Its consumer long-polls at most ``kafka.fetch_max_wait_ms`` (:mod:`services.common.faust_transport`).
     """
     data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     session_timeout_s = settings.inference.session_timeout_s
-    return faust.App(
+    app = faust.App(
         group_id,
         **{
             "broker": f"kafka://{settings.kafka.bootstrap_servers}",
@@ -50,6 +52,8 @@ def service_app(
             **options,
         },
     )
+    app.transport = transport_class(settings.kafka.fetch_max_wait_ms)(app.conf.broker_consumer, app)
+    return app
 
 
 class Health(Protocol):

@@ -24,7 +24,8 @@ class KafkaSink:
             **aiokafka_options(settings),
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,
+            # No linger: the records of a batch are sent together anyway, and a lone one should not wait.
+            linger_ms=0,
             # A dead letter keeps the original payload, which may be over the contract's limit.
             max_request_size=MAX_RECORD_BYTES,
         )

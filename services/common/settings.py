@@ -8,6 +8,7 @@ field, e.g. ``DLSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Nothing here is r
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,12 @@ class KafkaSettings(_Group):
     ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates (SSL).")
     partitions: int = Field(6, ge=1, description="Partitions of each contract topic created by dlstream.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of contract topics.")
+    fetch_max_wait_ms: int = Field(
+        20,
+        ge=1,
+        le=1500,
+        description="Longest a service's consumer fetch waits at the broker for data (Faust's own: 1500).",
+    )
 
     @property
     def first_host_port(self) -> tuple[str, int]:
@@ -71,6 +78,16 @@ class TritonSettings(_Group):
         description="HTTP host:port of every Triton replica a promotion must reach, comma-separated; "
         "dns:NAME:PORT stands for every address of NAME (a headless Service). Empty: host:http_port.",
     )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of each model instance of the local stack's Triton (OMP_NUM_THREADS); "
+        "empty: half the cores, at least one, leaving the rest to Kafka and the workers.",
+    )
+
+    def model_threads(self) -> int:
+        """The CPU threads a model instance of the local stack's Triton uses."""
+        return self.cpu_threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def grpc_url(self) -> str:
@@ -148,7 +165,12 @@ class InferenceSettings(_Group):
         "dlstream-inference", description="Consumer group (and Faust app id) of the workers."
     )
     max_batch: int = Field(64, ge=1, description="Most events a worker takes from the stream at once.")
-    max_wait_ms: float = Field(20.0, gt=0, description="Longest wait to fill a batch before processing it.")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Longest a batch waits for more events after its first one while Triton is free (0: none;"
+        " events that arrive while Triton works form the next batch anyway).",
+    )
     pipeline_depth: int = Field(
         2,
         ge=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import faust
@@ -14,13 +15,19 @@ from services.common.health import WorkerState, partition_lag
 from services.common.kafka_sink import KafkaSink
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
+from services.inference.batching import ReadyBatches
 from services.inference.metrics import InferenceMetrics
 from services.inference.processor import ConsumedRecord, Decision, InferenceProcessor, Waiting
 
 
-def consumed(event: Any) -> ConsumedRecord:
-    """The record of a Faust event, with where it came from."""
+def consumed(event: Any, *, wall: float, monotonic: float) -> ConsumedRecord:
+    """The record of a Faust event, with where it came from and when the worker received it.
+
+    Faust's monitor stamps ``message.time_in`` (monotonic) as the consumer hands the record over; ``wall`` and
+    ``monotonic`` are one reading of both clocks, to turn that stamp into wall-clock time.
+    """
     message = event.message
+    time_in = getattr(message, "time_in", None)
     return ConsumedRecord(
         topic=message.topic,
         partition=message.partition,
@@ -28,6 +35,7 @@ def consumed(event: Any) -> ConsumedRecord:
         key=message.key,
         value=message.value,
         headers=list(message.headers or []),
+        fetched_at=None if time_in is None else wall - (monotonic - time_in),
     )
 
 
@@ -74,6 +82,9 @@ def build_app(
         # Events waiting for their model hold their offsets back, not the stream; their number is bounded.
         waiting_slots = asyncio.Semaphore(inference.max_waiting)
         in_flight: set[asyncio.Task[None]] = set()
+        # Offsets are committed only for acknowledged events, and events are acknowledged only once their
+        # outcome is (``deliver``, ``settle``).
+        unacked = stream.noack()
 
         async def deliver(events: list[Any], decision: Decision) -> None:
             try:
@@ -82,14 +93,14 @@ def build_app(
                 waiting = {w.index for w in decision.waiting}
                 for i, event in enumerate(events):
                     if i not in waiting:
-                        await stream.ack(event)
+                        await unacked.ack(event)
             finally:
                 deliveries.release()
 
         async def settle(event: Any, waiting: Waiting) -> None:
             try:
                 await processor.settle(waiting)
-                await stream.ack(event)
+                await unacked.ack(event)
             finally:
                 waiting_slots.release()
 
@@ -100,10 +111,17 @@ def build_app(
 
         worker_state.started = True
         try:
-            async for events in stream.noack_take(inference.max_batch, within=inference.max_wait_ms / 1000):
+            batches = ReadyBatches(
+                unacked.events(),
+                max_batch=inference.max_batch,
+                linger_s=inference.max_wait_ms / 1000,
+                capacity=2 * inference.max_batch,
+            )
+            async for events in batches:
                 reap()
                 taken = list(events)
-                decision = await processor.decide([consumed(e) for e in taken])
+                wall, now = time.time(), time.monotonic()
+                decision = await processor.decide([consumed(e, wall=wall, monotonic=now) for e in taken])
                 await deliveries.acquire()
                 task = asyncio.create_task(deliver(taken, decision))
                 in_flight.add(task)

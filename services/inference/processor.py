@@ -16,7 +16,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -45,6 +44,7 @@ class ConsumedRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    fetched_at: float | None = None  # wall-clock seconds when the worker received it from Kafka
 
 
 class Sink(Protocol):
@@ -87,6 +87,7 @@ class Decision:
         default_factory=dict
     )
     waiting: list[Waiting] = field(default_factory=list)
+    inference_started: float = 0.0  # wall-clock seconds
     inference_ms: float = 0.0
 
 
@@ -145,6 +146,7 @@ class InferenceProcessor:
                 decision.waiting.append(Waiting(i, record, event, route.reason))
             else:
                 pending[i] = (event, route)
+        decision.inference_started = time.time()
         started = time.monotonic()
         for i, answer in (await self._infer_with_retry(pending)).items():
             event, model = pending[i]
@@ -170,7 +172,7 @@ class InferenceProcessor:
             if isinstance(result, ContractError):
                 produced.append(self._dead_letter(record, result))
             else:
-                produced.append(self._outcome(record, *result, decision.inference_ms))
+                produced.append(self._outcome(record, *result, decision))
         return produced
 
     async def deliver(self, decision: Decision) -> None:
@@ -212,7 +214,7 @@ class InferenceProcessor:
                     if catalog is not refused_under:
                         answer = (await self._infer_with_retry({0: (waiting.event, route)}))[0]
                         if isinstance(answer, Inference):
-                            outcome = self._outcome(waiting.record, waiting.event, route, answer, 0.0)
+                            outcome = self._outcome(waiting.record, waiting.event, route, answer, None)
                             break
                         if isinstance(answer, ContractError):
                             outcome = self._dead_letter(waiting.record, answer)
@@ -299,8 +301,9 @@ class InferenceProcessor:
         event: RequestEvent,
         model: ServedModel,
         result: Inference,
-        inference_ms: float,
+        decision: Decision | None,
     ) -> tuple[str, KafkaRecord]:
+        """The prediction of one inferred event (``decision``: its batch; None for an event that waited)."""
         if len(result.probabilities) != len(model.labels):
             error = ContractError(
                 DeadLetterReason.BAD_MODEL_OUTPUT,
@@ -308,13 +311,34 @@ class InferenceProcessor:
                 f"scores for {len(model.labels)} labels",
             )
             return self._dead_letter(record, error)
-        return self._prediction(event, model, result, inference_ms)
+        timing = self._timing(event, record.fetched_at, decision)
+        return self._prediction(event, model, result, timing)
+
+    @staticmethod
+    def _timing(event: RequestEvent, fetched_at: float | None, decision: Decision | None) -> Timing:
+        now = time.time()
+        created = event.time.timestamp()
+        total_ms = max(0.0, (now - created) * 1000)
+        if decision is None:
+            return Timing(queued_ms=total_ms, inference_ms=0.0, total_ms=total_ms)
+        started, inference_ms = decision.inference_started, decision.inference_ms
+        parts: dict[str, float] = {}
+        if fetched_at is not None:
+            parts = {
+                "kafka_ms": max(0.0, (fetched_at - created) * 1000),
+                "batch_ms": max(0.0, (started - fetched_at) * 1000),
+                "outcome_ms": max(0.0, (now - started) * 1000 - inference_ms),
+            }
+        return Timing(
+            queued_ms=max(0.0, (started - created) * 1000),
+            inference_ms=inference_ms,
+            total_ms=total_ms,
+            **parts,
+        )
 
     def _prediction(
-        self, event: RequestEvent, model: ServedModel, result: Inference, inference_ms: float
+        self, event: RequestEvent, model: ServedModel, result: Inference, timing: Timing
     ) -> tuple[str, KafkaRecord]:
-        now = datetime.now(UTC)
-        total_ms = max(0.0, (now - event.time).total_seconds() * 1000)
         prediction = build_prediction(
             event,
             model=result.model,
@@ -322,9 +346,7 @@ class InferenceProcessor:
             labels=model.labels,
             probabilities=result.probabilities,
             embedding=result.embedding,
-            timing=Timing(
-                queued_ms=max(0.0, total_ms - inference_ms), inference_ms=inference_ms, total_ms=total_ms
-            ),
+            timing=timing,
             k=self.settings.inference.top_k,
             full_probabilities_max_classes=self.settings.inference.full_probabilities_max_classes,
         )

@@ -128,6 +128,10 @@ class TritonServer(StackService):
         env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
         libs = pytriton_root().parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [str(libs), env.get("LD_LIBRARY_PATH", "")] if p)
+        # torch in the Python backend's stubs would take every core (spinning between batches) and starve the
+        # worker and Kafka on the same machine; see the README's latency section.
+        env["OMP_NUM_THREADS"] = str(self.settings.triton.model_threads())
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
         return env
 
     def healthy(self) -> bool:

@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from services.common.kafka_admin import KafkaAdmin
 from services.common.settings import Settings
 from tests.integration.workers import dlstream
 
 FIGURES = ("pipeline_eps", "direct_triton_eps", "overhead_ratio", "naive_eps", "vs_naive", "p50_ms", "p99_ms")
+STAGES = {"kafka_ms", "batch_ms", "inference_ms", "outcome_ms", "delivery_ms"}
 
 
-def test_bench_stream_prints_one_json_object_and_leaves_no_topic(settings: Settings) -> None:
-    args = ["bench", "stream", "--json", "--events", "300", "--naive-events", "100", "--latency-seconds", "2"]
-    result = dlstream(settings, *args, timeout_s=300)
+def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic(
+    settings: Settings, tmp_path: Path
+) -> None:
+    plot = tmp_path / "curve.png"
+    args = [
+        *("bench", "stream", "--json", "--events", "300", "--naive-events", "100", "--runs", "1"),
+        *("--level-seconds", "6", "--idle-events", "5", "--plot", str(plot)),
+    ]
+    result = dlstream(settings, *args, timeout_s=400)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     report = json.loads(lines[0])
     assert all(report[name] > 0 for name in FIGURES), report
     assert report["p99_ms"] >= report["p50_ms"]
+    assert report["floor_ms"] > 0
+    assert report["idle"]["events"] == 5
+    assert [row["load"] for row in report["curve"]] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    for row in report["curve"]:
+        assert row["p99_9_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
+        assert set(row["breakdown_ms"]) == STAGES, row
+        assert isinstance(row["grows"], bool)
+    assert plot.read_bytes().startswith(b"\x89PNG")
     assert not [t for t in KafkaAdmin(settings.kafka).list_topics() if t.startswith("bench.")]
 
 

@@ -224,3 +224,14 @@ def test_dead_letter_keeps_the_original_record_and_says_why() -> None:
 def test_a_record_without_dead_letter_headers_is_not_a_dead_letter() -> None:
     with pytest.raises(ContractError, match="dlq-reason"):
         DeadLetter.from_kafka(None, b"x", _headers())
+
+
+def test_timing_without_its_parts_or_with_fields_added_later_still_parses() -> None:
+    old = Timing.model_validate({"queued_ms": 1.0, "inference_ms": 2.0, "total_ms": 3.5})
+    assert old.kafka_ms is None
+    assert old.batch_ms is None
+    assert old.outcome_ms is None
+    newer = Timing.model_validate(
+        {"queued_ms": 1.0, "inference_ms": 2.0, "total_ms": 3.5, "kafka_ms": 0.5, "gpu_ms": 1.0}
+    )
+    assert newer.kafka_ms == 0.5

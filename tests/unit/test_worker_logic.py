@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from services.common.card import Outputs
 from services.common.catalog import catalog_from_triton
-from services.common.contract import KafkaRecord, Modality, new_request
+from services.common.contract import KafkaRecord, Modality, PredictionEvent, new_request, parse_request
 from services.common.errors import TransientError
 from services.common.health import WorkerState, partition_lag
 from services.common.settings import Settings, load_settings, settings_env
@@ -102,10 +103,20 @@ def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges() -> None:
     processor = InferenceProcessor(
         settings, infer, sink, InferenceMetrics(), catalog=lambda: catalog, state=state, sleep=sleep
     )
-    record = new_request(Modality.TEXT, b"hello", content_type="text/plain", source="t").to_kafka()
-    consumed = ConsumedRecord("events.text", 0, 0, record.key, record.value, record.headers)
+    request = new_request(Modality.TEXT, b"hello", content_type="text/plain", source="t")
+    record = request.to_kafka()
+    fetched_at = time.time()
+    consumed = ConsumedRecord("events.text", 0, 0, record.key, record.value, record.headers, fetched_at)
     asyncio.run(processor.process([consumed]))
     assert [topic for topic, _ in sink.sent] == ["predictions.text"]
+    timing = PredictionEvent.from_kafka(sink.sent[0][1].value).data.timing
+    sent_at = parse_request(record.value, record.headers, modality=Modality.TEXT, max_payload_bytes=100).time
+    assert timing.kafka_ms == pytest.approx((fetched_at - sent_at.timestamp()) * 1000, abs=0.01)
+    assert timing.kafka_ms is not None
+    assert timing.batch_ms is not None
+    assert timing.outcome_ms is not None
+    parts = timing.kafka_ms + timing.batch_ms + timing.inference_ms + timing.outcome_ms
+    assert parts == pytest.approx(timing.total_ms, abs=0.01)
     assert waits == [0.2, 0.4, 0.8]
     assert state.retrying_since is None
     assert state.batches == 1
