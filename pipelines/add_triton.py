@@ -70,6 +70,17 @@ def rewrite_config(text: str, card: ModelCard) -> str:
     return text.rstrip() + "\n" + card_parameter(card) + "\n"
 
 
+def max_batch_size(text: str) -> int:
+    """The config's ``max_batch_size``; payloads go to Triton as ``[n, 1]`` tensors, so it must batch."""
+    found = re.search(r"^\s*max_batch_size\s*:\s*(\d+)", text, flags=re.MULTILINE)
+    size = int(found.group(1)) if found else 0
+    if size < 1:
+        raise AddError(
+            "the config must set max_batch_size to 1 or more: payloads are sent as a [batch, 1] tensor"
+        )
+    return size
+
+
 def check_folder(request: AddRequest, labels: list[str]) -> tuple[Path, Tensor, Tensor, int]:
     """The owner's folder: its config, the input taking the payload, the scores output, its version."""
     folder = request.model_file
@@ -113,6 +124,7 @@ def write_triton_model(repo: Path, request: AddRequest) -> tuple[Path, ModelCard
         source_format="triton",
         payload_input=payload.name,
         default=request.default,
+        max_batch_size=max_batch_size(config.read_text()),
         metrics={"samples": len(reference.payloads), "classes": len(labels), "evaluation": "reference"},
     )
     staging = repo / f".{request.name}.adding"

@@ -5,9 +5,11 @@ All figures come from one run on the running stack, one model and the same held-
 - ``floor``: a bare produce→consume round trip on the stack's broker with the clients the bench uses for the
   pipeline (the SDK's publisher and reader), and Triton's batch-1 latency for the model; ``floor_ms`` is the
   sum of their medians;
-- ``direct_triton_eps``: an asyncio gRPC client sending the payloads in the workers' batches (``max_batch``
-  concurrent requests, Triton's dynamic batcher forming the model batches), no Kafka; measured before and
-  after each pipeline run;
+- ``direct_triton_eps``: an asyncio gRPC client sending the payloads as the workers do, ``max_batch`` at a
+  time in concurrent requests of at most ``request_size``, no Kafka; measured before and after each
+  pipeline run;
+- ``direct_triton_eps_by_request``: direct Triton for full batches sent one payload per request, as one
+  request, and in requests of ``request_size``, side by side;
 - ``pipeline_eps``: events produced in advance, then a real worker (``dlstream inference run``) started;
   the rate is counted between its first and last prediction, so start-up is not in it. Repeated ``runs``
   times on fresh topics; ``overhead_ratio`` is the median of the runs' pipeline / direct ratios;
@@ -57,7 +59,7 @@ from services.common.kafka_admin import KafkaAdmin, client_options
 from services.common.launch import worker_argv, worker_env
 from services.common.net import free_ports
 from services.common.settings import Settings
-from services.common.triton_client import AsyncTriton
+from services.common.triton_client import AsyncTriton, near_equal_parts
 
 log = structlog.get_logger(__name__)
 
@@ -74,14 +76,24 @@ def rate_between(predictions: list[PredictionEvent]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-async def direct_triton_eps(settings: Settings, model: str, payloads: list[bytes], batch: int) -> float:
-    """Payloads per second through Triton, ``batch`` concurrent requests at a time as the workers send."""
+async def infer_split(triton: AsyncTriton, model: str, batch: list[bytes], request_size: int) -> None:
+    """One batch through Triton as a worker sends it: concurrent requests of at most ``request_size``."""
+    parts = near_equal_parts(batch, request_size)
+    await asyncio.gather(*(triton.infer_batch(model, part) for part in parts))
+
+
+async def direct_triton_eps(
+    settings: Settings, model: str, payloads: list[bytes], batch: int, request_size: int | None = None
+) -> float:
+    """Payloads per second through Triton, ``batch`` at a time, each batch in concurrent requests of at most
+    ``request_size`` (the workers' setting when None)."""
+    size = request_size or settings.inference.request_size
     triton = AsyncTriton(settings.triton)
     try:
-        await asyncio.gather(*(triton.infer(model, p) for p in payloads[:batch]))  # warm-up
+        await infer_split(triton, model, payloads[:batch], size)  # warm-up
         started = time.perf_counter()
         for i in range(0, len(payloads), batch):
-            await asyncio.gather(*(triton.infer(model, p) for p in payloads[i : i + batch]))
+            await infer_split(triton, model, payloads[i : i + batch], size)
         return len(payloads) / (time.perf_counter() - started)
     finally:
         await triton.close()
@@ -90,19 +102,31 @@ async def direct_triton_eps(settings: Settings, model: str, payloads: list[bytes
 async def triton_round_trips_ms(
     settings: Settings, model: str, payloads: list[bytes], batch: int, rounds: int
 ) -> list[float]:
-    """Milliseconds of ``rounds`` round trips of ``batch`` concurrent requests (one at a time when 1)."""
+    """Milliseconds of ``rounds`` round trips of ``batch`` payloads sent as the workers send them."""
+    size = settings.inference.request_size
     triton = AsyncTriton(settings.triton)
     try:
-        await asyncio.gather(*(triton.infer(model, p) for p in payloads[:batch]))  # warm-up
+        await infer_split(triton, model, payloads[:batch], size)  # warm-up
         times = []
         for r in range(rounds):
             chunk = [payloads[(r * batch + i) % len(payloads)] for i in range(batch)]
             started = time.perf_counter()
-            await asyncio.gather(*(triton.infer(model, p) for p in chunk))
+            await infer_split(triton, model, chunk, size)
             times.append((time.perf_counter() - started) * 1000)
         return times
     finally:
         await triton.close()
+
+
+def request_sizes(settings: Settings, model: str, payloads: list[bytes], batch: int) -> dict[str, float]:
+    """Direct Triton payloads per second for full batches sent one payload per request, as one request,
+    and in requests of the workers' ``request_size``, side by side (twice each, alternating; the better)."""
+    sizes = {"one_per_payload": 1, "one_per_batch": batch, "request_size": settings.inference.request_size}
+    rates: dict[str, list[float]] = {name: [] for name in sizes}
+    for _ in range(2):
+        for name, size in sizes.items():
+            rates[name].append(asyncio.run(direct_triton_eps(settings, model, payloads, batch, size)))
+    return {name: round(max(values), 1) for name, values in rates.items()}
 
 
 class Collector(threading.Thread):
@@ -407,6 +431,8 @@ def bench_stream(
         }
         floor_ms = round(statistics.median(kafka_rtt) + statistics.median(triton_1), 1)
         log.info("bench.floor", floor_ms=floor_ms, **{k: v["p50_ms"] for k, v in floor.items()})
+        by_request_size = request_sizes(settings, model, payloads, batch)
+        log.info("bench.request_sizes", **by_request_size)
 
         # Direct Triton is measured before and after each pipeline run: on a shared machine its rate drifts
         # by 10-20 % between runs, and bracketing keeps that drift out of the ratio.
@@ -488,6 +514,8 @@ def bench_stream(
         "pipeline_runs": [round(p, 1) for p in pipelines],
         "direct_triton_eps": round(direct, 1),
         "direct_triton_runs": [round(d, 1) for d in directs],
+        "request_size": inference.request_size,
+        "direct_triton_eps_by_request": by_request_size,
         "overhead_ratio": round(overhead, 3),
         "overhead_ratio_runs": [round(r, 3) for r in ratios],
         "naive_eps": round(naive, 1),

@@ -171,6 +171,13 @@ class InferenceSettings(_Group):
         description="Longest a batch waits for more events after its first one while Triton is free (0: none;"
         " events that arrive while Triton works form the next batch anyway).",
     )
+    request_size: int = Field(
+        16,
+        ge=1,
+        description="Most events of one model per Triton request; a larger batch goes as several concurrent"
+        " requests of near-equal size, so Triton reads the next while it runs one (at most the model's"
+        " max_batch_size).",
+    )
     pipeline_depth: int = Field(
         2,
         ge=1,

@@ -1,14 +1,17 @@
-"""Async Triton adapter (gRPC): one payload in, probabilities and embedding out, errors translated.
+"""Async Triton adapter (gRPC): payloads in, probabilities and embeddings out, errors translated.
 
-Each payload is its own request so that Triton's dynamic batcher forms the batches and a bad payload fails
-alone. ``InferenceServerException`` never leaves this module: a payload the model refuses becomes
-:class:`PayloadRejected` (dead-letter it), anything else :class:`TransientError` (retry it).
+A batch of payloads for one model goes as one request (a ``[n, 1]`` tensor): one gRPC call instead of
+``n`` costs the worker and Triton less per payload. A request fails as a whole, so a caller that needs each
+payload's own answer sends a rejected batch again payload by payload. ``InferenceServerException`` never
+leaves this module: a payload the model refuses becomes :class:`PayloadRejected` (dead-letter it), anything
+else :class:`TransientError` (retry it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +25,7 @@ from services.common.settings import TritonSettings
 
 INPUT = "PAYLOAD"
 DEFAULT_OUTPUTS = Outputs()
+T = TypeVar("T")
 
 
 class PayloadRejected(ContractError):
@@ -39,6 +43,13 @@ class Inference:
     model_version: str
     probabilities: npt.NDArray[np.float32]
     embedding: npt.NDArray[np.float32]
+
+
+def near_equal_parts(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in the fewest parts of at most ``size``, their lengths differing by at most one: how a
+    batch is spread over concurrent requests."""
+    count = -(-len(items) // size)
+    return [list(items[k::count]) for k in range(count)]
 
 
 def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -70,16 +81,28 @@ class AsyncTriton:
     async def infer(
         self, model: str, payload: bytes, outputs: Outputs = DEFAULT_OUTPUTS, input_name: str = INPUT
     ) -> Inference:
-        """Run one payload through ``model``; ``outputs`` and ``input_name`` (from its card) name the tensors
-        to read and the one that takes the payload.
+        """Run one payload through ``model``; see :meth:`infer_batch`."""
+        return (await self.infer_batch(model, [payload], outputs, input_name))[0]
+
+    async def infer_batch(
+        self,
+        model: str,
+        payloads: Sequence[bytes],
+        outputs: Outputs = DEFAULT_OUTPUTS,
+        input_name: str = INPUT,
+    ) -> list[Inference]:
+        """Run ``payloads`` through ``model`` in one request (at most the model's ``max_batch_size``);
+        ``outputs`` and ``input_name`` (from its card) name the tensors to read and the one that takes the
+        payloads. One :class:`Inference` per payload, in order.
 
         Raises:
-            PayloadRejected: the model refused this payload.
+            PayloadRejected: the model refused the request (one payload of it, or its size).
+            ContractError: the model answered a number of rows other than the number of payloads.
             ModelUnavailable: Triton does not serve the model (now).
             TransientError: Triton is unavailable for now.
         """
-        tensor = grpcclient.InferInput(input_name, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[payload]], dtype=object))
+        tensor = grpcclient.InferInput(input_name, [len(payloads), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[payload] for payload in payloads], dtype=object))
         names = [outputs.scores] + ([outputs.embedding] if outputs.embedding else [])
         requested = [grpcclient.InferRequestedOutput(name) for name in names]
         try:
@@ -88,15 +111,22 @@ class AsyncTriton:
             )
         except InferenceServerException as exc:
             raise translate(exc, model) from None
-        response = result.get_response()
+        version = str(result.get_response().model_version)
         scores = result.as_numpy(outputs.scores)
-        embedding = result.as_numpy(outputs.embedding) if outputs.embedding else np.zeros((1, 0), np.float32)
+        no_embedding = np.zeros((len(payloads), 0), np.float32)
+        embedding = result.as_numpy(outputs.embedding) if outputs.embedding else no_embedding
         if scores is None or embedding is None:
             raise TransientError(f"Triton {model} answered without {names}")
-        probabilities = scores[0].astype(np.float32)
+        if len(scores) != len(payloads) or len(embedding) != len(payloads):
+            raise ContractError(
+                DeadLetterReason.BAD_MODEL_OUTPUT,
+                f"model {model} version {version} answered {len(scores)} rows for {len(payloads)} payloads",
+            )
+        probabilities = scores.astype(np.float32)
         if outputs.scores_are == "logits":
             probabilities = softmax(probabilities)
-        return Inference(model, str(response.model_version), probabilities, embedding[0].astype(np.float32))
+        vectors = embedding.astype(np.float32)
+        return [Inference(model, version, probabilities[i], vectors[i]) for i in range(len(payloads))]
 
     async def close(self) -> None:
         """Close the channel."""

@@ -72,7 +72,7 @@ def build_app(
         sink = KafkaSink(settings.kafka)
         await sink.start()
         processor = InferenceProcessor(
-            settings, triton.infer, sink, metrics, catalog=lambda: discovery.catalog, state=worker_state
+            settings, triton.infer_batch, sink, metrics, catalog=lambda: discovery.catalog, state=worker_state
         )
         await discovery.refresh()
         # Triton works on one batch while the outcomes of earlier ones are produced: the next batch is taken

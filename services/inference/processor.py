@@ -4,9 +4,10 @@ Records that break the contract, name a model of another modality, or carry a pa
 become dead letters. Models come from the catalog that discovery keeps (Triton's own view); an event whose
 model is not served *waits* apart from its batch (:meth:`InferenceProcessor.settle`) for
 ``model_wait_s``, then becomes a ``model-unavailable`` dead letter, so one missing model never stalls the
-others. Transient failures (Triton
-down) are retried with exponential backoff for as long as they last, and so is producing the outcomes; the
-batch is not finished, so nothing is committed and consumption waits (backpressure).
+others. The routed events of a batch go to Triton in a few requests per model (a rejected request is sent
+again event by event, so a bad payload fails alone). Transient failures (Triton down) are retried with
+exponential backoff for as long as they last, and so is producing the outcomes; the batch is not finished,
+so nothing is committed and consumption waits (backpressure).
 ``process`` returns only after every outcome is acknowledged by Kafka.
 """
 
@@ -26,7 +27,7 @@ from services.common.contract import KafkaRecord, Modality, RequestEvent, Timing
 from services.common.errors import ContractError, DeadLetterReason, ModelUnavailable, TransientError
 from services.common.health import WorkerState
 from services.common.settings import Settings
-from services.common.triton_client import Inference
+from services.common.triton_client import Inference, PayloadRejected, near_equal_parts
 from services.inference.metrics import InferenceMetrics
 from services.inference.predictions import build_prediction
 from services.inference.routing import modality_of_topic
@@ -54,7 +55,7 @@ class Sink(Protocol):
         """Produce ``(topic, record)`` pairs and wait for all acknowledgements."""
 
 
-Infer = Callable[[str, bytes, Outputs, str], Awaitable[Inference]]
+Infer = Callable[[str, list[bytes], Outputs, str], Awaitable[list[Inference]]]
 Catalog = Callable[[], ModelCatalog]
 Answer = Inference | ContractError | ModelUnavailable
 WAIT_POLL_S = 0.25
@@ -242,30 +243,56 @@ class InferenceProcessor:
         todo = dict(pending)
         delay: float | None = None  # set once this stage waits
         while todo:
-            indices = list(todo)
+            requests = self._requests(todo)
             began = time.monotonic()
             answers = await asyncio.gather(
-                *(
-                    self.infer(model.name, event.data, model.card.outputs, model.card.payload_input)
-                    for event, model in (todo[i] for i in indices)
-                ),
-                return_exceptions=True,
+                *(self._infer_request(model, [todo[i][0] for i in indices]) for model, indices in requests)
             )
             self.metrics.triton_seconds.observe(time.monotonic() - began)
             transient = []
-            for i, answer in zip(indices, answers, strict=True):
-                if isinstance(answer, Inference | ContractError | ModelUnavailable):
-                    results[i] = answer
-                    del todo[i]
-                elif isinstance(answer, TransientError):
-                    transient.append(str(answer))
-                else:
-                    raise answer  # a bug, not an outcome: crash, and the batch is redelivered
+            for (_, indices), request_answers in zip(requests, answers, strict=True):
+                for i, answer in zip(indices, request_answers, strict=True):
+                    if isinstance(answer, TransientError) and not isinstance(answer, ModelUnavailable):
+                        transient.append(str(answer))
+                    else:
+                        results[i] = answer
+                        del todo[i]
             if todo:
                 delay = await self._back_off(delay, "inference.retry", events=len(todo), error=transient[0])
         if delay is not None:
             self.state.end_wait()
         return results
+
+    def _requests(
+        self, todo: dict[int, tuple[RequestEvent, ServedModel]]
+    ) -> list[tuple[ServedModel, list[int]]]:
+        """The Triton requests for ``todo``: its indices grouped by model, in near-equal requests of at most
+        ``request_size`` (and the model's ``max_batch_size``), in order."""
+        by_model: dict[str, tuple[ServedModel, list[int]]] = {}
+        for i, (_, model) in todo.items():
+            by_model.setdefault(model.name, (model, []))[1].append(i)
+        requests: list[tuple[ServedModel, list[int]]] = []
+        for model, indices in by_model.values():
+            size = min(self.settings.inference.request_size, model.card.max_batch_size)
+            requests.extend((model, part) for part in near_equal_parts(indices, size))
+        return requests
+
+    async def _infer_request(
+        self, model: ServedModel, events: list[RequestEvent]
+    ) -> list[Answer | TransientError]:
+        """Each event's answer from one request for ``events``. A request fails as a whole, so a rejected
+        one is sent again event by event: a bad payload is dead-lettered alone."""
+        card = model.card
+        try:
+            payloads = [event.data for event in events]
+            return list(await self.infer(model.name, payloads, card.outputs, card.payload_input))
+        except PayloadRejected as error:
+            if len(events) == 1:
+                return [error]
+            singles = await asyncio.gather(*(self._infer_request(model, [event]) for event in events))
+            return [answer for (answer,) in singles]
+        except (ContractError, TransientError) as error:
+            return [error] * len(events)
 
     async def _back_off(self, delay: float | None, event: str, **fields: object) -> float:
         """Wait before a retry and return the wait that was used: the first one, then doubling up to the max.

@@ -32,6 +32,25 @@ def test_concurrent_payloads_come_back_with_their_model_version(settings: Settin
     assert asyncio.run(run()) == ["tiger cat", "espresso", "missile"]
 
 
+def test_a_batch_is_one_request_with_one_answer_per_payload_in_order(settings: Settings) -> None:
+    labels = read_card(PROJECT_ROOT / settings.triton.model_repository / "imagenet" / "1").labels
+    names = ("rocket", "chelsea", "coffee", "chelsea")
+
+    async def run() -> list[str]:
+        client = AsyncTriton(settings.triton)
+        try:
+            results = await client.infer_batch("imagenet", [encode_png(photo(name)) for name in names])
+            with pytest.raises(PayloadRejected):
+                await client.infer_batch("imagenet", [encode_png(photo("coffee")), b"not an image"])
+        finally:
+            await client.close()
+        assert len(results) == len(names)
+        assert all(r.embedding.shape == (8,) and r.probabilities.shape == (len(labels),) for r in results)
+        return [labels[int(r.probabilities.argmax())] for r in results]
+
+    assert asyncio.run(run()) == ["missile", "tiger cat", "espresso", "tiger cat"]
+
+
 def test_a_refused_payload_is_final_and_an_unknown_model_is_unavailable(settings: Settings) -> None:
     async def run() -> None:
         client = AsyncTriton(settings.triton)

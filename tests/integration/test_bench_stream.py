@@ -29,6 +29,8 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
     assert report["p99_ms"] >= report["p50_ms"]
     assert report["floor_ms"] > 0
     assert report["idle"]["events"] == 5
+    assert set(report["direct_triton_eps_by_request"]) == {"one_per_payload", "one_per_batch", "request_size"}
+    assert all(rate > 0 for rate in report["direct_triton_eps_by_request"].values())
     assert [row["load"] for row in report["curve"]] == [0.1, 0.3, 0.5, 0.7, 0.9]
     for row in report["curve"]:
         assert row["p99_9_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0

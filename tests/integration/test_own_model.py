@@ -416,6 +416,7 @@ def test_a_triton_model_folder_of_its_owner_is_added_and_routed(
     print(dlstream(deployed, *args, "--labels", str(labels_file), "--reference", str(reference)).stdout)
     card = read_card(empty_triton.repository / "lengths" / "1")
     assert (card.source_format, card.payload_input, card.outputs.scores) == ("triton", "TEXT", "SCORES")
+    assert card.max_batch_size == 16  # from its config: the workers send it requests of at most 16
     assert (empty_triton.repository / "lengths" / "1" / "reference.json").exists()
 
     worker = Worker(deployed, tmp_path / "worker.log", repository=empty_triton.repository).start()

@@ -127,3 +127,13 @@ def test_ready_versions_are_listed_in_order() -> None:
     ]
     catalog = catalog_from_triton(index, {"digits": config_of(model)})
     assert catalog.models["digits"].versions == ("9", "10")
+
+
+def test_an_owners_config_must_batch_and_its_max_batch_size_goes_into_the_card() -> None:
+    from pipelines.add import AddError
+    from pipelines.add_triton import max_batch_size
+
+    assert max_batch_size('name: "m"\nmax_batch_size: 16\ninput [ ]') == 16
+    for text in ('name: "m"\ninput [ ]', 'name: "m"\nmax_batch_size: 0\n'):
+        with pytest.raises(AddError, match="max_batch_size"):
+            max_batch_size(text)

@@ -7,6 +7,7 @@ import pytest
 
 from services.common.contract import Modality, PredictionEvent, Timing, new_request
 from services.common.errors import ContractError, DeadLetterReason
+from services.common.triton_client import near_equal_parts
 from services.inference.predictions import build_prediction, top_k
 from services.inference.routing import modality_of_topic
 
@@ -66,3 +67,14 @@ def test_large_label_sets_carry_only_the_top_k() -> None:
     )
     assert prediction.data.probabilities is None
     assert len(prediction.data.top_k) == 5
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "lengths"), [(64, 16, [16] * 4), (20, 16, [10, 10]), (5, 2, [2, 2, 1])]
+)
+def test_a_batch_is_spread_over_the_fewest_near_equal_requests(
+    count: int, size: int, lengths: list[int]
+) -> None:
+    parts = near_equal_parts(list(range(count)), size)
+    assert [len(p) for p in parts] == lengths
+    assert sorted(i for p in parts for i in p) == list(range(count))

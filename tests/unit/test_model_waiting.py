@@ -12,7 +12,7 @@ from services.common.catalog import ModelCatalog, catalog_from_triton
 from services.common.contract import DeadLetter, KafkaRecord, Modality, PredictionEvent, new_request
 from services.common.errors import ModelUnavailable
 from services.common.settings import load_settings
-from services.common.triton_client import Inference
+from services.common.triton_client import Inference, PayloadRejected
 from services.inference.metrics import InferenceMetrics
 from services.inference.processor import ConsumedRecord, InferenceProcessor
 from tests.cards import card, config_of
@@ -38,6 +38,11 @@ class Sink:
         self.sent.extend(records)
 
 
+def answer(model: str) -> Inference:
+    """What the fake Triton answers for one payload."""
+    return Inference(model, "1", np.array([0.3, 0.7], np.float32), np.zeros(8, np.float32))
+
+
 class World:
     """A processor over a catalog that the test changes, with a clock that sleeping advances."""
 
@@ -59,11 +64,13 @@ class World:
             clock=lambda: self.now,
         )
 
-    async def infer(self, model: str, payload: bytes, outputs: Outputs, input_name: str) -> Inference:
+    async def infer(
+        self, model: str, payloads: list[bytes], outputs: Outputs, input_name: str
+    ) -> list[Inference]:
         self.calls.append(model)
         if model in self.unloaded:
             raise ModelUnavailable(f"Request for unknown model: '{model}' is not found")
-        return Inference(model, "1", np.array([0.3, 0.7], np.float32), np.zeros(8, np.float32))
+        return [answer(model) for _ in payloads]
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
@@ -143,3 +150,36 @@ def test_a_model_with_the_wrong_number_of_outputs_is_a_dead_letter_not_a_crash()
     world = World(catalog(card("three", labels=3, default=True)))
     asyncio.run(world.processor.process([world.record(Modality.IMAGE, None, 0)]))
     assert world.outcomes() == [("events.dlq", "bad-model-output")]
+
+
+def test_a_batch_goes_in_small_requests_per_model_and_a_rejected_request_again_event_by_event() -> None:
+    digits = card("digits", labels=2, default=True).model_copy(update={"max_batch_size": 3})
+    world = World(catalog(digits, TOPICS))
+    requests: list[tuple[str, int]] = []
+
+    async def infer(model: str, payloads: list[bytes], outputs: Outputs, input_name: str) -> list[Inference]:
+        requests.append((model, len(payloads)))
+        if b"bad" in payloads:
+            raise PayloadRejected("cannot identify image file")
+        return [answer(model) for _ in payloads]
+
+    world.processor.infer = infer
+    records = [world.record(Modality.IMAGE, None, i) for i in range(5)]
+    records.insert(1, world.record(Modality.TEXT, None, 5))
+    bad = new_request(Modality.IMAGE, b"bad", content_type="image/png", source="t").to_kafka()
+    records.insert(4, ConsumedRecord("events.image", 0, 6, bad.key, bad.value, bad.headers))
+    asyncio.run(world.processor.process(records))
+    # digits: 6 events in requests of at most 3; the request holding the bad payload is sent again one by one
+    assert requests == [("digits", 3), ("digits", 3), ("topics", 1)] + [("digits", 1)] * 3
+    outcomes = world.outcomes()
+    assert len(outcomes) == len(records)
+    assert outcomes[4] == ("events.dlq", "undecodable-payload")
+    assert outcomes.count(("predictions.image", "digits")) == 5
+    assert outcomes[1] == ("predictions.text", "topics")
+    # At most ``request_size`` events per request, in near-equal requests
+    requests.clear()
+    settings = world.processor.settings
+    inference = settings.inference.model_copy(update={"request_size": 2})
+    world.processor.settings = settings.model_copy(update={"inference": inference})
+    asyncio.run(world.processor.process(records[:4] + records[5:]))  # 5 digits, no bad one
+    assert requests == [("digits", 2), ("digits", 2), ("digits", 1), ("topics", 1)]

@@ -92,8 +92,9 @@ def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges() -> None:
         [{"name": "text_topics", "version": "1", "state": "READY"}], {"text_topics": config_of(topics)}
     )
 
-    async def infer(model: str, payload: bytes, outputs: Outputs, input_name: str) -> Inference:
-        return Inference(model, "1", np.array([0.2, 0.8], dtype=np.float32), np.zeros(8, dtype=np.float32))
+    async def infer(model: str, payloads: list[bytes], outputs: Outputs, input_name: str) -> list[Inference]:
+        scores = np.array([0.2, 0.8], dtype=np.float32)
+        return [Inference(model, "1", scores, np.zeros(8, dtype=np.float32)) for _ in payloads]
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
