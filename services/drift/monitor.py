@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -23,7 +22,7 @@ from services.common.contract import (
 from services.common.settings import Settings
 from services.drift.metrics import DriftMetrics
 from services.drift.policy import AlertAction, VersionState, alert_action
-from services.drift.store import DriftStore, Seen
+from services.drift.store import DriftStore, Recorded, Seen
 from services.drift.windows import Reference, WindowResult, decode_rows, encode_row, evaluate_window
 from services.retrain.launchers import Launcher
 from services.retrain.policy import retrain_check
@@ -86,101 +85,91 @@ class DriftMonitor:
         return reference
 
     async def observe(self, predictions: Sequence[PredictionData]) -> list[DriftAlert]:
-        """Add predictions to their windows and evaluate every window that filled; the alerts it changed."""
+        """Add predictions to their windows and evaluate every window that filled; the alerts it changed.
+
+        Safe to call again with the same batch after a failure (Redis away): predictions recorded by the
+        failed call are not counted twice, and the windows they filled are judged once.
+        """
         if not predictions:
             return []
-        seen = [Seen(p.model, p.model_version, p.label, p.modality.value) for p in predictions]
-        fresh, early = await self.store.mark_seen(
-            [(p.request_id, s) for p, s in zip(predictions, seen, strict=True)]
-        )
+        batch = []
+        for prediction in predictions:
+            model, version = prediction.model, prediction.model_version
+            seen = Seen(model, version, prediction.label, prediction.modality.value)
+            reference = await self.reference(model, version)
+            row = None
+            if reference is not None and prediction.label in reference.labels:
+                row = encode_row(prediction, reference.labels.index(prediction.label))
+            batch.append(Recorded(prediction.request_id, seen, row))
+        recording = await self.store.record_predictions(batch)
         joined = [
-            (p.request_id, label, s) for p, s, label in zip(predictions, seen, early, strict=True) if label
+            (item.request_id, label, item.seen)
+            for item, label in zip(batch, recording.early_labels, strict=True)
+            if label
         ]
         if joined:
             await self._add_feedback(joined)
-        rows: dict[tuple[str, str], list[bytes]] = defaultdict(list)
-        for prediction, new in zip(predictions, fresh, strict=True):
-            if not new:
-                continue  # a redelivered prediction is in its window already
-            reference = await self.reference(prediction.model, prediction.model_version)
-            self.models.add(prediction.model)
-            self.metrics.predictions.labels(model=prediction.model).inc()
-            if reference is None or prediction.label not in reference.labels:
-                continue
-            row = encode_row(prediction, reference.labels.index(prediction.label))
-            rows[(prediction.model, prediction.model_version)].append(row)
-        if not rows:
-            return []
-        lengths = await self.store.push_rows(rows)
+        for prediction, new in zip(predictions, recording.fresh, strict=True):
+            if new:  # a redelivered prediction is in its window already
+                self.models.add(prediction.model)
+                self.metrics.predictions.labels(model=prediction.model).inc()
         changed: list[DriftAlert] = []
-        for (model, version), length in lengths.items():
-            for _ in range(length // self.settings.drift.window_size):
-                alert = await self._evaluate_next(model, version)
-                if alert is not None:
-                    changed.append(alert)
+        for (model, version), length in recording.lengths.items():
+            full = length // self.settings.drift.window_size
+            if full:
+                changed += await self._evaluate_windows(model, version, full)
         for alert in changed:
             if alert.status == "open":
                 await self.check_retraining(alert.model)
         return changed
 
-    async def _evaluate_next(self, model: str, version: str) -> DriftAlert | None:
+    async def _evaluate_windows(self, model: str, version: str, count: int) -> list[DriftAlert]:
+        """Judge up to ``count`` full windows of a version, oldest first, and save their outcomes together:
+        one read and one write of Redis however many windows a batch filled."""
         drift = self.settings.drift
-        taken = await self.store.take_window(model, version)
+        size = drift.window_size
+        peeked = await self.store.peek_windows(model, version, count)
         reference = await self.reference(model, version)
-        if len(taken.rows) < drift.window_size or reference is None:
-            return None
-        state = VersionState.from_json(taken.state)
-        started = time.perf_counter()
-        result = await asyncio.to_thread(
-            evaluate_window,
-            decode_rows(taken.rows),
-            reference,
-            false_alarm_rate=drift.false_alarm_rate,
-            permutations=drift.mmd_permutations,
-            seed=state.windows,
-        )
-        self.metrics.window_seconds.observe(time.perf_counter() - started)
-        state.update(result)
-        open_alert = DriftAlert.model_validate_json(taken.open_alert) if taken.open_alert else None
-        action = alert_action(
-            state,
-            version,
-            open_alert_version=open_alert.version if open_alert else None,
-            cooling_down=taken.cooling_down,
-            alert_after=drift.alert_after_windows,
-            resolve_after=drift.resolve_after_windows,
-        )
-        self._count_window(model, version, result)
-        changed: DriftAlert | None = None
-        if action is AlertAction.RAISE:
-            changed = self._new_alert(model, version, state, result, reference)
-        elif action is AlertAction.RESOLVE and open_alert is not None:
-            resolution = (
-                f"{state.clean_streak} clean windows of version {version}"
-                if open_alert.version == version
-                else f"version {version} took over and its window is clean"
+        judged = len(peeked.rows) // size
+        if judged == 0 or reference is None:
+            return []
+        state = VersionState.from_json(peeked.state)
+        open_alert = DriftAlert.model_validate_json(peeked.open_alert) if peeked.open_alert else None
+        cooling_down = peeked.cooling_down
+        changed: list[DriftAlert] = []
+        for k in range(judged):
+            started = time.perf_counter()
+            result = await asyncio.to_thread(
+                evaluate_window,
+                decode_rows(peeked.rows[k * size : (k + 1) * size]),
+                reference,
+                false_alarm_rate=drift.false_alarm_rate,
+                permutations=drift.mmd_permutations,
+                seed=state.windows,
             )
-            changed = open_alert.model_copy(
-                update={
-                    "status": "resolved",
-                    "resolved_at": format_time(datetime.now(UTC)),
-                    "resolution": resolution,
-                }
-            )
-        if changed is not None:
-            # Published before Redis records it: a crash in between raises the alert again, never loses it.
-            await self.publish([(self.settings.topics.alerts, changed.to_kafka())])
-            if self.webhook is not None:
-                await self.webhook(changed)
-            log.warning(
-                "drift.alert_" + ("raised" if changed.status == "open" else "resolved"),
-                model=model,
-                version=version,
-                alert_id=changed.id,
-                test=changed.test,
-                p_value=changed.p_value,
-                resolution=changed.resolution,
-            )
+            self.metrics.window_seconds.observe(time.perf_counter() - started)
+            state.update(result)
+            self._count_window(model, version, result)
+            alert = self._alert_change(model, version, state, result, reference, open_alert, cooling_down)
+            if alert is not None:
+                changed.append(alert)
+                open_alert = alert if alert.status == "open" else None
+                cooling_down = cooling_down or (alert.status != "open" and drift.alert_cooldown_s > 0)
+        if changed:
+            # Published before Redis records them: a crash in between raises them again, never loses them.
+            await self.publish([(self.settings.topics.alerts, alert.to_kafka()) for alert in changed])
+            for alert in changed:
+                if self.webhook is not None:
+                    await self.webhook(alert)
+                log.warning(
+                    "drift.alert_" + ("raised" if alert.status == "open" else "resolved"),
+                    model=model,
+                    version=version,
+                    alert_id=alert.id,
+                    test=alert.test,
+                    p_value=alert.p_value,
+                    resolution=alert.resolution,
+                )
         summary = {
             "windows": state.windows,
             "flagged_windows": state.flagged_windows,
@@ -195,15 +184,57 @@ class DriftMonitor:
             "confidence_histogram": state.confidence_histogram,
             "updated_at": format_time(datetime.now(UTC)),
         }
-        await self.store.save_window_outcome(
+        saved = await self.store.save_window_outcomes(
             model,
             version,
+            peeked,
+            judged=judged,
             state=state.to_json(),
             summary=summary,
-            raised=changed.model_dump_json() if changed is not None and changed.status == "open" else None,
-            resolved=changed.model_dump_json() if changed is not None and changed.status != "open" else None,
+            alerts=[(alert.status, alert.model_dump_json()) for alert in changed],
         )
+        if not saved:
+            # An earlier attempt saved these windows and its answer was lost (Redis went away meanwhile).
+            log.info("drift.windows_saved_before", model=model, version=version, window=peeked.windows)
+            return []
         return changed
+
+    def _alert_change(
+        self,
+        model: str,
+        version: str,
+        state: VersionState,
+        result: WindowResult,
+        reference: Reference,
+        open_alert: DriftAlert | None,
+        cooling_down: bool,
+    ) -> DriftAlert | None:
+        """The alert a judged window raises or resolves, if any."""
+        drift = self.settings.drift
+        action = alert_action(
+            state,
+            version,
+            open_alert_version=open_alert.version if open_alert else None,
+            cooling_down=cooling_down,
+            alert_after=drift.alert_after_windows,
+            resolve_after=drift.resolve_after_windows,
+        )
+        if action is AlertAction.RAISE:
+            return self._new_alert(model, version, state, result, reference)
+        if action is AlertAction.RESOLVE and open_alert is not None:
+            resolution = (
+                f"{state.clean_streak} clean windows of version {version}"
+                if open_alert.version == version
+                else f"version {version} took over and its window is clean"
+            )
+            return open_alert.model_copy(
+                update={
+                    "status": "resolved",
+                    "resolved_at": format_time(datetime.now(UTC)),
+                    "resolution": resolution,
+                }
+            )
+        return None
 
     def _count_window(self, model: str, version: str, result: WindowResult) -> None:
         self.metrics.windows.labels(model=model, version=version, flagged=str(result.flagged).lower()).inc()

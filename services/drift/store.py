@@ -50,13 +50,95 @@ class Seen:
 
 
 @dataclass(frozen=True)
-class TakenWindow:
-    """A full window taken off a version's list, with the state and open alert it is judged with."""
+class PeekedWindows:
+    """The rows of a version's oldest full windows, with the state and open alert they are judged with,
+    and how many windows of the version had been judged when they were read."""
 
     rows: list[bytes]
     state: bytes | None
     open_alert: bytes | None
     cooling_down: bool
+    windows: int = 0
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One prediction for :meth:`DriftStore.record_predictions`: its row, or None when it has no window
+    (its version has no reference statistics, or its label is not the reference's)."""
+
+    request_id: str
+    seen: Seen
+    row: bytes | None
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What recording a batch found: per prediction, whether it was new and the label that arrived before
+    it; per version of the batch that has windows, the length of its window list afterwards (also when
+    every prediction was seen before: a retried batch still judges the windows it filled)."""
+
+    fresh: list[bool]
+    early_labels: list[str | None]
+    lengths: dict[tuple[str, str], int]
+
+
+# KEYS: versions hash, counted hash, then per prediction its seen, early-label and rows keys.
+# ARGV: n, label ttl, state ttl, cap, then per prediction its seen encoding, row ("" for none), version name.
+RECORD_PREDICTIONS = """
+local n, label_ttl, state_ttl, cap = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local fresh, early, keys, added, order = {}, {}, {}, {}, {}
+for i = 1, n do
+  local k, a = 2 + 3 * (i - 1), 4 + 3 * (i - 1)
+  local new = redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'NX', 'EX', label_ttl)
+  fresh[i] = new and 1 or 0
+  early[i] = redis.call('GETDEL', KEYS[k + 2]) or ''
+  if ARGV[a + 2] ~= '' then
+    local version = ARGV[a + 3]
+    if not keys[version] then
+      keys[version], added[version] = KEYS[k + 3], {}
+      order[#order + 1] = version
+    end
+    if new then table.insert(added[version], ARGV[a + 2]) end
+  end
+end
+local lengths = {}
+for _, version in ipairs(order) do
+  local rows, new_rows = keys[version], added[version]
+  for first = 1, #new_rows, 1000 do
+    redis.call('RPUSH', rows, unpack(new_rows, first, math.min(first + 999, #new_rows)))
+  end
+  if #new_rows > 0 then redis.call('HINCRBY', KEYS[2], version, #new_rows) end
+  lengths[#lengths + 1] = version
+  lengths[#lengths + 1] = redis.call('LLEN', rows)
+  redis.call('LTRIM', rows, -cap, -1)
+  redis.call('EXPIRE', rows, state_ttl)
+  redis.call('HSETNX', KEYS[1], version, '{}')
+end
+return {fresh, early, lengths}
+"""
+
+# KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown.
+# ARGV: windows when peeked, windows judged, their rows, state, state ttl, version name, summary, cooldown
+# seconds (0: none), history length, then per alert its status ("open" or "resolved") and JSON, in order.
+SAVE_WINDOW_OUTCOMES = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('LTRIM', KEYS[2], tonumber(ARGV[3]), -1)
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
+for i = 10, #ARGV, 2 do
+  if ARGV[i] == 'open' then
+    redis.call('SET', KEYS[5], ARGV[i + 1])
+  else
+    redis.call('DEL', KEYS[5])
+    if tonumber(ARGV[8]) > 0 then redis.call('SET', KEYS[7], '1', 'EX', ARGV[8]) end
+  end
+  redis.call('LPUSH', KEYS[6], ARGV[i + 1])
+end
+if #ARGV >= 10 then redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1) end
+return 1
+"""
 
 
 class DriftStore:
@@ -108,17 +190,34 @@ class DriftStore:
         await self._execute(pipe)
         return len(keys)
 
-    async def mark_seen(self, seen: Sequence[tuple[str, Seen]]) -> tuple[list[bool], list[str | None]]:
-        """Remember each ``(request id, prediction)``: per id, False when it was seen already (a redelivery),
-        and the label that arrived before its prediction, if one did."""
+    async def record_predictions(self, batch: Sequence[Recorded]) -> Recording:
+        """Remember a batch of predictions and append the rows of the new ones to their versions' windows,
+        in one atomic round trip: a prediction seen before (a redelivery, or a batch retried after Redis
+        went away mid-way) adds no row, so no row is lost or counted twice.
+
+        A window list is trimmed to its newest ``2 * window_size + max_batch`` rows, in case windows stop
+        being taken off it (a version without reference statistics); a batch never loses rows to the trim.
+        """
+        cap = 2 * self.settings.window_size + self.settings.max_batch
+        keys = [self.key("versions"), self.key("counted")]
+        args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap]
+        for item in batch:
+            version = f"{item.seen.model}:{item.seen.version}"
+            keys += [self.key("seen", item.request_id), self.key("early-label", item.request_id)]
+            keys.append(self.key("rows", item.seen.model, item.seen.version))
+            args += [item.seen.encode(), item.row or b"", version]
         pipe = self.client.pipeline(transaction=False)
-        for request_id, what in seen:
-            pipe.set(self.key("seen", request_id), what.encode(), nx=True, ex=self.settings.label_ttl_s)
-            pipe.getdel(self.key("early-label", request_id))
-        results = await self._execute(pipe)
-        fresh = [bool(r) for r in results[0::2]]
-        early = [r.decode() if r else None for r in results[1::2]]
-        return fresh, early
+        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args)
+        fresh, early, lengths = (await self._execute(pipe))[0]
+        by_version: dict[tuple[str, str], int] = {}
+        for name, length in zip(lengths[0::2], lengths[1::2], strict=True):
+            model, version = name.decode().rsplit(":", 1)
+            by_version[(model, version)] = min(int(length), cap)
+        return Recording(
+            fresh=[bool(f) for f in fresh],
+            early_labels=[e.decode() if e else None for e in early],
+            lengths=by_version,
+        )
 
     async def park_labels(self, labels: Sequence[tuple[str, str]]) -> list[Seen | None]:
         """Keep ``(request id, label)`` whose prediction was not seen yet, to be joined when it is.
@@ -144,63 +243,60 @@ class DriftStore:
                 seen[i] = None
         return seen
 
-    async def push_rows(self, rows: dict[tuple[str, str], list[bytes]]) -> dict[tuple[str, str], int]:
-        """Append rows to their versions' windows; the length of each list afterwards.
-
-        A list is trimmed to its newest ``2 * window_size + max_batch`` rows, in case windows stop being taken
-        off it (a version without reference statistics); a batch never loses rows to the trim.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        cap = 2 * self.settings.window_size + self.settings.max_batch
-        for (model, version), values in rows.items():
-            key = self.key("rows", model, version)
-            pipe.rpush(key, *values)
-            pipe.ltrim(key, -cap, -1)
-            pipe.expire(key, self.settings.state_ttl_s)
-            pipe.hsetnx(self.key("versions"), f"{model}:{version}", "{}")
-        results = await self._execute(pipe)
-        return {mv: min(int(results[4 * i]), cap) for i, mv in enumerate(rows)}
-
-    async def take_window(self, model: str, version: str) -> TakenWindow:
-        """Take the oldest full window off the version's list, atomically, with its judging context."""
-        key = self.key("rows", model, version)
+    async def peek_windows(self, model: str, version: str, count: int) -> PeekedWindows:
+        """The oldest ``count`` full windows of the version's list (fewer if it holds fewer), with their
+        judging context; left on the list until :meth:`save_window_outcomes` takes them off."""
         size = self.settings.window_size
         pipe = self.client.pipeline(transaction=True)
-        pipe.lrange(key, 0, size - 1)
-        pipe.ltrim(key, size, -1)
+        pipe.lrange(self.key("rows", model, version), 0, count * size - 1)
         pipe.get(self.key("state", model, version))
         pipe.get(self.key("alert", "open", model))
         pipe.exists(self.key("alert", "cooldown", model))
-        rows, _, state, open_alert, cooling = await self._execute(pipe)
-        return TakenWindow(list(rows), state, open_alert, bool(cooling))
+        pipe.get(self.key("windows", model, version))
+        rows, state, open_alert, cooling, windows = await self._execute(pipe)
+        return PeekedWindows(list(rows), state, open_alert, bool(cooling), int(windows or 0))
 
-    async def save_window_outcome(
+    async def save_window_outcomes(
         self,
         model: str,
         version: str,
+        peeked: PeekedWindows,
         *,
+        judged: int,
         state: str,
         summary: dict[str, Any],
-        raised: str | None = None,
-        resolved: str | None = None,
-    ) -> None:
-        """Store a version's state and summary, and an alert raised or resolved by its window."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.key("state", model, version), state, ex=self.settings.state_ttl_s)
-        pipe.hset(self.key("versions"), f"{model}:{version}", json.dumps(summary))
-        if raised is not None:
-            pipe.set(self.key("alert", "open", model), raised)
-            pipe.lpush(self.key("alerts"), raised)
-        if resolved is not None:
-            pipe.delete(self.key("alert", "open", model))
-            pipe.lpush(self.key("alerts"), resolved)
-            if self.settings.alert_cooldown_s > 0:
-                pipe.set(
-                    self.key("alert", "cooldown", model), "1", ex=max(1, int(self.settings.alert_cooldown_s))
-                )
-        if raised is not None or resolved is not None:
-            pipe.ltrim(self.key("alerts"), 0, HISTORY - 1)
-        await self._execute(pipe)
+        alerts: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        """Take ``judged`` windows off the list and store the version's state and summary and the alerts
+        they raised or resolved (``(status, alert JSON)`` in order), atomically; only if no outcome was saved
+        since the windows were peeked (False then: an earlier attempt whose answer was lost saved them)."""
+        keys = [
+            self.key("windows", model, version),
+            self.key("rows", model, version),
+            self.key("state", model, version),
+            self.key("versions"),
+            self.key("alert", "open", model),
+            self.key("alerts"),
+            self.key("alert", "cooldown", model),
+        ]
+        cooldown = max(1, int(self.settings.alert_cooldown_s)) if self.settings.alert_cooldown_s > 0 else 0
+        args: list[str | int] = [
+            peeked.windows,
+            judged,
+            judged * self.settings.window_size,
+            state,
+            self.settings.state_ttl_s,
+            f"{model}:{version}",
+            json.dumps(summary),
+            cooldown,
+            HISTORY,
+        ]
+        for status, alert in alerts:
+            args += [status, alert]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.eval(SAVE_WINDOW_OUTCOMES, len(keys), *keys, *args)
+        (saved,) = await self._execute(pipe)
+        return bool(saved)
 
     async def lookup_seen(self, request_ids: Sequence[str]) -> list[Seen | None]:
         """The predictions that labels refer to (None where unknown or expired)."""
@@ -284,8 +380,12 @@ class DriftStore:
         """Everything `dlstream drift status` shows: versions, accuracy, open alerts, retraining runs."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.key("versions"))
-        (versions,) = await self._execute(pipe)
+        pipe.hgetall(self.key("counted"))
+        versions, counted = await self._execute(pipe)
         summaries = {k.decode(): json.loads(v) for k, v in versions.items()}
+        for name, count in counted.items():
+            if name.decode() in summaries:
+                summaries[name.decode()]["predictions"] = int(count)
         models = sorted({name.rsplit(":", 1)[0] for name in summaries})
         pipe = self.client.pipeline(transaction=False)
         for name in summaries:

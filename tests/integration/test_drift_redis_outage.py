@@ -1,0 +1,111 @@
+"""The drift monitor through a Redis outage: it waits, says so, resumes, and counts every prediction once."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.request
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.drifted import drifted_digits
+from pipelines.samples import held_out_payloads
+from services.common.contract import Modality
+from services.common.settings import Settings
+from services.drift.store import DriftStore, with_store
+from services.stack.local_stack import LocalStack
+from tests.integration.conftest import TopicFactory
+from tests.integration.drift import (
+    MONITOR_ARGV,
+    WINDOW,
+    alerts_on_kafka,
+    drift_settings,
+    events_of,
+    overview,
+    wait_for,
+)
+from tests.integration.workers import Worker, producer, raw_outcomes, send_samples, wait_for_predictions
+
+pytestmark = pytest.mark.integration
+
+
+async def pending_rows(store: DriftStore, model: str, version: str) -> int:
+    """Rows of a version waiting for its next window."""
+    return int(await store.client.llen(store.key("rows", model, version)))
+
+
+def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
+    settings: Settings, local_stack: LocalStack, topics: TopicFactory, group_id: str, tmp_path: Path
+) -> None:
+    if "redis" not in local_stack.services or local_stack.record("redis") is None:
+        pytest.skip("needs a stack started by the tests (not DLSTREAM_TEST_ATTACH)")
+    deployed = drift_settings(settings, topics, group_id)
+    digits, labels = held_out_payloads("digits", 0)
+    assert labels is not None
+    index = random.Random(5).sample(range(len(digits)), 600)
+    clean = events_of(Modality.IMAGE, [digits[i] for i in index[:300]], [labels[i] for i in index[:300]])
+    inverted = drifted_digits([digits[i] for i in index[300:]], "inverted")
+    samples = clean + events_of(Modality.IMAGE, inverted, [labels[i] for i in index[300:]])
+    ids = {s.event.id for s in samples}
+    worker = Worker(deployed, tmp_path / "worker.log").start()
+    monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
+
+    def produce_steadily() -> None:
+        kafka = producer(deployed)
+        try:
+            for start in range(0, len(samples), 30):  # about 20 s of traffic, the outage in the middle
+                send_samples(kafka, deployed, samples[start : start + 30])
+                kafka.flush(timeout=60)
+                time.sleep(1.0)
+        finally:
+            kafka.close(timeout=10)
+
+    traffic = threading.Thread(target=produce_steadily)
+    try:
+        traffic.start()
+        wait_for(lambda: len(raw_outcomes(deployed)[0]) >= 150, timeout_s=180, what="150 predictions")
+        local_stack.stop("redis")
+        try:
+            time.sleep(5)
+            health = (
+                urllib.request.urlopen(f"http://127.0.0.1:{deployed.drift.web_port}/health", timeout=10)
+                .read()
+                .decode()
+            )
+            assert '"retrying"' in health, f"the monitor should say it waits for Redis: {health}"
+            time.sleep(10)
+        finally:
+            local_stack.start("redis")
+        traffic.join()
+        found = wait_for_predictions(deployed, ids)
+        assert set(found) == ids
+        made = Counter(p.data.model_version for p in found.values() if p.data.model == "digits")
+
+        def counted() -> dict[str, Any] | None:
+            versions = overview(deployed).get("digits", {}).get("versions", {})
+            done = {v: s for v, s in versions.items() if s.get("predictions") == made.get(v)}
+            return versions if len(done) == len(made) else None
+
+        versions = wait_for(counted, timeout_s=180, what="every digits prediction counted by the monitor")
+        for version, summary in versions.items():
+            pending = with_store(deployed, partial(pending_rows, model="digits", version=version))
+            assert summary["windows"] * WINDOW + pending == made[version], (version, summary, pending)
+
+        def raised() -> list[str] | None:
+            state = overview(deployed).get("digits", {})
+            return [state["open_alert"]["id"]] if state.get("open_alert") else None
+
+        open_id = wait_for(raised, timeout_s=120, what="the alert of the inverted digits")[0]
+        assert open_id in {a.id for a in alerts_on_kafka(deployed)}, "the open alert never reached Kafka"
+        assert monitor.running, f"the monitor died; see {monitor.log_path}"
+        print(f"Redis away 15 s: {made} predictions, windows {versions}")
+    finally:
+        if traffic.is_alive():
+            traffic.join()
+        monitor.stop()
+        worker.stop()

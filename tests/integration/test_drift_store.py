@@ -1,0 +1,67 @@
+"""The drift store's atomic steps against the real Redis: a batch or a window applied twice counts once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.common.settings import Settings
+from services.drift.store import DriftStore, Recorded, Seen, with_store
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(settings: Settings, unique_name: str) -> Settings:
+    drift = settings.drift.model_copy(update={"key_prefix": f"test:{unique_name}", "window_size": 4})
+    return settings.model_copy(update={"drift": drift})
+
+
+def test_a_batch_recorded_twice_adds_its_rows_once_and_reports_the_lengths_again(
+    settings: Settings, unique_name: str
+) -> None:
+    deployed = _settings(settings, unique_name)
+    seen = Seen("m", "1", "a", "image")
+    batch = [Recorded(f"r{i}", seen, f"row{i}".encode()) for i in range(6)]
+    batch.append(Recorded("no-window", Seen("m", "2", "a", "image"), None))
+
+    async def run(store: DriftStore) -> None:
+        first = await store.record_predictions(batch)
+        again = await store.record_predictions(batch)  # a retry after the answer was lost
+        assert first.fresh == [True] * 7
+        assert again.fresh == [False] * 7
+        assert first.lengths == again.lengths == {("m", "1"): 6}
+        assert await store.client.hget(store.key("counted"), "m:1") == b"6"
+        await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+
+    with_store(deployed, run)
+
+
+def test_window_outcomes_are_saved_once_however_often_they_are_retried(
+    settings: Settings, unique_name: str
+) -> None:
+    deployed = _settings(settings, unique_name)
+    seen = Seen("m", "1", "a", "image")
+
+    async def run(store: DriftStore) -> None:
+        await store.record_predictions([Recorded(f"r{i}", seen, f"row{i}".encode()) for i in range(6)])
+        peeked = await store.peek_windows("m", "1", 2)  # asks for two, the list holds one full window
+        assert peeked.rows[:4] == [f"row{i}".encode() for i in range(4)]
+        assert peeked.windows == 0
+        alert = '{"id": "a"}'
+        for attempt in range(2):  # the second is a retry whose first answer was lost: saved already
+            saved = await store.save_window_outcomes(
+                "m", "1", peeked, judged=1, state="{}", summary={"windows": 1}, alerts=[("open", alert)]
+            )
+            assert saved is (attempt == 0)
+        assert await store.client.lrange(store.key("rows", "m", "1"), 0, -1) == [b"row4", b"row5"]
+        assert await store.client.lrange(store.key("alerts"), 0, -1) == [alert.encode()]
+        assert await store.client.get(store.key("alert", "open", "m")) == alert.encode()
+        nxt = await store.peek_windows("m", "1", 1)
+        assert nxt.windows == 1
+        summary = await store.client.hget(store.key("versions"), "m:1")
+        assert summary is not None
+        assert json.loads(summary) == {"windows": 1}
+        await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+
+    with_store(deployed, run)
