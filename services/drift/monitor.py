@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import structlog
 
@@ -20,14 +21,54 @@ from services.common.contract import (
     format_time,
 )
 from services.common.settings import Settings
+from services.drift.detector import Judgement, VersionDetector
 from services.drift.metrics import DriftMetrics
-from services.drift.policy import AlertAction, VersionState, alert_action
-from services.drift.store import DriftStore, Recorded, Seen
-from services.drift.windows import Reference, WindowResult, decode_rows, encode_row, evaluate_window
+from services.drift.policy import AlertAction, VersionState
+from services.drift.store import PeekedWindows, Recorded, Recording, Seen
+from services.drift.windows import Reference, WindowResult, encode_row
 from services.retrain.launchers import Launcher
 from services.retrain.policy import retrain_check
 
 log = structlog.get_logger("dlstream.drift")
+
+
+class MonitorStore(Protocol):
+    """The monitor's side of Redis (:class:`services.drift.store.DriftStore`); tests stand in for it."""
+
+    async def reference(self, model: str, version: str) -> bytes | None: ...
+
+    async def record_predictions(self, batch: Sequence[Recorded]) -> Recording: ...
+
+    async def peek_windows(self, model: str, version: str, count: int) -> PeekedWindows: ...
+
+    async def save_window_outcomes(
+        self,
+        model: str,
+        version: str,
+        peeked: PeekedWindows,
+        *,
+        judged: int,
+        state: str,
+        summary: dict[str, Any],
+        alerts: Sequence[tuple[str, str]] = (),
+    ) -> bool: ...
+
+    async def lookup_seen(self, request_ids: Sequence[str]) -> list[Seen | None]: ...
+
+    async def park_labels(self, labels: Sequence[tuple[str, str]]) -> list[Seen | None]: ...
+
+    async def add_feedback(self, matched: Sequence[tuple[str, str, Seen]]) -> None: ...
+
+    async def retrain_context(self, model: str) -> tuple[bytes | None, int, dict[bytes, bytes]]: ...
+
+    async def lock_retraining(self, model: str, owner: str) -> bool: ...
+
+    async def unlock_retraining(self, model: str, owner: str) -> None: ...
+
+    async def record_run(self, model: str, fields: dict[Any, Any], *, history: bool = False) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 Publish = Callable[[Sequence[tuple[str, KafkaRecord]]], Awaitable[None]]
 Webhook = Callable[[DriftAlert], Awaitable[None]]
@@ -41,7 +82,7 @@ class DriftMonitor:
     def __init__(
         self,
         settings: Settings,
-        store: DriftStore,
+        store: MonitorStore,
         *,
         metrics: DriftMetrics,
         publish: Publish,
@@ -133,24 +174,21 @@ class DriftMonitor:
         judged = len(peeked.rows) // size
         if judged == 0 or reference is None:
             return []
-        state = VersionState.from_json(peeked.state)
+        detector = VersionDetector.restore(version, reference, drift, peeked.state)
         open_alert = DriftAlert.model_validate_json(peeked.open_alert) if peeked.open_alert else None
         cooling_down = peeked.cooling_down
         changed: list[DriftAlert] = []
         for k in range(judged):
             started = time.perf_counter()
-            result = await asyncio.to_thread(
-                evaluate_window,
-                decode_rows(peeked.rows[k * size : (k + 1) * size]),
-                reference,
-                false_alarm_rate=drift.false_alarm_rate,
-                permutations=drift.mmd_permutations,
-                seed=state.windows,
+            judgement = await asyncio.to_thread(
+                detector.update,
+                peeked.rows[k * size : (k + 1) * size],
+                open_alert_version=open_alert.version if open_alert else None,
+                cooling_down=cooling_down,
             )
             self.metrics.window_seconds.observe(time.perf_counter() - started)
-            state.update(result)
-            self._count_window(model, version, result)
-            alert = self._alert_change(model, version, state, result, reference, open_alert, cooling_down)
+            self._count_window(model, version, judgement.result)
+            alert = self._alert_change(model, detector, judgement, open_alert)
             if alert is not None:
                 changed.append(alert)
                 open_alert = alert if alert.status == "open" else None
@@ -170,27 +208,13 @@ class DriftMonitor:
                     p_value=alert.p_value,
                     resolution=alert.resolution,
                 )
-        summary = {
-            "windows": state.windows,
-            "flagged_windows": state.flagged_windows,
-            "flagged_streak": state.flagged_streak,
-            "last_p_value": state.last_p_value,
-            "last_tests": state.last_tests,
-            "class_counts": {
-                label: count
-                for label, count in zip(reference.labels, state.class_counts, strict=True)
-                if count
-            },
-            "confidence_histogram": state.confidence_histogram,
-            "updated_at": format_time(datetime.now(UTC)),
-        }
         saved = await self.store.save_window_outcomes(
             model,
             version,
             peeked,
             judged=judged,
-            state=state.to_json(),
-            summary=summary,
+            state=detector.save(),
+            summary=detector.summary(),
             alerts=[(alert.status, alert.model_dump_json()) for alert in changed],
         )
         if not saved:
@@ -200,28 +224,13 @@ class DriftMonitor:
         return changed
 
     def _alert_change(
-        self,
-        model: str,
-        version: str,
-        state: VersionState,
-        result: WindowResult,
-        reference: Reference,
-        open_alert: DriftAlert | None,
-        cooling_down: bool,
+        self, model: str, detector: VersionDetector, judgement: Judgement, open_alert: DriftAlert | None
     ) -> DriftAlert | None:
-        """The alert a judged window raises or resolves, if any."""
-        drift = self.settings.drift
-        action = alert_action(
-            state,
-            version,
-            open_alert_version=open_alert.version if open_alert else None,
-            cooling_down=cooling_down,
-            alert_after=drift.alert_after_windows,
-            resolve_after=drift.resolve_after_windows,
-        )
-        if action is AlertAction.RAISE:
-            return self._new_alert(model, version, state, result, reference)
-        if action is AlertAction.RESOLVE and open_alert is not None:
+        """The alert a judged window raises, or the open one it resolves, if any."""
+        version, state = detector.version, detector.state
+        if judgement.action is AlertAction.RAISE:
+            return self._new_alert(model, version, state, judgement.result, detector.reference)
+        if judgement.action is AlertAction.RESOLVE and open_alert is not None:
             resolution = (
                 f"{state.clean_streak} clean windows of version {version}"
                 if open_alert.version == version

@@ -1,0 +1,224 @@
+"""The drift monitor fed through a store in memory that keeps DriftStore's promises (no Redis): a batch
+retried after a lost answer counts once, windows are judged once, alerts are raised and resolved once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.common.contract import DriftAlert, KafkaRecord, Modality, PredictionData, ScoredLabel, Timing
+from services.common.errors import TransientError
+from services.common.settings import load_settings
+from services.drift.metrics import DriftMetrics
+from services.drift.monitor import DriftMonitor
+from services.drift.store import PeekedWindows, Recorded, Recording, Seen
+
+LABELS = ["a", "b", "c", "d"]
+WINDOW = 10
+
+
+class MemoryStore:
+    """DriftStore's contract in memory. ``lose_answer`` names methods whose next call is applied and then
+    raises, as when Redis goes away before its answer arrives."""
+
+    def __init__(self, references: dict[tuple[str, str], str]) -> None:
+        self.references = references
+        self.seen: dict[str, Seen] = {}
+        self.rows: dict[tuple[str, str], list[bytes]] = {}
+        self.counted: dict[tuple[str, str], int] = {}
+        self.windows: dict[tuple[str, str], int] = {}
+        self.state: dict[tuple[str, str], str] = {}
+        self.summaries: dict[tuple[str, str], dict[str, Any]] = {}
+        self.open_alert: dict[str, str] = {}
+        self.alerts: list[str] = []
+        self.lose_answer: set[str] = set()
+
+    def _answered(self, method: str) -> None:
+        if method in self.lose_answer:
+            self.lose_answer.discard(method)
+            raise TransientError(f"Redis: connection lost during {method}")
+
+    async def reference(self, model: str, version: str) -> bytes | None:
+        found = self.references.get((model, version))
+        return found.encode() if found else None
+
+    async def record_predictions(self, batch: Sequence[Recorded]) -> Recording:
+        fresh, lengths = [], {}
+        for item in batch:
+            new = item.request_id not in self.seen
+            self.seen.setdefault(item.request_id, item.seen)
+            fresh.append(new)
+            if item.row is not None:
+                key = (item.seen.model, item.seen.version)
+                if new:
+                    self.rows.setdefault(key, []).append(item.row)
+                    self.counted[key] = self.counted.get(key, 0) + 1
+                lengths[key] = len(self.rows.get(key, []))
+        self._answered("record_predictions")
+        return Recording(fresh=fresh, early_labels=[None] * len(batch), lengths=lengths)
+
+    async def peek_windows(self, model: str, version: str, count: int) -> PeekedWindows:
+        key = (model, version)
+        return PeekedWindows(
+            rows=self.rows.get(key, [])[: count * WINDOW],
+            state=self.state.get(key, "").encode() or None,
+            open_alert=self.open_alert[model].encode() if model in self.open_alert else None,
+            cooling_down=False,
+            windows=self.windows.get(key, 0),
+        )
+
+    async def save_window_outcomes(
+        self,
+        model: str,
+        version: str,
+        peeked: PeekedWindows,
+        *,
+        judged: int,
+        state: str,
+        summary: dict[str, Any],
+        alerts: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        key = (model, version)
+        if self.windows.get(key, 0) != peeked.windows:
+            return False
+        self.windows[key] = peeked.windows + judged
+        self.rows[key] = self.rows[key][judged * WINDOW :]
+        self.state[key], self.summaries[key] = state, summary
+        for status, alert in alerts:
+            if status == "open":
+                self.open_alert[model] = alert
+            else:
+                self.open_alert.pop(model, None)
+            self.alerts.append(alert)
+        self._answered("save_window_outcomes")
+        return True
+
+    async def lookup_seen(self, request_ids: Sequence[str]) -> list[Seen | None]:
+        return [self.seen.get(request_id) for request_id in request_ids]
+
+    async def park_labels(self, labels: Sequence[tuple[str, str]]) -> list[Seen | None]:
+        return [None] * len(labels)
+
+    async def add_feedback(self, matched: Sequence[tuple[str, str, Seen]]) -> None:
+        return None
+
+    async def retrain_context(self, model: str) -> tuple[bytes | None, int, dict[bytes, bytes]]:
+        return None, 0, {}
+
+    async def lock_retraining(self, model: str, owner: str) -> bool:
+        return True
+
+    async def unlock_retraining(self, model: str, owner: str) -> None:
+        return None
+
+    async def record_run(self, model: str, fields: dict[Any, Any], *, history: bool = False) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def softmax_rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray[Any, Any]:
+    """Class scores like the reference's; ``shift`` moves mass to the last class (drift)."""
+    logits = rng.normal(size=(n, 4)) + np.array([2.0, 1.0, 0.0, shift])
+    scores: np.ndarray[Any, Any] = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return scores
+
+
+def reference_document(rng: np.random.Generator) -> str:
+    softmax = softmax_rows(rng, 300)
+    return json.dumps(
+        {
+            "labels": LABELS,
+            "predicted_class_counts": np.bincount(softmax.argmax(1), minlength=4).tolist(),
+            "softmax_sample": softmax.round(6).tolist(),
+            "embedding_sample": softmax[:, :2].round(6).tolist(),
+        }
+    )
+
+
+def predictions(
+    rng: np.random.Generator, n: int, *, version: str = "1", shift: float = 0.0
+) -> list[PredictionData]:
+    out = []
+    for i, row in enumerate(softmax_rows(rng, n, shift)):
+        best = int(row.argmax())
+        out.append(
+            PredictionData(
+                request_id=f"{version}-{shift}-{rng.integers(1 << 62)}-{i}",
+                modality=Modality.IMAGE,
+                model="m",
+                model_version=version,
+                label=LABELS[best],
+                score=float(row[best]),
+                top_k=[ScoredLabel(label=LABELS[best], score=float(row[best]))],
+                probabilities=[round(float(v), 6) for v in row],
+                embedding=[round(float(v), 6) for v in row[:2]],
+                timing=Timing(queued_ms=0, inference_ms=0, total_ms=0),
+            )
+        )
+    return out
+
+
+class Published:
+    """The alerts the monitor published to Kafka."""
+
+    def __init__(self) -> None:
+        self.alerts: list[DriftAlert] = []
+
+    async def __call__(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
+        self.alerts += [DriftAlert.model_validate_json(record.value) for _, record in records]
+
+
+def monitor_with(store: MemoryStore, published: Published) -> DriftMonitor:
+    settings = load_settings(drift={"window_size": WINDOW, "alert_after_windows": 2, "mmd_permutations": 50})
+    return DriftMonitor(settings, store, metrics=DriftMetrics(), publish=published)
+
+
+def test_a_batch_retried_after_lost_answers_counts_every_prediction_once_and_judges_each_window_once() -> (
+    None
+):
+    rng = np.random.default_rng(0)
+    store = MemoryStore({("m", "1"): reference_document(rng)})
+    published = Published()
+    monitor = monitor_with(store, published)
+    batch = predictions(rng, 25)
+
+    async def run() -> None:
+        store.lose_answer = {"record_predictions"}
+        with pytest.raises(TransientError):
+            await monitor.observe(batch)
+        store.lose_answer = {"save_window_outcomes"}
+        with pytest.raises(TransientError):
+            await monitor.observe(batch)  # recorded before: only its windows are judged, and saved
+        await monitor.observe(batch)  # saved before: nothing is judged or counted again
+
+    asyncio.run(run())
+    assert store.counted[("m", "1")] == 25
+    assert store.windows[("m", "1")] == 2
+    assert len(store.rows[("m", "1")]) == 5
+    assert store.summaries[("m", "1")]["windows"] == 2
+    assert published.alerts == []
+
+
+def test_drifted_windows_raise_one_alert_and_a_clean_window_of_a_new_version_resolves_it() -> None:
+    rng = np.random.default_rng(1)
+    store = MemoryStore({("m", "1"): reference_document(rng), ("m", "2"): reference_document(rng)})
+    published = Published()
+    monitor = monitor_with(store, published)
+
+    async def run() -> None:
+        for _ in range(2):
+            await monitor.observe(predictions(rng, 20, shift=4.0))
+        await monitor.observe(predictions(rng, WINDOW, version="2"))
+
+    asyncio.run(run())
+    assert [(a.status, a.version) for a in published.alerts] == [("open", "1"), ("resolved", "1")]
+    assert published.alerts[0].window == 1  # the second flagged window in a row
+    assert [json.loads(a)["status"] for a in store.alerts] == ["open", "resolved"]
+    assert "m" not in store.open_alert
