@@ -29,7 +29,7 @@ from tests.integration.drift import (
     overview,
     wait_for,
 )
-from tests.integration.workers import Worker, producer, raw_outcomes, send_samples, wait_for_predictions
+from tests.integration.workers import Worker, raw_outcomes, send_steadily, wait_for_predictions
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +55,10 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
     worker = Worker(deployed, tmp_path / "worker.log").start()
     monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
 
-    def produce_steadily() -> None:
-        kafka = producer(deployed)
-        try:
-            for start in range(0, len(samples), 30):  # about 20 s of traffic, the outage in the middle
-                send_samples(kafka, deployed, samples[start : start + 30])
-                kafka.flush(timeout=60)
-                time.sleep(1.0)
-        finally:
-            kafka.close(timeout=10)
-
-    traffic = threading.Thread(target=produce_steadily)
+    # About 20 s of traffic, the outage in the middle.
+    traffic = threading.Thread(
+        target=send_steadily, args=(deployed, samples), kwargs={"chunk": 30, "pause_s": 1.0}
+    )
     try:
         traffic.start()
         wait_for(lambda: len(raw_outcomes(deployed)[0]) >= 150, timeout_s=180, what="150 predictions")

@@ -23,6 +23,7 @@ from tests.integration.workers import (
     producer,
     raw_outcomes,
     send_samples,
+    send_steadily,
     wait_for_predictions,
 )
 
@@ -144,17 +145,10 @@ def test_triton_stopped_for_15s_mid_stream_loses_nothing_and_dead_letters_nothin
     ids = {s.event.id for s in samples}
     worker = start_worker(deployed, tmp_path, workers)
 
-    def produce_steadily() -> None:
-        kafka = producer(deployed)
-        try:
-            for start in range(0, len(samples), 50):  # about 20 s of traffic, outage in the middle
-                send_samples(kafka, deployed, samples[start : start + 50])
-                kafka.flush(timeout=60)
-                time.sleep(0.6)
-        finally:
-            kafka.close(timeout=10)
-
-    traffic = threading.Thread(target=produce_steadily)
+    # About 20 s of traffic, the outage in the middle.
+    traffic = threading.Thread(
+        target=send_steadily, args=(deployed, samples), kwargs={"chunk": 50, "pause_s": 0.6}
+    )
     traffic.start()
     try:
         wait_for_count(deployed, 200)

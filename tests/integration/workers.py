@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -174,6 +175,19 @@ def send_and_flush(settings: Settings, samples: Iterable[Sample]) -> None:
         kafka.flush()
     finally:
         kafka.close()
+
+
+def send_steadily(settings: Settings, samples: Sequence[Sample], *, chunk: int, pause_s: float) -> None:
+    """Produce the samples ``chunk`` at a time, each chunk flushed, with a pause between chunks: traffic that
+    keeps coming while a test stops something."""
+    kafka = producer(settings)
+    try:
+        for start in range(0, len(samples), chunk):
+            send_samples(kafka, settings, samples[start : start + chunk])
+            kafka.flush(timeout=60)
+            time.sleep(pause_s)
+    finally:
+        kafka.close(timeout=10)
 
 
 def raw_outcomes(settings: Settings) -> tuple[list[PredictionEvent], list[DeadLetter]]:
