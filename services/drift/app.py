@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
 import faust
 import structlog
 
-from services.common.contract import DriftAlert, FeedbackLabel, Modality, PredictionEvent
-from services.common.errors import ContractError, TransientError
+from services.common.contract import DriftAlert, Modality
+from services.common.errors import TransientError
 from services.common.faust_app import add_health_pages, service_app
 from services.common.health import WorkerState
 from services.common.kafka_sink import KafkaSink
 from services.common.settings import Settings
+from services.drift.intake import take_labels, take_predictions
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
 from services.drift.store import DriftStore, async_redis
@@ -23,23 +23,6 @@ from services.retrain.launchers import Launcher
 
 log = structlog.get_logger("dlstream.drift")
 TICK_S = 5.0
-
-
-async def _retrying(state: WorkerState, action: Any, what: str, settings: Settings) -> Any:
-    """Run ``action()`` until it gets through Redis and Kafka outages, backing off; health says retrying."""
-    delay: float | None = None
-    while True:
-        try:
-            result = await action()
-        except TransientError as error:
-            retry = settings.retry
-            delay = state.back_off(delay, initial_s=retry.initial_s, max_s=retry.max_s, now=time.monotonic())
-            log.warning("drift.retry", stage=what, wait_s=round(delay, 2), error=str(error))
-            await asyncio.sleep(delay)
-        else:
-            if delay is not None:
-                state.end_wait()
-            return result
 
 
 def build_app(
@@ -51,7 +34,8 @@ def build_app(
 ) -> faust.App:
     """The monitor app: one agent over the prediction topics, one over labels, a timer following jobs.
 
-    Events are acknowledged (so committed) after their effect is in Redis and any alert is on Kafka.
+    Events are acknowledged (so committed) after their effect is in Redis and any alert is on Kafka
+    (:mod:`services.drift.intake`).
     """
     drift = settings.drift
     monitor_state = state or WorkerState()
@@ -111,18 +95,8 @@ def build_app(
         try:
             async for events in stream.noack_take(drift.max_batch, within=drift.max_wait_ms / 1000):
                 taken = list(events)
-                parsed = []
-                for event in taken:
-                    try:
-                        parsed.append(PredictionEvent.from_kafka(event.message.value).data)
-                    except ContractError as error:
-                        # Not ours to dead-letter (predictions are the workers' output): logged and skipped.
-                        log.error("drift.bad_prediction", topic=event.message.topic, error=error.message)
-                await _retrying(
-                    monitor_state, lambda p=parsed: drift_monitor.observe(p), "predictions", settings
-                )
-                monitor_state.batches += 1
-                monitor_state.last_batch_at = time.monotonic()
+                records = [(event.message.topic, event.message.value) for event in taken]
+                await take_predictions(drift_monitor, monitor_state, records, settings.retry)
                 for event in taken:
                     await stream.ack(event)
         finally:
@@ -136,15 +110,8 @@ def build_app(
         drift_monitor = await monitor()
         async for events in stream.noack_take(drift.max_batch, within=drift.max_wait_ms / 1000):
             taken = list(events)
-            parsed = []
-            for event in taken:
-                try:
-                    parsed.append(FeedbackLabel.from_kafka(event.message.value))
-                except ContractError as error:
-                    log.error("drift.bad_label", offset=event.message.offset, error=error.message)
-            await _retrying(
-                monitor_state, lambda p=parsed: drift_monitor.observe_labels(p), "labels", settings
-            )
+            records = [(event.message.offset, event.message.value) for event in taken]
+            await take_labels(drift_monitor, monitor_state, records, settings.retry)
             for event in taken:
                 await stream.ack(event)
 

@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
-from services.common.contract import DriftAlert, KafkaRecord, Modality, PredictionData, ScoredLabel, Timing
+from services.common.contract import (
+    DriftAlert,
+    FeedbackLabel,
+    KafkaRecord,
+    Modality,
+    PredictionData,
+    PredictionEvent,
+    ScoredLabel,
+    Timing,
+)
 from services.common.errors import TransientError
+from services.common.health import WorkerState
 from services.common.settings import load_settings
+from services.drift.intake import take_labels, take_predictions
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
 from services.drift.store import PeekedWindows, Recorded, Recording, Seen
@@ -37,6 +49,8 @@ class MemoryStore:
         self.open_alert: dict[str, str] = {}
         self.alerts: list[str] = []
         self.lose_answer: set[str] = set()
+        self.down_for = 0  # calls refused before anything is applied, as while Redis is stopped
+        self.feedback: list[tuple[str, str, Seen]] = []
 
     def _answered(self, method: str) -> None:
         if method in self.lose_answer:
@@ -48,6 +62,9 @@ class MemoryStore:
         return found.encode() if found else None
 
     async def record_predictions(self, batch: Sequence[Recorded]) -> Recording:
+        if self.down_for:
+            self.down_for -= 1
+            raise TransientError("Redis: connection refused")
         fresh, lengths = [], {}
         for item in batch:
             new = item.request_id not in self.seen
@@ -105,7 +122,7 @@ class MemoryStore:
         return [None] * len(labels)
 
     async def add_feedback(self, matched: Sequence[tuple[str, str, Seen]]) -> None:
-        return None
+        self.feedback += matched
 
     async def retrain_context(self, model: str) -> tuple[bytes | None, int, dict[bytes, bytes]]:
         return None, 0, {}
@@ -165,6 +182,11 @@ def predictions(
     return out
 
 
+def event_value(data: PredictionData) -> bytes:
+    """A prediction as the workers put it on Kafka."""
+    return PredictionEvent(source="tests", subject=data.request_id, data=data).to_kafka().value
+
+
 class Published:
     """The alerts the monitor published to Kafka."""
 
@@ -222,3 +244,46 @@ def test_drifted_windows_raise_one_alert_and_a_clean_window_of_a_new_version_res
     assert published.alerts[0].window == 1  # the second flagged window in a row
     assert [json.loads(a)["status"] for a in store.alerts] == ["open", "resolved"]
     assert "m" not in store.open_alert
+
+
+def test_the_prediction_agent_skips_what_is_not_a_prediction_and_waits_out_an_outage() -> None:
+    rng = np.random.default_rng(2)
+    store = MemoryStore({("m", "1"): reference_document(rng)})
+    monitor = monitor_with(store, Published())
+    state = WorkerState(started=True)
+    records = [("predictions.image", event_value(p)) for p in predictions(rng, 12)]
+    records.insert(3, ("predictions.image", b"{not a prediction"))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        assert state.health(time.monotonic())[1]["status"] == "retrying"
+
+    store.down_for = 3
+    retry = load_settings().retry
+    asyncio.run(take_predictions(monitor, state, records, retry, sleep))
+    assert waits == [0.2, 0.4, 0.8]
+    assert state.retrying_since is None
+    assert state.batches == 1
+    assert store.counted[("m", "1")] == 12
+    assert store.windows[("m", "1")] == 1
+
+
+def test_the_label_agent_joins_labels_with_their_predictions_and_skips_what_is_not_a_label() -> None:
+    rng = np.random.default_rng(3)
+    store = MemoryStore({("m", "1"): reference_document(rng)})
+    monitor = monitor_with(store, Published())
+    state = WorkerState(started=True)
+    made = predictions(rng, 3)
+    asyncio.run(
+        take_predictions(monitor, state, [("p", event_value(p)) for p in made], load_settings().retry)
+    )
+    records = [(0, b"[]")] + [
+        (i + 1, FeedbackLabel(request_id=p.request_id, label="a").to_kafka().value)
+        for i, p in enumerate(made)
+    ]
+    joined = asyncio.run(take_labels(monitor, state, records, load_settings().retry))
+    assert joined == 3
+    assert [(rid, label, seen.label) for rid, label, seen in store.feedback] == [
+        (p.request_id, "a", p.label) for p in made
+    ]
