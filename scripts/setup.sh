@@ -13,6 +13,7 @@ APT_PACKAGES=(
   espeak-ng               # synthesises the spoken-digit data set
   fortunes                # the fortune categories of the text data set
   docker-compose          # validates docker-compose.yml against the Compose specification (tests)
+  chromium                # renders the drift report page in the tests (headless screenshot)
 )
 
 missing=()

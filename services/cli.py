@@ -379,6 +379,23 @@ def drift_alerts(ctx: click.Context, limit: int) -> None:
         click.echo(json.dumps(alert))
 
 
+@drift.command("report")
+@click.option("--model", default=None, help="One model (default: every model the monitor has seen).")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file."
+)
+@click.pass_context
+def drift_report(ctx: click.Context, model: str | None, out: Path) -> None:
+    """Write the drift report page: p-values over time, class mix and confidence, accuracy, alerts, jobs."""
+    from services.drift.report import render_report
+    from services.drift.store import with_store
+
+    settings = _settings(ctx)
+    data = with_store(settings, lambda store: store.report_data(model))
+    out.write_text(render_report(data, false_alarm_rate=settings.drift.false_alarm_rate))
+    click.echo(f"{out}: {len(data['models'])} model(s)")
+
+
 @cli.command("label")
 @click.argument("request_id", required=False)
 @click.argument("label", required=False)

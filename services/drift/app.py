@@ -18,6 +18,7 @@ from services.common.settings import Settings
 from services.drift.intake import take_labels, take_predictions
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
+from services.drift.report import render_report
 from services.drift.store import DriftStore, async_redis
 from services.retrain.launchers import Launcher
 
@@ -124,5 +125,12 @@ def build_app(
                 log.warning("drift.tick_failed", error=str(error))
 
     add_health_pages(app, monitor_state)
+
+    @app.page("/report")
+    async def report(web: Any, request: Any) -> Any:
+        drift_monitor = await monitor()
+        data = await drift_monitor.store.report_data(request.query.get("model"))
+        page = await asyncio.to_thread(render_report, data, false_alarm_rate=drift.false_alarm_rate)
+        return web.html(page)
 
     return app

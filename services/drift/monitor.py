@@ -51,6 +51,7 @@ class MonitorStore(Protocol):
         state: str,
         summary: dict[str, Any],
         alerts: Sequence[tuple[str, str]] = (),
+        records: Sequence[dict[str, Any]] = (),
     ) -> bool: ...
 
     async def lookup_seen(self, request_ids: Sequence[str]) -> list[Seen | None]: ...
@@ -66,6 +67,8 @@ class MonitorStore(Protocol):
     async def unlock_retraining(self, model: str, owner: str) -> None: ...
 
     async def record_run(self, model: str, fields: dict[Any, Any], *, history: bool = False) -> None: ...
+
+    async def report_data(self, model: str | None = None) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
 
@@ -178,6 +181,7 @@ class DriftMonitor:
         open_alert = DriftAlert.model_validate_json(peeked.open_alert) if peeked.open_alert else None
         cooling_down = peeked.cooling_down
         changed: list[DriftAlert] = []
+        records: list[dict[str, Any]] = []
         for k in range(judged):
             started = time.perf_counter()
             judgement = await asyncio.to_thread(
@@ -188,6 +192,14 @@ class DriftMonitor:
             )
             self.metrics.window_seconds.observe(time.perf_counter() - started)
             self._count_window(model, version, judgement.result)
+            records.append(
+                {
+                    "window": detector.state.windows - 1,
+                    "at": format_time(datetime.now(UTC)),
+                    "p": judgement.result.p_value,
+                    "flagged": judgement.result.flagged,
+                }
+            )
             alert = self._alert_change(model, detector, judgement, open_alert)
             if alert is not None:
                 changed.append(alert)
@@ -216,6 +228,7 @@ class DriftMonitor:
             state=detector.save(),
             summary=detector.summary(),
             alerts=[(alert.status, alert.model_dump_json()) for alert in changed],
+            records=records,
         )
         if not saved:
             # An earlier attempt saved these windows and its answer was lost (Redis went away meanwhile).

@@ -117,9 +117,10 @@ end
 return {fresh, early, lengths}
 """
 
-# KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown.
+# KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown, window history.
 # ARGV: windows when peeked, windows judged, their rows, state, state ttl, version name, summary, cooldown
-# seconds (0: none), history length, then per alert its status ("open" or "resolved") and JSON, in order.
+# seconds (0: none), history length, the number of window records, the records, then per alert its status
+# ("open" or "resolved") and JSON, in order.
 SAVE_WINDOW_OUTCOMES = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
 redis.call('INCRBY', KEYS[1], ARGV[2])
@@ -127,7 +128,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('LTRIM', KEYS[2], tonumber(ARGV[3]), -1)
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
-for i = 10, #ARGV, 2 do
+local records = tonumber(ARGV[10])
+for i = 11, 10 + records do redis.call('RPUSH', KEYS[8], ARGV[i]) end
+if records > 0 then
+  redis.call('LTRIM', KEYS[8], -tonumber(ARGV[9]), -1)
+  redis.call('EXPIRE', KEYS[8], ARGV[5])
+end
+local first_alert = 11 + records
+for i = first_alert, #ARGV, 2 do
   if ARGV[i] == 'open' then
     redis.call('SET', KEYS[5], ARGV[i + 1])
   else
@@ -136,7 +144,7 @@ for i = 10, #ARGV, 2 do
   end
   redis.call('LPUSH', KEYS[6], ARGV[i + 1])
 end
-if #ARGV >= 10 then redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1) end
+if #ARGV >= first_alert then redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[9]) - 1) end
 return 1
 """
 
@@ -266,10 +274,12 @@ class DriftStore:
         state: str,
         summary: dict[str, Any],
         alerts: Sequence[tuple[str, str]] = (),
+        records: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """Take ``judged`` windows off the list and store the version's state and summary and the alerts
-        they raised or resolved (``(status, alert JSON)`` in order), atomically; only if no outcome was saved
-        since the windows were peeked (False then: an earlier attempt whose answer was lost saved them)."""
+        """Take ``judged`` windows off the list and store the version's state and summary, a record of each
+        window for the report (the newest ``HISTORY`` are kept), and the alerts they raised or resolved
+        (``(status, alert JSON)`` in order), atomically; only if no outcome was saved since the windows were
+        peeked (False then: an earlier attempt whose answer was lost saved them)."""
         keys = [
             self.key("windows", model, version),
             self.key("rows", model, version),
@@ -278,6 +288,7 @@ class DriftStore:
             self.key("alert", "open", model),
             self.key("alerts"),
             self.key("alert", "cooldown", model),
+            self.key("history", model, version),
         ]
         cooldown = max(1, int(self.settings.alert_cooldown_s)) if self.settings.alert_cooldown_s > 0 else 0
         args: list[str | int] = [
@@ -290,6 +301,8 @@ class DriftStore:
             json.dumps(summary),
             cooldown,
             HISTORY,
+            len(records),
+            *(json.dumps(record) for record in records),
         ]
         for status, alert in alerts:
             args += [status, alert]
@@ -418,6 +431,40 @@ class DriftStore:
                 "retraining_locked": bool(locked),
             }
         return overview
+
+    async def report_data(self, model: str | None = None) -> dict[str, Any]:
+        """What the drift report draws: :meth:`overview` (of ``model`` alone if given) with each version's
+        window records and its reference's class counts and confidence histogram, and the alert and
+        retraining-run histories of those models, oldest first."""
+        overview = await self.overview()
+        if model is not None:
+            overview = {name: info for name, info in overview.items() if name == model}
+        versions = [(name, v) for name, info in overview.items() for v in info["versions"]]
+        pipe = self.client.pipeline(transaction=False)
+        for name, version in versions:
+            pipe.lrange(self.key("history", name, version), 0, -1)
+            pipe.get(self.key("reference", name, version))
+        pipe.lrange(self.key("alerts"), 0, -1)
+        pipe.lrange(self.key("runs"), 0, -1)
+        results = await self._execute(pipe)
+        for i, (name, version) in enumerate(versions):
+            history, reference = results[2 * i], results[2 * i + 1]
+            summary = overview[name]["versions"][version]
+            summary["history"] = [json.loads(r) for r in history]
+            if reference:
+                document = json.loads(reference)
+                summary["reference"] = {
+                    "labels": document["labels"],
+                    "class_counts": document["predicted_class_counts"],
+                    "confidence_histogram": document.get("confidence_histogram", {}).get("counts"),
+                }
+        alerts = [json.loads(r) for r in reversed(results[-2])]
+        runs = [json.loads(r) for r in reversed(results[-1])]
+        return {
+            "models": overview,
+            "alerts": [a for a in alerts if a.get("model") in overview],
+            "runs": [r for r in runs if r.get("model") in overview],
+        }
 
     async def alerts(self, limit: int) -> list[dict[str, Any]]:
         """The newest alert records (raised and resolved), newest first."""

@@ -13,14 +13,7 @@ import numpy as np
 import pytest
 
 from services.common.contract import (
-    DriftAlert,
     FeedbackLabel,
-    KafkaRecord,
-    Modality,
-    PredictionData,
-    PredictionEvent,
-    ScoredLabel,
-    Timing,
 )
 from services.common.errors import TransientError
 from services.common.health import WorkerState
@@ -29,8 +22,8 @@ from services.drift.intake import take_labels, take_predictions
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
 from services.drift.store import PeekedWindows, Recorded, Recording, Seen
+from tests.drift_samples import Published, event_value, predictions, reference_document
 
-LABELS = ["a", "b", "c", "d"]
 WINDOW = 10
 
 
@@ -51,6 +44,7 @@ class MemoryStore:
         self.lose_answer: set[str] = set()
         self.down_for = 0  # calls refused before anything is applied, as while Redis is stopped
         self.feedback: list[tuple[str, str, Seen]] = []
+        self.history: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def _answered(self, method: str) -> None:
         if method in self.lose_answer:
@@ -99,6 +93,7 @@ class MemoryStore:
         state: str,
         summary: dict[str, Any],
         alerts: Sequence[tuple[str, str]] = (),
+        records: Sequence[dict[str, Any]] = (),
     ) -> bool:
         key = (model, version)
         if self.windows.get(key, 0) != peeked.windows:
@@ -106,6 +101,7 @@ class MemoryStore:
         self.windows[key] = peeked.windows + judged
         self.rows[key] = self.rows[key][judged * WINDOW :]
         self.state[key], self.summaries[key] = state, summary
+        self.history.setdefault(key, []).extend(records)
         for status, alert in alerts:
             if status == "open":
                 self.open_alert[model] = alert
@@ -136,65 +132,11 @@ class MemoryStore:
     async def record_run(self, model: str, fields: dict[Any, Any], *, history: bool = False) -> None:
         return None
 
+    async def report_data(self, model: str | None = None) -> dict[str, Any]:
+        return {"models": {}, "alerts": [], "runs": []}
+
     async def close(self) -> None:
         return None
-
-
-def softmax_rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray[Any, Any]:
-    """Class scores like the reference's; ``shift`` moves mass to the last class (drift)."""
-    logits = rng.normal(size=(n, 4)) + np.array([2.0, 1.0, 0.0, shift])
-    scores: np.ndarray[Any, Any] = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return scores
-
-
-def reference_document(rng: np.random.Generator) -> str:
-    softmax = softmax_rows(rng, 300)
-    return json.dumps(
-        {
-            "labels": LABELS,
-            "predicted_class_counts": np.bincount(softmax.argmax(1), minlength=4).tolist(),
-            "softmax_sample": softmax.round(6).tolist(),
-            "embedding_sample": softmax[:, :2].round(6).tolist(),
-        }
-    )
-
-
-def predictions(
-    rng: np.random.Generator, n: int, *, version: str = "1", shift: float = 0.0
-) -> list[PredictionData]:
-    out = []
-    for i, row in enumerate(softmax_rows(rng, n, shift)):
-        best = int(row.argmax())
-        out.append(
-            PredictionData(
-                request_id=f"{version}-{shift}-{rng.integers(1 << 62)}-{i}",
-                modality=Modality.IMAGE,
-                model="m",
-                model_version=version,
-                label=LABELS[best],
-                score=float(row[best]),
-                top_k=[ScoredLabel(label=LABELS[best], score=float(row[best]))],
-                probabilities=[round(float(v), 6) for v in row],
-                embedding=[round(float(v), 6) for v in row[:2]],
-                timing=Timing(queued_ms=0, inference_ms=0, total_ms=0),
-            )
-        )
-    return out
-
-
-def event_value(data: PredictionData) -> bytes:
-    """A prediction as the workers put it on Kafka."""
-    return PredictionEvent(source="tests", subject=data.request_id, data=data).to_kafka().value
-
-
-class Published:
-    """The alerts the monitor published to Kafka."""
-
-    def __init__(self) -> None:
-        self.alerts: list[DriftAlert] = []
-
-    async def __call__(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:
-        self.alerts += [DriftAlert.model_validate_json(record.value) for _, record in records]
 
 
 def monitor_with(store: MemoryStore, published: Published) -> DriftMonitor:
@@ -225,6 +167,7 @@ def test_a_batch_retried_after_lost_answers_counts_every_prediction_once_and_jud
     assert store.windows[("m", "1")] == 2
     assert len(store.rows[("m", "1")]) == 5
     assert store.summaries[("m", "1")]["windows"] == 2
+    assert [r["window"] for r in store.history[("m", "1")]] == [0, 1]
     assert published.alerts == []
 
 
