@@ -47,11 +47,13 @@ unit: setup ## unit tests (pure logic, no services)
 deploy-check: setup ## render k8s/ overlays and validate them and docker-compose.yml against their schemas
 	$(VENV)/pytest tests/deploy
 
-integration: setup ## integration tests against a real stack started on free ports
+integration: models ## integration tests against a real stack started on free ports
 	$(VENV)/pytest tests/integration
 
 test: setup ## everything CI runs: lint, types, unit, deployment and integration tests
 	$(VENV)/ruff check services pipelines tests scripts
 	$(VENV)/ruff format --check services pipelines tests scripts
 	$(VENV)/mypy
+	@# Missing models are built here, outside pytest's per-test timeout, which a busy machine would exceed.
+	$(VENV)/dlstream models build
 	$(VENV)/pytest tests/unit tests/deploy tests/integration
