@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CONFIDENCE_BINS = 20
@@ -32,29 +33,45 @@ def _shares(counts: list[float]) -> list[float]:
     return [c / total for c in counts]
 
 
+def _event_times(events: dict[str, list[Any]]) -> list[tuple[datetime, str, str]]:
+    """``(time, colour, style)`` of each alert raised or resolved and each retraining run started or ended."""
+    marks = []
+    for alert in events["alerts"]:
+        if alert["status"] == "open":
+            marks.append((_time(alert["raised_at"]), "crimson", "-"))
+        elif alert.get("resolved_at"):
+            marks.append((_time(alert["resolved_at"]), "seagreen", "-"))
+    for run in events["runs"]:
+        for key in ("started_at", "finished_at"):
+            if run.get(key):
+                marks.append((datetime.fromtimestamp(float(run[key]), UTC), "royalblue", ":"))
+    return marks
+
+
 def _timeline(plt: Any, model: str, info: dict[str, Any], events: dict[str, list[Any]], rate: float) -> str:
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
+    shown: list[datetime] = []
     for version, summary in sorted(info["versions"].items(), key=lambda kv: int(kv[0])):
         history = summary.get("history") or []
         if not history:
             continue
         at = [_time(r["at"]) for r in history]
+        shown += at
         p = [max(r["p"], 1e-300) for r in history]
         ax.plot(at, p, ".-", linewidth=0.8, markersize=4, label=f"v{version} window p-value")
         flagged = [(t, v) for t, v, r in zip(at, p, history, strict=True) if r["flagged"]]
         if flagged:
             ax.plot(*zip(*flagged, strict=True), "x", color="crimson", markersize=6)
     ax.axhline(rate, color="black", linestyle="--", linewidth=1, label=f"threshold {rate:g}")
-    for alert in events["alerts"]:
-        if alert["status"] == "open":
-            ax.axvline(_time(alert["raised_at"]), color="crimson", linewidth=1.2)
-        elif alert.get("resolved_at"):
-            ax.axvline(_time(alert["resolved_at"]), color="seagreen", linewidth=1.2)
-    for run in events["runs"]:
-        for key in ("started_at", "finished_at"):
-            if run.get(key):
-                stamp = datetime.fromtimestamp(float(run[key]), UTC)
-                ax.axvline(stamp, color="royalblue", linestyle=":", linewidth=1.2)
+    # Alerts and runs older than the oldest window kept are off the axis: the axis is the windows' time.
+    start = min(shown) if shown else None
+    marks = [m for m in _event_times(events) if start is None or m[0] >= start]
+    for stamp, colour, style in marks:
+        ax.axvline(stamp, color=colour, linestyle=style, linewidth=1.2)
+    if start is not None:
+        end = max([*shown, *(m[0] for m in marks)])
+        margin = (end - start) * 0.03 or timedelta(seconds=1)
+        ax.set_xlim(start - margin, end + margin)
     ax.set_yscale("log")
     ax.set_ylabel("p-value (log)")
     ax.set_title(f"{model}: windows over time (red: alert raised, green: resolved, blue dotted: retraining)")
@@ -63,6 +80,23 @@ def _timeline(plt: Any, model: str, info: dict[str, Any], events: dict[str, list
     image = _png(fig)
     plt.close(fig)
     return image
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    """One retraining run: its state, the version it started from, and what its job reported."""
+    detail = run.get("detail", "")
+    try:
+        figures = json.loads(detail)
+    except ValueError:
+        figures = None
+    if isinstance(figures, dict):
+        parts = [figures.get("reason", "")]
+        if figures.get("new_version"):
+            parts.append(f"new version {figures['new_version']}")
+        if figures.get("seconds"):
+            parts.append(f"{figures['seconds']:.0f} s")
+        detail = ", ".join(str(p) for p in parts if p)
+    return f"{run.get('state', '')}: from v{run.get('from_version', '?')}, {detail}"
 
 
 def _version_figure(plt: Any, model: str, version: str, summary: dict[str, Any]) -> str | None:
@@ -146,11 +180,7 @@ def render_report(
                     f"<img alt='{html.escape(model)} v{version}' src='data:image/png;base64,{image}'>"
                 )
         if events["runs"]:
-            runs = "".join(
-                f"<li>{html.escape(r.get('state', ''))}: from v{html.escape(r.get('from_version', '?'))}, "
-                f"{html.escape(r.get('detail', ''))}</li>"
-                for r in events["runs"]
-            )
+            runs = "".join(f"<li>{html.escape(_run_line(r))}</li>" for r in events["runs"])
             parts.append(f"<h3>Retraining runs</h3><ul>{runs}</ul>")
         sections.append("<section>" + "".join(parts) + "</section>")
     body = "".join(sections) or "<p>No model has predictions in the monitor yet.</p>"

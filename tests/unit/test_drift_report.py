@@ -37,7 +37,7 @@ def _data() -> dict[str, Any]:
             "<m>": {"versions": {"1": version}, "open_alert": {**alert, "test": "softmax_ks"}, "feedback": 40}
         },
         "alerts": [alert],
-        "runs": [run],
+        "runs": [run, {**run, "detail": '{"reason": "gains +0.862", "new_version": 2, "seconds": 682.7}'}],
     }
 
 
@@ -50,6 +50,7 @@ def test_the_report_has_a_section_per_model_with_its_figures_table_and_runs() ->
     assert "0.725 on 40 labels" in page
     assert page.count("data:image/png;base64,") == 2
     assert "promoted: from v1, gain 0.5" in page
+    assert "promoted: from v1, gains +0.862, new version 2, 683 s" in page  # a job's JSON report, summarised
 
 
 def test_an_empty_monitor_gets_a_page_that_says_so() -> None:
