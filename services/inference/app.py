@@ -115,7 +115,6 @@ def build_app(
                 unacked.events(),
                 max_batch=inference.max_batch,
                 linger_s=inference.max_wait_ms / 1000,
-                capacity=2 * inference.max_batch,
             )
             async for events in batches:
                 reap()
