@@ -137,10 +137,13 @@ class DriftMonitor:
         if not predictions:
             return []
         batch = []
+        references: dict[tuple[str, str], Reference | None] = {}  # looked up once per version of the batch
         for prediction in predictions:
             model, version = prediction.model, prediction.model_version
             seen = Seen(model, version, prediction.label, prediction.modality.value)
-            reference = await self.reference(model, version)
+            if (model, version) not in references:
+                references[(model, version)] = await self.reference(model, version)
+            reference = references[(model, version)]
             row = None
             if reference is not None and prediction.label in reference.labels:
                 row = encode_row(prediction, reference.labels.index(prediction.label))
