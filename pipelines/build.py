@@ -23,6 +23,9 @@ from pipelines.train import predict, train_classifier
 from pipelines.triton_config import write_configs
 from services.common.card import CARD_FILE, ModelCard, Outputs, Retraining, read_card
 
+# Held-out predictions of a build kept out of the drift reference and calibration samples: the drift
+# benchmark's undrifted traffic.
+EVALUATION_FRACTION = 1 / 3
 CARD_METRICS = ("accuracy", "samples", "classes", "evaluation")
 
 
@@ -98,6 +101,7 @@ def build_spec(
         seed=seed,
         started=started,
         replace=replace,
+        evaluation_fraction=EVALUATION_FRACTION,
     )
 
 
@@ -116,11 +120,14 @@ def finish_build(
     seed: int,
     started: float,
     replace: bool,
+    evaluation_fraction: float = 0.0,
 ) -> BuildResult:
     """Evaluate held-out predictions, trace the serving module, write ``model_dir/<version>/`` (weights,
     card, metrics, reference statistics), then the model's configs from the new card.
 
-    Without ``truth`` (a pretrained model checked another way) the spec's own metrics stand alone.
+    Without ``truth`` (a pretrained model checked another way) the spec's own metrics stand alone. The
+    reference statistics split the predictions into the drift monitor's reference and calibration samples,
+    keeping ``evaluation_fraction`` of them out of both (see :func:`reference_statistics`).
     """
     report = classification_report(truth, probabilities.argmax(axis=1), labels) if truth is not None else {}
     mean, components = pca_projection(embeddings, EMBEDDING_DIMS)
@@ -143,7 +150,9 @@ def finish_build(
         files: dict[str, Any] = {
             CARD_FILE: json.loads(card.to_json()),
             "metrics.json": metrics,
-            "reference.json": reference_statistics(probabilities, projected.astype(np.float32), labels, seed),
+            "reference.json": reference_statistics(
+                probabilities, projected.astype(np.float32), labels, seed, evaluation_fraction
+            ),
         }
         path = write_version(model_dir, version, files=files, artifacts=artifacts, replace=replace)
     write_configs(model_dir, read_card(path))

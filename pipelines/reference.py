@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 CONFIDENCE_BINS = 20
 REFERENCE_SAMPLE = 500
+CALIBRATION_SAMPLE = 2000
 
 
 def pca_projection(
@@ -33,14 +34,24 @@ def reference_statistics(
     projected: npt.NDArray[np.float32],
     labels: list[str],
     seed: int,
+    evaluation_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Softmax and embedding statistics over held-out predictions (JSON-ready)."""
+    """Softmax and embedding statistics over held-out predictions (JSON-ready).
+
+    The predictions are split at random: the reference sample that the drift monitor compares windows with
+    (half of what is not kept for evaluation, at most 500), a disjoint calibration sample that sets its
+    thresholds (the rest, at most 2,000), and ``evaluation_fraction`` of them in neither, listed by index
+    (``evaluation_indices``) for measuring the monitor's false-alarm rate on data it never saw.
+    """
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     counts = np.bincount(predicted, minlength=len(labels))
     histogram, edges = np.histogram(confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(projected), size=min(REFERENCE_SAMPLE, len(projected)), replace=False)
+    order = np.random.default_rng(seed).permutation(len(probabilities))
+    evaluation = round(len(order) * evaluation_fraction)
+    used = order[: len(order) - evaluation]
+    size = min(REFERENCE_SAMPLE, (len(used) + 1) // 2)
+    pick, calibration = used[:size], used[size : size + CALIBRATION_SAMPLE]
     return {
         "samples": len(probabilities),
         "labels": labels,
@@ -49,6 +60,9 @@ def reference_statistics(
         "confidence_histogram": {"edges": edges.tolist(), "counts": histogram.tolist()},
         "softmax_sample": probabilities[pick].round(6).tolist(),
         "embedding_sample": projected[pick].round(6).tolist(),
+        "calibration_softmax_sample": probabilities[calibration].round(6).tolist(),
+        "calibration_embedding_sample": projected[calibration].round(6).tolist(),
+        "evaluation_indices": sorted(order[len(order) - evaluation :].tolist()),
         "embedding_mean": projected.mean(axis=0).tolist(),
         "embedding_std": projected.std(axis=0).tolist(),
     }

@@ -26,9 +26,6 @@ from pipelines.serving import load_runner
 from pipelines.spec import ModelSpec
 from pipelines.train import predict, train_classifier
 
-# Below this many held-out feedback samples the new reference also takes the base held-out data.
-MIN_REFERENCE_FEEDBACK = 50
-
 
 def retrainable_spec(model: str) -> ModelSpec:
     """The plugin spec of ``model``, which has a training recipe.
@@ -163,12 +160,11 @@ def export_candidate(
     seed: int,
     started: float,
 ) -> BuildResult:
-    """Write version ``version`` atomically. Its reference statistics describe the traffic it was trained
-    for: the held-out feedback (with the base held-out data too when there is little feedback)."""
-    payloads, truth = list(feedback.eval_payloads), list(feedback.eval_labels)
-    if len(payloads) < MIN_REFERENCE_FEEDBACK:
-        payloads += base_test[0]
-        truth += base_test[1]
+    """Write version ``version`` atomically. Its reference statistics describe the traffic it will serve:
+    its own outputs on recent live traffic (the held-out feedback) together with the base held-out data, so
+    that base traffic, drifted traffic and any mix of the two are all traffic it was built for."""
+    payloads = list(feedback.eval_payloads) + list(base_test[0])
+    truth = list(feedback.eval_labels) + list(base_test[1])
     inputs = preprocessor(spec.preprocessing).inputs(payloads)
     probabilities, embeddings = predict(candidate.network, inputs)
     truth_array: npt.NDArray[np.int64] = np.array(truth, dtype=np.int64)

@@ -30,7 +30,8 @@ def softmax_rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.nda
 
 
 def reference_document(rng: np.random.Generator) -> str:
-    softmax = softmax_rows(rng, 300)
+    """A reference sample of 300 predictions and a calibration sample of 300 more."""
+    softmax, calibration = softmax_rows(rng, 300), softmax_rows(rng, 300)
     return json.dumps(
         {
             "labels": LABELS,
@@ -40,6 +41,8 @@ def reference_document(rng: np.random.Generator) -> str:
             },
             "softmax_sample": softmax.round(6).tolist(),
             "embedding_sample": softmax[:, :2].round(6).tolist(),
+            "calibration_softmax_sample": calibration.round(6).tolist(),
+            "calibration_embedding_sample": calibration[:, :2].round(6).tolist(),
         }
     )
 

@@ -1,9 +1,12 @@
-"""``dlstream bench drift``: the monitor's false-alarm rate as measured, its cost per prediction, its power.
+"""``dlstream bench drift``: per model and window size, the monitor's false-alarm rate as measured against the
+configured one, its power and detection delay on drifted traffic, and its cost per prediction.
 
-Predictions are real: the model's held-out samples run through Triton once. Held-out samples that are part of
-the version's reference sample are left out, so clean windows are independent of what they are compared
-with. Windows are drawn at random from that clean pool (each prediction a new request id) and fed through the
-monitor's own code (parsing, Redis, detectors) against the real Redis, in the batches its agent takes.
+Predictions are real: held-out samples run through Triton once. Undrifted traffic comes only from the build's
+evaluation split (``evaluation_indices`` of ``reference.json``), which neither the reference sample nor the
+calibration sample contains. Windows are drawn from it with replacement (each prediction a new request id) and
+fed through the monitor's own code (rows, Redis, calibrated tests, alert policy) against the real Redis, in
+the batches its agent takes. Every window's p-value is kept, so one stream gives the observed rate at every
+configured rate.
 """
 
 from __future__ import annotations
@@ -12,200 +15,306 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import structlog
+from scipy import stats
+from tqdm import tqdm
 
-from pipelines.drifted import drifted_digits
+from pipelines.drifted import drifted_digits, noisy_speech, unseen_topic_texts
 from pipelines.samples import held_out_payloads
-from services.common.contract import Modality, PredictionData, PredictionEvent, Timing, new_request
+from services.common.catalog import ServedModel
+from services.common.contract import PredictionData, PredictionEvent, Timing, new_request
 from services.common.discovery import discover_once
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
-from services.drift.metrics import P_VALUE_BUCKETS, DriftMetrics
+from services.drift.calibration import expected_windows_to_false_alert
+from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
-from services.drift.store import DriftStore, async_redis, with_store
+from services.drift.store import DriftStore, PeekedWindows, async_redis, with_store
 from services.inference.predictions import build_prediction
 
 log = structlog.get_logger("dlstream.bench")
-# A held-out sample whose embedding lies this close to a reference row is that row.
-SAME_SAMPLE = 1e-3
+MODELS = ("digits", "speech_digits", "text_topics")
+RATES = (0.01, 0.05)
+CONTENT_TYPES = {"image": "image/png", "audio": "audio/wav", "text": "text/plain"}
 
 
-async def _predict(settings: Settings, model: str, payloads: list[bytes], labels: list[str]) -> list[bytes]:
+def drifted_sets(model: str, payloads: list[bytes]) -> dict[str, list[bytes]]:
+    """The drifted traffic of each built-in model, made from its evaluation payloads."""
+    if model == "digits":
+        return {
+            "inverted": drifted_digits(payloads, "inverted"),
+            "rotated": drifted_digits(payloads, "rotated"),
+        }
+    if model == "speech_digits":
+        return {"noisy_0db": noisy_speech(payloads, snr_db=0.0)}
+    if model == "text_topics":
+        return {"unseen_topics": unseen_topic_texts(len(payloads))}
+    raise ValueError(f"no drifted traffic is defined for {model}; the benchmark covers {', '.join(MODELS)}")
+
+
+async def _predict(settings: Settings, served: ServedModel, payloads: list[bytes]) -> list[PredictionEvent]:
     triton = AsyncTriton(settings.triton)
     try:
-        results = await asyncio.gather(*(triton.infer(model, p) for p in payloads))
+        results = []
+        for start in range(0, len(payloads), 64):
+            part = payloads[start : start + 64]
+            results += await asyncio.gather(*(triton.infer(served.name, p) for p in part))
     finally:
         await triton.close()
     timing = Timing(queued_ms=0.0, inference_ms=0.0, total_ms=0.0)
+    modality = served.card.modality
     return [
         build_prediction(
-            new_request(Modality.IMAGE, p, content_type="image/png", source="bench/drift"),
+            new_request(modality, p, content_type=CONTENT_TYPES[modality.value], source="bench/drift"),
             model=r.model,
             model_version=r.model_version,
-            labels=labels,
+            labels=served.labels,
             probabilities=r.probabilities,
             embedding=r.embedding,
             timing=timing,
             k=settings.inference.top_k,
             full_probabilities_max_classes=settings.inference.full_probabilities_max_classes,
         )
-        .to_kafka()
-        .value
         for p, r in zip(payloads, results, strict=True)
     ]
 
 
-def _outside_reference(values: list[bytes], reference: dict[str, Any]) -> list[bytes]:
-    rows = np.asarray(reference["embedding_sample"])
-    kept = []
-    for value in values:
-        embedding = np.asarray(PredictionEvent.from_kafka(value).data.embedding)
-        if np.min(np.linalg.norm(rows - embedding, axis=1)) > SAME_SAMPLE:
-            kept.append(value)
-    return kept
+class RecordingStore(DriftStore):
+    """The monitor's store, also keeping every window record it saves (the benchmark's p-values)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.records: list[dict[str, Any]] = []
+
+    async def save_window_outcomes(
+        self, model: str, version: str, peeked: PeekedWindows, **kwargs: Any
+    ) -> bool:
+        saved = await super().save_window_outcomes(model, version, peeked, **kwargs)
+        if saved:
+            self.records += list(kwargs.get("records", ()))
+        return saved
 
 
-def _stream(pool: list[bytes], windows: int, size: int, seed: int) -> list[bytes]:
-    """``windows * size`` predictions drawn from ``pool``, each window without repeats, each with a new id."""
+@dataclass(frozen=True)
+class Stream:
+    """The monitor fed one stream: each window's p-value, what it cost, and the alerts it raised."""
+
+    p_values: list[float]
+    seconds: float
+    roundtrips: int
+    predictions: int
+    alerts: int
+
+
+def _windows(pool: Sequence[PredictionData], windows: int, size: int, seed: int) -> list[PredictionData]:
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(windows):
-        for i in rng.choice(len(pool), size=size, replace=False):
-            event = json.loads(pool[i])
-            request_id = str(uuid.uuid4())
-            event["subject"] = event["data"]["request_id"] = request_id
-            out.append(json.dumps(event).encode())
-    return out
+    picks = rng.integers(0, len(pool), size=windows * size)
+    return [pool[i].model_copy(update={"request_id": uuid.uuid4().hex}) for i in picks]
 
 
-async def _run_monitor(
-    settings: Settings, references: dict[tuple[str, str], str], model: str, stream: list[bytes]
-) -> dict[str, Any]:
-    metrics = DriftMetrics()
+async def _feed(
+    settings: Settings, references: dict[tuple[str, str], str], stream: list[PredictionData]
+) -> Stream:
     alerts: list[Any] = []
 
     async def publish(records: Any) -> None:
         alerts.extend(records)
 
-    store = DriftStore(async_redis(settings.redis), settings.drift)
-    await store.publish_references(references)
-    monitor = DriftMonitor(settings, store, metrics=metrics, publish=publish)
-    commands_before = int((await store.client.info("stats"))["total_commands_processed"])
-    batch = settings.drift.max_batch
-    started = time.perf_counter()
-    for start in range(0, len(stream), batch):
-        parsed: list[PredictionData] = [
-            PredictionEvent.from_kafka(v).data for v in stream[start : start + batch]
-        ]
-        await monitor.observe(parsed)
-    elapsed = time.perf_counter() - started
-    roundtrips = store.roundtrips
-    commands = int((await store.client.info("stats"))["total_commands_processed"]) - commands_before - 1
-    state = await store.overview()
-    keys = [k async for k in store.client.scan_iter(match=f"{settings.drift.key_prefix}:*")]
-    if keys:
-        await store.client.delete(*keys)
-    await store.close()
-    windows = metrics.registry.get_sample_value("dlstream_drift_window_p_value_count", {"model": model}) or 0
-    rates = (
-        {
-            str(bound): (
-                metrics.registry.get_sample_value(
-                    "dlstream_drift_window_p_value_bucket", {"model": model, "le": str(bound)}
-                )
-                or 0
-            )
-            / windows
-            for bound in P_VALUE_BUCKETS[:4]
-        }
-        if windows
-        else {}
-    )
-    detector_seconds = metrics.registry.get_sample_value("dlstream_drift_window_seconds_sum") or 0.0
+    store = RecordingStore(async_redis(settings.redis), settings.drift)
+    try:
+        await store.publish_references(references)
+        monitor = DriftMonitor(settings, store, metrics=DriftMetrics(), publish=publish)
+        batch = settings.drift.max_batch
+        # The thresholds are measured once per version and kept: not part of the cost per prediction.
+        for (model, version), document in references.items():
+            reference = await monitor.reference(model, version)
+            assert reference is not None, document[:80]
+            await monitor.calibration(model, version, reference)
+        roundtrips = store.roundtrips
+        started = time.perf_counter()
+        for start in range(0, len(stream), batch):
+            await monitor.observe(stream[start : start + batch])
+        elapsed = time.perf_counter() - started
+        roundtrips = store.roundtrips - roundtrips
+    finally:
+        keys = [k async for k in store.client.scan_iter(match=f"{settings.drift.key_prefix}:*")]
+        for start in range(0, len(keys), 1000):
+            await store.client.delete(*keys[start : start + 1000])
+        await store.close()
+    return Stream([r["p"] for r in store.records], elapsed, roundtrips, len(stream), len(alerts))
+
+
+def false_alarms(
+    p_values: Sequence[float], rate: float, alert_after: int, window_size: int
+) -> dict[str, Any]:
+    """The observed rate of flagged windows with its exact (Clopper-Pearson) 95 % interval, and the false
+    alerts the alert policy raised against the expected number."""
+    flags = np.asarray(p_values) <= rate
+    flagged = int(flags.sum())
+    interval = stats.binomtest(flagged, len(flags), rate).proportion_ci(0.95)
+    expected = expected_windows_to_false_alert(rate, alert_after)
     return {
-        "rates": rates,
-        "detector_seconds": detector_seconds,
-        "seconds": elapsed,
-        "roundtrips": roundtrips,
-        "commands": commands,
-        "overview": state,
-        "alerts": len(alerts),
+        "configured_false_alarm_rate": rate,
+        "windows": len(flags),
+        "flagged_windows": flagged,
+        "observed_false_alarm_rate": round(flagged / len(flags), 5),
+        "observed_false_alarm_ci95": [round(interval.low, 5), round(interval.high, 5)],
+        "configured_inside_ci95": bool(interval.low <= rate <= interval.high),
+        "expected_windows_to_false_alert": round(expected, 1),
+        "expected_predictions_to_false_alert": round(expected * window_size),
+        "false_alerts": len(_alert_delays(flags, alert_after)),
     }
 
 
-def _flagged(result: dict[str, Any], model: str) -> tuple[int, int]:
-    versions = result["overview"][model]["versions"]
-    return (
-        sum(v.get("flagged_windows", 0) for v in versions.values()),
-        sum(v.get("windows", 0) for v in versions.values()),
-    )
+def _alert_delays(flags: Sequence[bool] | np.ndarray[Any, Any], alert_after: int) -> list[int]:
+    """Windows from the start (or the last alert) to each alert of the policy (``alert_after`` flagged
+    windows in a row), the state starting afresh after each alert."""
+    delays, streak, since = [], 0, 0
+    for flagged in flags:
+        since += 1
+        streak = streak + 1 if flagged else 0
+        if streak >= alert_after:
+            delays.append(since)
+            streak = since = 0
+    return delays
 
 
-def bench_drift(
-    settings: Settings, *, model: str, windows: int, window_size: int, drifted_windows: int
+def detection(p_values: Sequence[float], rate: float, alert_after: int, window_size: int) -> dict[str, Any]:
+    """On drifted traffic: the share of windows flagged and the mean events from drift to alert."""
+    flags = np.asarray(p_values) <= rate
+    delays = _alert_delays(flags, alert_after)
+    return {
+        "windows": len(flags),
+        "detection_rate": round(float(flags.mean()), 4),
+        "alerts": len(delays),
+        "mean_detection_delay_events": round(float(np.mean(delays)) * window_size, 1) if delays else None,
+    }
+
+
+def bench_model(
+    settings: Settings,
+    model: str,
+    *,
+    windows: int,
+    drifted_windows: int,
+    window_sizes: Sequence[int],
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Measure the monitor on ``windows`` clean windows and ``drifted_windows`` of inverted digits, against
-    the serving version's labels (from Triton) and reference statistics (from Redis)."""
-    if model != "digits":
-        raise ValueError("the drift benchmark draws its drifted windows from digits (inverted)")
+    """The figures of one model at each window size."""
     served = discover_once(settings.triton).models.get(model)
     if served is None:
         raise ValueError(f"Triton does not serve {model}")
     version = served.versions[-1]
-    labels = served.labels
     raw = with_store(settings, lambda store: store.reference(model, version))
     if raw is None:
         raise ValueError(
             f"no reference statistics of {model} v{version} in Redis; run `dlstream models publish`"
         )
-    reference = json.loads(raw)
-    references = {(model, version): raw.decode()}
-    payloads, _ = held_out_payloads(model, 0)
-    predictions = asyncio.run(_predict(settings, model, payloads, labels))
-    clean_pool = _outside_reference(predictions, reference)
-    drifted_pool = asyncio.run(_predict(settings, model, drifted_digits(payloads, "inverted"), labels))
-    log.info("bench.drift_pools", clean=len(clean_pool), reference=len(reference["embedding_sample"]))
-
-    prefix = f"dlstream:bench:{uuid.uuid4().hex[:8]}"
-    drift = settings.drift.model_copy(
-        update={"window_size": window_size, "key_prefix": prefix, "retrain_launcher": "none"}
-    )
-    bench_settings = settings.model_copy(update={"drift": drift})
-    clean = asyncio.run(
-        _run_monitor(bench_settings, references, model, _stream(clean_pool, windows, window_size, 1))
-    )
-    flagged, evaluated = _flagged(clean, model)
-    shifted = asyncio.run(
-        _run_monitor(
-            bench_settings.model_copy(
-                update={"drift": drift.model_copy(update={"key_prefix": prefix + ":drifted"})}
-            ),
-            references,
-            model,
-            _stream(drifted_pool, drifted_windows, window_size, 2),
+    document = json.loads(raw)
+    indices = document.get("evaluation_indices")
+    if not indices:
+        raise ValueError(
+            f"{model} v{version} keeps no evaluation split (built before it existed, or retrained): "
+            "`dlstream models build --replace`"
         )
-    )
-    detected, drifted_evaluated = _flagged(shifted, model)
-    predictions_fed = windows * window_size
+    payloads, _ = held_out_payloads(model, int(served.card.metrics.get("seed", 0)))
+    evaluation = [payloads[i] for i in indices]
+    progress(f"{model}: predicting {len(evaluation)} held-out samples and their drifted versions")
+    events = asyncio.run(_predict(settings, served, evaluation))
+    clean_pool = [event.data for event in events]
+    drifted_pools = {
+        name: [event.data for event in asyncio.run(_predict(settings, served, drifted))]
+        for name, drifted in drifted_sets(model, evaluation).items()
+    }
+    references = {(model, version): raw.decode()}
+    alert_after = settings.drift.alert_after_windows
+    by_size: dict[str, Any] = {}
+    for size in window_sizes:
+        prefix = f"dlstream:bench:{uuid.uuid4().hex[:8]}"
+        drift = settings.drift.model_copy(
+            update={
+                "window_size": size,
+                "key_prefix": prefix,
+                "retrain_launcher": "none",
+                "alert_cooldown_s": 0.0,
+            }
+        )
+        run_settings = settings.model_copy(update={"drift": drift})
+        progress(f"{model}: {windows} undrifted windows of {size}")
+        clean = asyncio.run(_feed(run_settings, references, _windows(clean_pool, windows, size, seed=size)))
+        drifted: dict[str, Any] = {}
+        for name, pool in drifted_pools.items():
+            progress(f"{model}: {drifted_windows} windows of {size} of {name}")
+            run = run_settings.model_copy(
+                update={"drift": drift.model_copy(update={"key_prefix": f"{prefix}:{name}"})}
+            )
+            stream = asyncio.run(_feed(run, references, _windows(pool, drifted_windows, size, seed=size + 1)))
+            drifted[name] = {str(rate): detection(stream.p_values, rate, alert_after, size) for rate in RATES}
+        by_size[str(size)] = {
+            "false_alarms": {
+                str(rate): false_alarms(clean.p_values, rate, alert_after, size) for rate in RATES
+            },
+            "drifted": drifted,
+            "us_per_prediction": round(clean.seconds / clean.predictions * 1e6, 1),
+            "redis_roundtrips_per_prediction": round(clean.roundtrips / clean.predictions, 5),
+            "alerts_on_undrifted_traffic_at_configured_rate": clean.alerts,
+        }
     return {
-        "model": model,
         "version": version,
-        "window_size": window_size,
-        "clean_pool": len(clean_pool),
-        "configured_false_alarm_rate": settings.drift.false_alarm_rate,
-        "clean_windows": evaluated,
-        "flagged_clean_windows": flagged,
-        "observed_false_alarm_rate": flagged / evaluated if evaluated else None,
-        "observed_rate_at_p_below": clean["rates"],
-        "alerts_on_clean_traffic": clean["alerts"],
-        "drifted_windows": drifted_evaluated,
-        "drifted_detection_rate": detected / drifted_evaluated if drifted_evaluated else None,
-        "us_per_prediction": round(clean["seconds"] / predictions_fed * 1e6, 1),
-        "detector_us_per_prediction": round(clean["detector_seconds"] / predictions_fed * 1e6, 1),
-        "redis_roundtrips_per_prediction": round(clean["roundtrips"] / predictions_fed, 4),
-        "redis_commands_per_prediction": round(clean["commands"] / predictions_fed, 3),
-        "predictions": predictions_fed,
+        "reference_predictions": len(document["softmax_sample"]),
+        "calibration_predictions": len(document.get("calibration_softmax_sample", [])),
+        "evaluation_predictions": len(clean_pool),
+        "parse_us_per_prediction": parse_cost(events),
+        "window_sizes": by_size,
+    }
+
+
+def parse_cost(events: Sequence[PredictionEvent], count: int = 5000) -> float:
+    """Microseconds the monitor's agent spends parsing one prediction event from its Kafka value."""
+    values = [events[i % len(events)].to_kafka().value for i in range(count)]
+    started = time.perf_counter()
+    for value in values:
+        PredictionEvent.from_kafka(value)
+    return round((time.perf_counter() - started) / count * 1e6, 1)
+
+
+def bench_drift(
+    settings: Settings,
+    *,
+    models: Sequence[str] = MODELS,
+    windows: int = 5000,
+    drifted_windows: int = 100,
+    window_sizes: Sequence[int] = (50, 200),
+) -> dict[str, Any]:
+    """The monitor's figures per model and window size (see the module's description)."""
+    bar = tqdm(total=len(models), desc="bench drift", unit="model", disable=None)
+
+    def progress(message: str) -> None:
+        bar.set_postfix_str(message)
+        log.info("bench.drift", step=message)
+
+    results = {}
+    try:
+        for model in models:
+            results[model] = bench_model(
+                settings,
+                model,
+                windows=windows,
+                drifted_windows=drifted_windows,
+                window_sizes=window_sizes,
+                progress=progress,
+            )
+            bar.update()
+    finally:
+        bar.close()
+    return {
+        "configured_false_alarm_rates": list(RATES),
+        "alert_after_windows": settings.drift.alert_after_windows,
+        "calibration_windows": settings.drift.calibration_windows,
+        "models": results,
     }

@@ -452,7 +452,7 @@ class DriftAlert(BaseModel):
     version: str
     test: str = Field(description="The test with the smallest p-value in the window that raised the alert.")
     statistic: float
-    p_value: float = Field(description="The window's p-value over all its tests (Bonferroni).")
+    p_value: float = Field(description="The window's calibrated p-value over all its tests.")
     tests: list[DriftTestOutcome]
     window: int = Field(description="Index of the window (0-based) of this model version.")
     window_size: int

@@ -227,7 +227,11 @@ class DriftSettings(_Group):
     alert_cooldown_s: float = Field(
         3600.0, ge=0, description="After an alert of a model is resolved, no new one for this long."
     )
-    mmd_permutations: int = Field(200, ge=20, description="Permutations of the embedding MMD test.")
+    calibration_windows: int = Field(
+        20000,
+        ge=100,
+        description="Null windows drawn from a version's calibration sample to set its tests' thresholds.",
+    )
     max_batch: int = Field(500, ge=1, description="Most predictions the monitor takes at once.")
     max_wait_ms: float = Field(200.0, gt=0, description="Longest wait to fill a batch.")
     label_ttl_s: int = Field(

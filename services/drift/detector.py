@@ -1,10 +1,10 @@
 """One model version's drift detector as an I/O-free object: the monitor restores it, feeds it windows and
 applies what it decides.
 
-It holds the version's reference statistics and its state between windows (:class:`VersionState`); each
-window it is fed is tested against the reference (:func:`evaluate_window`), counted, and turned into a
-decision about the model's alert (:func:`alert_action`). Saving and restoring the state is a string, kept in
-Redis by the monitor.
+It holds the version's reference statistics, their calibration at the monitor's window size, and its state
+between windows (:class:`VersionState`); each window it is fed is tested against the reference
+(:func:`evaluate_window`), counted, and turned into a decision about the model's alert (:func:`alert_action`).
+Saving and restoring the state is a string, kept in Redis by the monitor.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from services.common.contract import format_time
 from services.common.settings import DriftSettings
+from services.drift.calibration import Calibration, expected_windows_to_false_alert
 from services.drift.policy import AlertAction, VersionState, alert_action
 from services.drift.windows import Reference, WindowResult, decode_rows, evaluate_window
 
@@ -32,19 +33,30 @@ class VersionDetector:
     """The detector of one model version."""
 
     def __init__(
-        self, version: str, reference: Reference, settings: DriftSettings, state: VersionState | None = None
+        self,
+        version: str,
+        reference: Reference,
+        calibration: Calibration,
+        settings: DriftSettings,
+        state: VersionState | None = None,
     ) -> None:
         self.version = version
         self.reference = reference
+        self.calibration = calibration
         self.settings = settings
         self.state = state or VersionState()
 
     @classmethod
     def restore(
-        cls, version: str, reference: Reference, settings: DriftSettings, saved: str | bytes | None
+        cls,
+        version: str,
+        reference: Reference,
+        calibration: Calibration,
+        settings: DriftSettings,
+        saved: str | bytes | None,
     ) -> VersionDetector:
         """The detector with the state :meth:`save` returned (a fresh one for None)."""
-        return cls(version, reference, settings, VersionState.from_json(saved))
+        return cls(version, reference, calibration, settings, VersionState.from_json(saved))
 
     def save(self) -> str:
         """The state to restore from."""
@@ -58,9 +70,8 @@ class VersionDetector:
         settings = self.settings
         result = evaluate_window(
             decode_rows(list(rows)),
-            self.reference,
+            self.calibration,
             false_alarm_rate=settings.false_alarm_rate,
-            permutations=settings.mmd_permutations,
             seed=self.state.windows,
         )
         self.state.update(result)
@@ -89,5 +100,21 @@ class VersionDetector:
                 if count
             },
             "confidence_histogram": state.confidence_histogram,
+            "calibration": self.calibration_summary(),
             "updated_at": format_time(datetime.now(UTC)),
+        }
+
+    def calibration_summary(self) -> dict[str, Any]:
+        """How the thresholds were set, and the false-alert rate they give: the expected windows (and
+        predictions) of undrifted traffic between false alerts under the alert policy."""
+        settings = self.settings
+        windows = expected_windows_to_false_alert(settings.false_alarm_rate, settings.alert_after_windows)
+        return {
+            "null_windows": self.calibration.windows,
+            "calibration_predictions": len(self.reference.calibration_softmax),
+            "reference_predictions": len(self.reference.softmax),
+            "false_alarm_rate": settings.false_alarm_rate,
+            "alert_after_windows": settings.alert_after_windows,
+            "expected_windows_to_false_alert": round(windows, 1),
+            "expected_predictions_to_false_alert": round(windows * self.calibration.window_size),
         }

@@ -1,91 +1,158 @@
-"""Label-free drift detectors (Rabanser et al. 2019, "Failing Loudly"): pure objects, no I/O.
+"""Label-free drift tests on a window of predictions (Rabanser et al. 2019, "Failing Loudly"): pure, no I/O.
 
-Each compares one window of predictions with the reference sample the model build wrote (``reference.json``)
-and returns a p-value. A window is flagged when its p-value is below the false-alarm rate; under no drift that
-happens in that share of windows, which is what makes the rate a setting rather than a hope. Where one window
-runs several tests, :func:`combined` applies Bonferroni so the window's false-alarm rate still holds.
+Every test is a statistic of the window's *mean* of per-prediction features, compared with a model version's
+reference sample:
+
+- ``class_chi_square``: the mix of predicted classes (one-hot features) against the reference's mix;
+- ``confidence_ks``: the top-1 confidence's distribution (indicators below the reference's quantiles), as the
+  largest gap between the two cumulative distributions on that grid;
+- ``embedding_outliers``: the share of predictions whose embedding lies farther from the reference sample,
+  relative to how densely the reference covers that region, than nearly all held-out predictions' do (a test
+  of the reference's *support*: traffic of a kind the version was built for, in any mix, is not an outlier).
+
+Because each statistic depends on the window only through a mean of features, thousands of null windows for
+the calibration cost one gather and one mean (:mod:`services.drift.calibration`), and a live window costs
+one pass over its rows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 Array = npt.NDArray[np.float64]
+# Above this many classes the class counts of one window are too sparse for a chi-square test.
+MAX_CHI_SQUARE_CLASSES = 32
+CONFIDENCE_GRID = 15
+# An embedding is an outlier when its distance to the reference exceeds this quantile of held-out ones'.
+OUTLIER_QUANTILE = 0.95
+NEIGHBOURS = 3
+# Added to every reference class count, so that a class the reference sample never predicted has a finite
+# expected share.
+PSEUDO_COUNT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class WindowTest:
-    """One test on one window."""
+    """One test on one window: its statistic, its calibrated p-value, and test-specific details."""
 
     test: str
     statistic: float
     p_value: float
-    details: dict[str, Any]
+    details: dict[str, list[int]]
 
 
-def softmax_ks(window: Array, reference: Array) -> WindowTest:
-    """Per-class two-sample Kolmogorov-Smirnov tests on the softmax outputs, Bonferroni over the classes.
-
-    ``details["moved"]`` ranks the classes by their KS statistic (the classes that moved most first).
-    """
-    if window.ndim != 2 or reference.ndim != 2 or window.shape[1] != reference.shape[1]:
-        raise ValueError(f"softmax shapes differ: {window.shape} vs {reference.shape}")
-    results = [stats.ks_2samp(window[:, k], reference[:, k]) for k in range(window.shape[1])]
-    statistics = np.array([r.statistic for r in results])
-    p_values = np.array([r.pvalue for r in results])
-    worst = int(np.argmin(p_values))
-    p = min(1.0, float(p_values[worst]) * window.shape[1])
-    moved = [int(k) for k in np.argsort(-statistics)]
-    return WindowTest("softmax_ks", float(statistics[worst]), p, {"moved": moved})
+def _nearest(rows: Array, reference: Array, k: int, *, own: bool) -> tuple[Array, npt.NDArray[np.int64]]:
+    """Each row's distance to its ``k``-th nearest reference row and the indices of its ``k`` nearest
+    (``own``: the rows are the reference itself, each leaving itself out)."""
+    norms = (rows * rows).sum(1)[:, None] + (reference * reference).sum(1)[None, :]
+    squared = np.maximum(norms - 2.0 * rows @ reference.T, 0.0)
+    if own:
+        np.fill_diagonal(squared, np.inf)
+    k = min(k, reference.shape[0] - int(own))
+    nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
+    distances = np.sqrt(np.take_along_axis(squared, nearest, axis=1))
+    return distances.max(axis=1), nearest
 
 
-def class_chi_square(predicted_counts: Array, reference_counts: Array) -> WindowTest:
-    """Chi-square test of homogeneity between the window's and the reference's predicted-class counts.
-
-    A two-sample test: the reference proportions are themselves estimated from a finite sample, and treating
-    them as exact would raise false alarms above the configured rate.
-    """
-    table = np.vstack([predicted_counts, reference_counts]).astype(float)
-    seen = table.sum(axis=0) > 0
-    statistic, p, _, expected = stats.chi2_contingency(table[:, seen], correction=False)
-    residuals = np.zeros(len(predicted_counts))
-    residuals[seen] = (table[0, seen] - expected[0]) / np.sqrt(expected[0])
-    moved = [int(k) for k in np.argsort(-np.abs(residuals))]
-    return WindowTest("class_chi_square", float(statistic), float(p), {"moved": moved})
+def neighbour_scores(rows: Array, reference: Array, spacing: Array, *, own: bool = False) -> Array:
+    """How far each row lies from the reference, relative to how densely the reference covers that region:
+    its distance to the ``NEIGHBOURS``-th nearest reference row over the mean such distance of those
+    neighbours among themselves (``spacing``). About 1 inside the reference's support however sparse, large
+    outside it."""
+    distance, nearest = _nearest(rows, reference, NEIGHBOURS, own=own)
+    scores: Array = distance / np.maximum(spacing[nearest].mean(axis=1), 1e-12)
+    return scores
 
 
-def _squared_distances(a: Array, b: Array) -> Array:
-    distances: Array = np.maximum(0.0, (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T)
-    return distances
+def reference_spacing(reference: Array) -> Array:
+    """Each reference row's distance to its ``NEIGHBOURS``-th nearest other reference row."""
+    return _nearest(reference, reference, NEIGHBOURS, own=True)[0]
 
 
-def embedding_mmd(window: Array, reference: Array, *, permutations: int = 200, seed: int = 0) -> WindowTest:
-    """Maximum mean discrepancy with a Gaussian kernel (median-distance bandwidth), permutation p-value."""
-    if window.shape[1] != reference.shape[1]:
-        raise ValueError(f"embedding widths differ: {window.shape[1]} vs {reference.shape[1]}")
-    pooled = np.vstack([window, reference])
-    distances = _squared_distances(pooled, pooled)
-    bandwidth = float(np.median(distances[np.triu_indices(len(pooled), k=1)])) or 1.0
-    kernel = np.exp(-distances / bandwidth)
-    n, total = len(window), len(pooled)
-    # MMD^2 (biased) is w^T K w with w = 1/n on the window and -1/m on the reference; a permutation only moves
-    # the weights, so all permutations are one matrix product.
-    weights = np.concatenate([np.full(n, 1.0 / n), np.full(total - n, -1.0 / (total - n))])
-    observed = float(weights @ kernel @ weights)
-    rng = np.random.default_rng(seed)
-    orders = np.stack([rng.permutation(total) for _ in range(permutations)])
-    permuted = np.empty((permutations, total))
-    np.put_along_axis(permuted, orders, np.broadcast_to(weights, (permutations, total)), axis=1)
-    null = ((permuted @ kernel) * permuted).sum(axis=1)
-    exceed = int((null >= observed - 1e-12).sum())
-    return WindowTest("embedding_mmd", observed, (exceed + 1) / (permutations + 1), {})
+@dataclass(frozen=True)
+class FeatureMap:
+    """The per-prediction features of a version's tests, fitted on its reference sample (and its outlier
+    radius on held-out predictions the reference never saw)."""
 
+    classes: int
+    class_share: Array | None  # expected share of each class, None when there are too many classes
+    grid: Array  # confidence quantiles of the reference
+    grid_share: Array  # the reference's share at or below each grid point
+    embedding: Array | None  # the reference sample's embeddings, None for a model without one
+    spacing: Array  # each reference embedding's distance to its neighbours (see neighbour_scores)
+    radius: float
 
-def combined(results: list[WindowTest]) -> float:
-    """The window's p-value over several tests (Bonferroni): flag the window when it is below the rate."""
-    return min(1.0, min(r.p_value for r in results) * len(results))
+    @classmethod
+    def fit(
+        cls,
+        classes: int,
+        confidence: Array,
+        predicted: npt.NDArray[np.int64],
+        embedding: Array,
+        held_out: Array,
+    ) -> FeatureMap:
+        """Fit on the reference's top-1 confidence, predicted classes and embeddings; ``held_out`` are the
+        embeddings of held-out predictions (the calibration split) that set the outlier radius."""
+        share = None
+        if classes <= MAX_CHI_SQUARE_CLASSES:
+            counts = np.bincount(predicted, minlength=classes)[:classes] + PSEUDO_COUNT
+            share = counts / counts.sum()
+        levels = np.arange(1, CONFIDENCE_GRID + 1) / (CONFIDENCE_GRID + 1)
+        grid = np.unique(np.quantile(confidence, levels))
+        grid_share = (confidence[:, None] <= grid[None, :]).mean(0)
+        reference = embedding if embedding.size and embedding.shape[1] and len(embedding) > 1 else None
+        radius, spacing = 0.0, np.zeros(0)
+        if reference is not None:
+            spacing = reference_spacing(reference)
+            radius = float(np.quantile(neighbour_scores(held_out, reference, spacing), OUTLIER_QUANTILE))
+        return cls(classes, share, grid, grid_share, reference, spacing, radius)
+
+    @property
+    def tests(self) -> tuple[str, ...]:
+        """The names of the tests, in the order of :meth:`statistics`' columns."""
+        names = ["class_chi_square"] if self.class_share is not None else []
+        names.append("confidence_ks")
+        if self.embedding is not None:
+            names.append("embedding_outliers")
+        return tuple(names)
+
+    def features(
+        self, classes: npt.NDArray[np.int64], confidence: Array, embedding: Array, *, own: bool = False
+    ) -> Array:
+        """One row of features per prediction: ``[one-hot class, confidence <= grid, outlier]``. ``own``:
+        the predictions are the reference sample's, each measured against the others."""
+        parts = []
+        if self.class_share is not None:
+            parts.append(np.eye(len(self.class_share))[np.clip(classes, 0, len(self.class_share) - 1)])
+        parts.append((confidence[:, None] <= self.grid[None, :]).astype(np.float64))
+        if self.embedding is not None:
+            scores = neighbour_scores(embedding, self.embedding, self.spacing, own=own)
+            parts.append((scores > self.radius)[:, None].astype(np.float64))
+        return np.hstack(parts)
+
+    def statistics(self, means: Array, window_size: int) -> Array:
+        """The tests' statistics (one column per test) of windows whose feature means are ``means``
+        (one row per window); larger is more drifted."""
+        columns = []
+        at = 0
+        if self.class_share is not None:
+            k = len(self.class_share)
+            gap = means[:, :k] - self.class_share
+            columns.append(window_size * (gap * gap / self.class_share).sum(1))
+            at = k
+        g = len(self.grid)
+        columns.append(np.abs(means[:, at : at + g] - self.grid_share).max(1))
+        if self.embedding is not None:
+            columns.append(means[:, at + g])
+        return np.stack(columns, axis=1)
+
+    def moved_classes(self, mean: Array) -> list[int]:
+        """Classes ranked by how far the window's share moved from the reference's (standardised)."""
+        if self.class_share is None:
+            return []
+        k = len(self.class_share)
+        residual = (mean[:k] - self.class_share) / np.sqrt(self.class_share)
+        return [int(c) for c in np.argsort(-np.abs(residual))]

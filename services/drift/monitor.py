@@ -21,6 +21,7 @@ from services.common.contract import (
     format_time,
 )
 from services.common.settings import Settings
+from services.drift.calibration import Calibration
 from services.drift.detector import Judgement, VersionDetector
 from services.drift.metrics import DriftMetrics
 from services.drift.policy import AlertAction, VersionState
@@ -100,6 +101,7 @@ class DriftMonitor:
         self.launcher = launcher
         self.models: set[str] = set()
         self._references: dict[tuple[str, str], Reference] = {}
+        self._calibrations: dict[tuple[str, str], Calibration] = {}
         self._missing: dict[tuple[str, str], float] = {}  # version without a reference -> when last asked
         self._running: dict[str, str] = {}  # model -> launcher handle of a job this monitor started
 
@@ -127,6 +129,29 @@ class DriftMonitor:
         self._missing.pop(key, None)
         self._references[key] = reference
         return reference
+
+    async def calibration(self, model: str, version: str, reference: Reference) -> Calibration:
+        """The version's thresholds at the monitor's window size, measured once (in a thread: about a second
+        of work) and kept."""
+        key = (model, version)
+        calibration = self._calibrations.get(key)
+        if calibration is None:
+            drift = self.settings.drift
+            started = time.perf_counter()
+            calibration = await asyncio.to_thread(
+                reference.calibrate, drift.window_size, drift.calibration_windows
+            )
+            self._calibrations[key] = calibration
+            log.info(
+                "drift.calibrated",
+                model=model,
+                version=version,
+                window_size=drift.window_size,
+                null_windows=calibration.windows,
+                calibration_predictions=len(reference.calibration_softmax),
+                seconds=round(time.perf_counter() - started, 2),
+            )
+        return calibration
 
     async def observe(self, predictions: Sequence[PredictionData]) -> list[DriftAlert]:
         """Add predictions to their windows and evaluate every window that filled; the alerts it changed.
@@ -180,7 +205,8 @@ class DriftMonitor:
         judged = len(peeked.rows) // size
         if judged == 0 or reference is None:
             return []
-        detector = VersionDetector.restore(version, reference, drift, peeked.state)
+        calibration = await self.calibration(model, version, reference)
+        detector = VersionDetector.restore(version, reference, calibration, drift, peeked.state)
         open_alert = DriftAlert.model_validate_json(peeked.open_alert) if peeked.open_alert else None
         cooling_down = peeked.cooling_down
         changed: list[DriftAlert] = []

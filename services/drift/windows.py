@@ -12,16 +12,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from services.common.contract import PredictionData
-from services.drift.detectors import WindowTest, class_chi_square, combined, embedding_mmd, softmax_ks
+from services.drift.calibration import Calibration
+from services.drift.detectors import FeatureMap, WindowTest
 
 Array = npt.NDArray[np.float64]
 # Predictions and references both carry probabilities rounded to this many decimals: compare like with like.
 DECIMALS = 6
-# Above this many classes the class counts of one window are too sparse for a chi-square test.
-MAX_CHI_SQUARE_CLASSES = 32
 CONFIDENCE_BINS = 20
 
 
@@ -62,22 +60,46 @@ def decode_rows(rows: list[bytes]) -> WindowRows:
 
 @dataclass(frozen=True)
 class Reference:
-    """What one model version's build measured on held-out data (``reference.json``)."""
+    """What one model version's build measured on held-out data (``reference.json``): the reference sample
+    windows are compared with, and a disjoint calibration sample that sets the tests' thresholds."""
 
     labels: list[str]
-    class_counts: Array
     softmax: Array
     embedding: Array
+    calibration_softmax: Array
+    calibration_embedding: Array
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Reference:
-        """Parse ``reference.json``."""
+        """Parse ``reference.json``. A file written before calibration samples existed is split in two:
+        every other row of its reference sample calibrates the rest."""
+        softmax = np.asarray(document["softmax_sample"], dtype=np.float64).round(DECIMALS)
+        embedding = np.asarray(document["embedding_sample"], dtype=np.float64)
+        if embedding.ndim != 2:
+            embedding = np.zeros((len(softmax), 0))
+        if "calibration_softmax_sample" in document:
+            calibration_softmax = np.asarray(document["calibration_softmax_sample"], dtype=np.float64)
+            calibration_embedding = np.asarray(document["calibration_embedding_sample"], dtype=np.float64)
+            if calibration_embedding.ndim != 2:
+                calibration_embedding = np.zeros((len(calibration_softmax), 0))
+        else:
+            softmax, calibration_softmax = softmax[::2], softmax[1::2]
+            embedding, calibration_embedding = embedding[::2], embedding[1::2]
+        if not len(softmax) or not len(calibration_softmax):
+            raise ValueError("reference.json needs a reference and a calibration sample (2+ predictions)")
         return cls(
             labels=list(document["labels"]),
-            class_counts=np.asarray(document["predicted_class_counts"], dtype=np.float64),
-            softmax=np.asarray(document["softmax_sample"], dtype=np.float64).round(DECIMALS),
-            embedding=np.asarray(document["embedding_sample"], dtype=np.float64),
+            softmax=softmax,
+            embedding=embedding,
+            calibration_softmax=calibration_softmax.round(DECIMALS),
+            calibration_embedding=calibration_embedding,
         )
+
+    @property
+    def class_counts(self) -> Array:
+        """Predicted-class counts of the reference sample."""
+        counts: Array = np.bincount(self.softmax.argmax(axis=1), minlength=len(self.labels)).astype(float)
+        return counts
 
     @property
     def confidence(self) -> Array:
@@ -85,16 +107,34 @@ class Reference:
         confidence: Array = self.softmax.max(axis=1)
         return confidence
 
+    def feature_map(self) -> FeatureMap:
+        """The tests' features, fitted on this reference (the outlier radius on the calibration sample)."""
+        return FeatureMap.fit(
+            len(self.labels),
+            self.confidence,
+            self.softmax.argmax(axis=1),
+            self.embedding,
+            self.calibration_embedding,
+        )
 
-def confidence_ks(window: Array, reference: Array) -> WindowTest:
-    """Two-sample KS test on the top-1 scores (for models whose predictions carry no full softmax)."""
-    result = stats.ks_2samp(window, reference)
-    return WindowTest("confidence_ks", float(result.statistic), float(result.pvalue), {"moved": []})
+    def calibrate(self, window_size: int, windows: int) -> Calibration:
+        """The null distribution of the tests at ``window_size``: windows of undrifted traffic are drawn from
+        the reference and calibration samples together (the best estimate of that traffic; each reference
+        prediction measured against the rest of the reference)."""
+        features = self.feature_map()
+        rows = [
+            features.features(softmax.argmax(axis=1), softmax.max(axis=1), embedding, own=own)
+            for softmax, embedding, own in (
+                (self.softmax, self.embedding, True),
+                (self.calibration_softmax, self.calibration_embedding, False),
+            )
+        ]
+        return Calibration.measure(features, np.vstack(rows), window_size=window_size, windows=windows)
 
 
 @dataclass(frozen=True)
 class WindowResult:
-    """The tests of one window and whether it is flagged (its combined p-value under the alarm rate)."""
+    """The tests of one window and whether it is flagged (its calibrated p-value at or under the rate)."""
 
     tests: list[WindowTest]
     p_value: float
@@ -111,38 +151,29 @@ class WindowResult:
 
 
 def evaluate_window(
-    window: WindowRows, reference: Reference, *, false_alarm_rate: float, permutations: int, seed: int = 0
+    window: WindowRows, calibration: Calibration, *, false_alarm_rate: float, seed: int = 0
 ) -> WindowResult:
-    """Run the label-free tests on one window; flag it when their combined p-value is below the rate.
-
-    With full probabilities: per-class softmax KS and a chi-square on predicted classes; otherwise a KS test
-    on the top-1 scores. MMD on the embedding projection when the model has one. Bonferroni over the tests
-    keeps the window's false-alarm rate at most ``false_alarm_rate``.
-    """
-    classes = len(reference.labels)
-    counts = np.bincount(window.classes, minlength=classes)[:classes]
-    tests: list[WindowTest] = []
-    if window.probabilities is not None and window.probabilities.shape[1] == reference.softmax.shape[1]:
-        tests.append(softmax_ks(window.probabilities.round(DECIMALS), reference.softmax))
-    else:
-        tests.append(confidence_ks(window.confidence.round(DECIMALS), reference.confidence))
-    if classes <= MAX_CHI_SQUARE_CLASSES:
-        tests.append(class_chi_square(counts.astype(np.float64), reference.class_counts))
-    if window.embedding.shape[1] and reference.embedding.size:
-        # A model without an embedding output is judged on its softmax and class mix alone.
-        mmd = embedding_mmd(window.embedding, reference.embedding, permutations=permutations, seed=seed)
-        tests.append(mmd)
-    p_value = combined(tests)
-    expected = reference.class_counts / max(1.0, reference.class_counts.sum()) * len(window)
-    moved: list[int] = next((t.details["moved"] for t in tests if t.details.get("moved")), [])
+    """Run the label-free tests on one window; flag it when its calibrated p-value is at or below the rate
+    (which then is the share of undrifted windows flagged). ``seed`` breaks ties at random, reproducibly."""
+    features = calibration.features
+    means = features.features(window.classes, window.confidence.round(DECIMALS), window.embedding).mean(0)
+    statistics = features.statistics(means[None, :], len(window))[0]
+    per_test, p_value = calibration.p_values(statistics, np.random.default_rng(seed))
+    moved = features.moved_classes(means)
+    tests = [
+        WindowTest(name, float(statistic), float(p), {"moved": moved} if name == "class_chi_square" else {})
+        for name, statistic, p in zip(features.tests, statistics, per_test, strict=True)
+    ]
+    classes = features.class_share
+    expected = classes * len(window) if classes is not None else np.zeros(0)
     return WindowResult(
         tests=tests,
         p_value=p_value,
-        flagged=p_value < false_alarm_rate,
-        counts=counts.tolist(),
+        flagged=p_value <= false_alarm_rate,
+        counts=np.bincount(window.classes, minlength=features.classes)[: features.classes].tolist(),
         expected_counts=[round(float(e), 2) for e in expected],
         confidence_histogram=np.histogram(window.confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))[
             0
         ].tolist(),
-        moved=[int(k) for k in moved[:3]],
+        moved=moved[:3],
     )

@@ -40,22 +40,24 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
     assert not [t for t in KafkaAdmin(settings.kafka).list_topics() if t.startswith("bench.")]
 
 
-DRIFT_FIGURES = (
-    "configured_false_alarm_rate",
-    "observed_false_alarm_rate",
-    "us_per_prediction",
-    "redis_roundtrips_per_prediction",
-)
-
-
 def test_bench_drift_prints_one_json_object_with_the_monitor_figures(settings: Settings) -> None:
-    args = ["bench", "drift", "--json", "--windows", "20", "--drifted-windows", "4"]
-    result = dlstream(settings, *args, timeout_s=300)
+    args = ["bench", "drift", "--json", "--model", "digits", "--windows", "40", "--window-size", "50"]
+    result = dlstream(settings, *args, "--drifted-windows", "4", timeout_s=300)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     report = json.loads(lines[0])
-    assert all(report[name] is not None for name in DRIFT_FIGURES), report
-    assert report["clean_windows"] == 20
-    assert report["drifted_windows"] == 4
-    assert report["us_per_prediction"] > 0
-    assert 0 < report["redis_roundtrips_per_prediction"] < 1
+    digits = report["models"]["digits"]
+    assert digits["evaluation_predictions"] > 0
+    assert digits["calibration_predictions"] > 0
+    figures = digits["window_sizes"]["50"]
+    for rate in ("0.01", "0.05"):
+        alarms = figures["false_alarms"][rate]
+        assert alarms["windows"] == 40
+        low, high = alarms["observed_false_alarm_ci95"]
+        assert low <= alarms["observed_false_alarm_rate"] <= high
+        assert alarms["expected_windows_to_false_alert"] > 1
+    inverted = figures["drifted"]["inverted"]["0.01"]
+    assert inverted["windows"] == 4
+    assert inverted["detection_rate"] >= 0.75
+    assert figures["us_per_prediction"] > 0
+    assert 0 < figures["redis_roundtrips_per_prediction"] < 1

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,9 +180,11 @@ def _private_triton(settings: Settings, tmp_path: Path) -> tuple[LocalStack, Pat
     return private_triton(settings, repository, tmp_path / "stack"), repository
 
 
-def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_better(
+def test_a_partial_shift_retrains_digits_and_version_2_takes_base_and_drifted_traffic_without_alerts(
     settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
+    """Half the traffic turns to inverted digits: an alert, retraining on the labelled mix, version 2
+    promoted; version 2 serves drifted traffic better, and 20 windows of base-only traffic raise no alert."""
     triton, repository = _private_triton(settings, tmp_path)
     triton.up()
     try:
@@ -196,29 +199,32 @@ def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_bet
         deployed = deployed.model_copy(update={"retrain": deployed.retrain.model_copy(update={"epochs": 5})})
         payloads, labels = held_out_payloads("digits", 0)
         assert labels is not None
-        order = random.Random(5).sample(range(len(payloads)), 600)
-        first, second = order[:300], order[300:]
+        order = random.Random(5).sample(range(len(payloads)), len(payloads))
+        first, second, base = order[:300], order[300:600], order[600:]
 
-        def drifted(index: list[int]) -> list[Sample]:
-            return events_of(
-                Modality.IMAGE,
-                drifted_digits([payloads[i] for i in index], "inverted"),
-                [labels[i] for i in index],
-            )
+        def events(index: list[int], *, inverted: bool) -> list[Sample]:
+            chosen = [payloads[i] for i in index]
+            sent = drifted_digits(chosen, "inverted") if inverted else chosen
+            return events_of(Modality.IMAGE, sent, [labels[i] for i in index])
 
         worker = Worker(deployed, tmp_path / "worker.log", repository=repository).start()
         monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository).start()
         try:
-            before = drifted(first)
-            send_and_flush(deployed, before)
-            predicted = wait_for_predictions(deployed, {s.event.id for s in before})
-            assert len(predicted) == len(before)
+            shifted = events(first[:150], inverted=True)
+            mixed = [
+                s for pair in zip(shifted, events(first[150:], inverted=False), strict=True) for s in pair
+            ]
+            send_and_flush(deployed, mixed)
+            predicted = wait_for_predictions(deployed, {s.event.id for s in mixed})
+            assert len(predicted) == len(mixed)
             assert {p.data.model_version for p in predicted.values()} == {"1"}
-            accuracy_v1 = sum(predicted[s.event.id].data.label == str(s.label) for s in before) / len(before)
+            accuracy_v1 = sum(predicted[s.event.id].data.label == str(s.label) for s in shifted) / len(
+                shifted
+            )
 
             # The labels arrive later, as they would from people checking the predictions.
             with Publisher(deployed) as publisher:
-                for sample in before:
+                for sample in mixed:
                     publisher.publish_label(sample.event.id, str(sample.label))
 
             run = retraining_outcome(deployed, "digits", timeout_s=360)
@@ -227,7 +233,7 @@ def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_bet
             assert report["new_version"] == 2
             assert (repository / "digits" / "2" / "reference.json").exists()
 
-            after = drifted(second)
+            after = events(second, inverted=True)
             send_and_flush(deployed, after)
             predicted = wait_for_predictions(deployed, {s.event.id for s in after})
             assert len(predicted) == len(after)
@@ -253,6 +259,20 @@ def test_drift_alert_retrains_digits_and_version_2_serves_the_drifted_stream_bet
                 return text if line in text else None
 
             wait_for(promoted_counted, timeout_s=30, what="the promoted run in the monitor's metrics")
+
+            judged = overview(deployed)["digits"]["versions"]["2"]["windows"]
+            clean = [s for _ in range(3) for s in events(base, inverted=False)][: 20 * WINDOW]
+            send_and_flush(deployed, clean)
+            wait_for_predictions(deployed, {s.event.id for s in clean})
+
+            def judged_base() -> dict[str, Any] | None:
+                version = overview(deployed)["digits"]["versions"]["2"]
+                return version if version["windows"] >= judged + 20 else None
+
+            version_2 = wait_for(judged_base, timeout_s=120, what="20 windows of base traffic on version 2")
+            raised = [a for a in alerts_on_kafka(deployed) if a.status == "open" and a.version == "2"]
+            print(f"version 2 after base traffic: {version_2}")
+            assert raised == []
         finally:
             monitor.stop()
             worker.stop()

@@ -51,14 +51,12 @@ def test_rows_round_trip_with_and_without_probabilities() -> None:
 
 
 def _reference(rng: np.random.Generator, n: int = 400) -> Reference:
-    logits = rng.normal(size=(n, 4)) + np.array([2.0, 1.0, 0.0, 0.0])
-    softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return Reference(
-        labels=LABELS,
-        class_counts=np.bincount(softmax.argmax(1), minlength=4).astype(float),
-        softmax=softmax.round(6),
-        embedding=rng.normal(size=(n, 3)),
-    )
+    softmax, embedding = [], []
+    for _ in range(2):
+        logits = rng.normal(size=(n, 4)) + np.array([2.0, 1.0, 0.0, 0.0])
+        softmax.append((np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).round(6))
+        embedding.append(rng.normal(size=(n, 3)))
+    return Reference(LABELS, softmax[0], embedding[0], softmax[1], embedding[1])
 
 
 def _window(rng: np.random.Generator, shift: float, n: int = 60) -> WindowRows:
@@ -67,27 +65,32 @@ def _window(rng: np.random.Generator, shift: float, n: int = 60) -> WindowRows:
     return WindowRows(softmax.argmax(1), softmax.max(1), softmax, rng.normal(loc=shift, size=(n, 3)))
 
 
-def test_clean_windows_stay_under_the_rate_and_shifted_ones_are_flagged_with_the_moved_class_first() -> None:
+def test_clean_windows_stay_near_the_rate_and_shifted_ones_are_flagged_with_the_moved_class_first() -> None:
     rng = np.random.default_rng(0)
-    reference = _reference(rng)
+    calibration = _reference(rng).calibrate(60, 5000)
     clean = [
-        evaluate_window(_window(rng, 0.0), reference, false_alarm_rate=0.05, permutations=50).flagged
-        for _ in range(100)
+        evaluate_window(_window(rng, 0.0), calibration, false_alarm_rate=0.05, seed=k).flagged
+        for k in range(200)
     ]
-    assert sum(clean) <= 5 + 3 * np.sqrt(100 * 0.05 * 0.95)
-    shifted = evaluate_window(_window(rng, 3.0), reference, false_alarm_rate=0.05, permutations=50, seed=1)
+    assert sum(clean) <= 10 + 3 * np.sqrt(200 * 0.05 * 0.95)
+    shifted = evaluate_window(_window(rng, 3.0), calibration, false_alarm_rate=0.05, seed=1)
     assert shifted.flagged
-    assert {t.test for t in shifted.tests} == {"softmax_ks", "class_chi_square", "embedding_mmd"}
+    assert {t.test for t in shifted.tests} == {"class_chi_square", "confidence_ks", "embedding_outliers"}
     assert shifted.moved[0] in (0, 3)
     assert sum(shifted.counts) == 60
 
 
-def test_without_full_probabilities_the_top1_score_is_tested_instead() -> None:
+def test_an_old_reference_without_a_calibration_sample_calibrates_on_half_of_its_sample() -> None:
     rng = np.random.default_rng(1)
-    window = _window(rng, 0.0)
-    bare = WindowRows(window.classes, window.confidence, None, window.embedding)
-    result = evaluate_window(bare, _reference(rng), false_alarm_rate=0.05, permutations=50)
-    assert [t.test for t in result.tests] == ["confidence_ks", "class_chi_square", "embedding_mmd"]
+    softmax = _reference(rng).softmax
+    reference = Reference.from_json(
+        {"labels": LABELS, "softmax_sample": softmax.tolist(), "embedding_sample": softmax[:, :2].tolist()}
+    )
+    assert len(reference.softmax) == len(reference.calibration_softmax) == len(softmax) // 2
+    with pytest.raises(ValueError, match="calibration"):
+        Reference.from_json(
+            {"labels": LABELS, "softmax_sample": softmax[:1].tolist(), "embedding_sample": []}
+        )
 
 
 def _state(flags: list[bool]) -> VersionState:
@@ -124,15 +127,15 @@ def test_an_open_alert_resolves_after_clean_windows_or_at_a_clean_window_of_a_ne
 
 def test_version_state_accumulates_class_counts_and_confidence_over_windows() -> None:
     rng = np.random.default_rng(2)
-    reference = _reference(rng)
+    calibration = _reference(rng).calibrate(60, 2000)
     state = VersionState()
     for shift in (0.0, 3.0):
-        state.update(evaluate_window(_window(rng, shift), reference, false_alarm_rate=0.05, permutations=30))
+        state.update(evaluate_window(_window(rng, shift), calibration, false_alarm_rate=0.05))
     assert state.windows == 2
     assert sum(state.class_counts) == 120
     assert sum(state.confidence_histogram) == 120
     assert state.flagged_streak == 1
-    assert state.last_tests.keys() == {"softmax_ks", "class_chi_square", "embedding_mmd"}
+    assert state.last_tests.keys() == {"class_chi_square", "confidence_ks", "embedding_outliers"}
 
 
 def test_version_state_survives_a_round_trip() -> None:

@@ -140,7 +140,9 @@ class MemoryStore:
 
 
 def monitor_with(store: MemoryStore, published: Published) -> DriftMonitor:
-    settings = load_settings(drift={"window_size": WINDOW, "alert_after_windows": 2, "mmd_permutations": 50})
+    settings = load_settings(
+        drift={"window_size": WINDOW, "alert_after_windows": 2, "calibration_windows": 2000}
+    )
     return DriftMonitor(settings, store, metrics=DriftMetrics(), publish=published)
 
 

@@ -1,0 +1,101 @@
+"""Thresholds from the null distribution, measured: pure, no I/O.
+
+A version's tests (:mod:`services.drift.detectors`) compare each window with the version's reference sample.
+How large a statistic gets by chance depends on that sample, the window size and the model, so no textbook
+distribution gives its p-value exactly (Bonferroni over tests and classes, ties and a finite reference sample
+all made the old tests conservative). Instead, many windows are drawn with replacement from the model's own
+predictions on a calibration split of held-out data that the reference sample never saw, and run through the
+same tests against the same reference: a live window's p-value is its rank among them. The tests are
+combined by the smallest p-value, itself ranked among the null windows' smallest p-values, so the window's
+false-alarm rate is the configured one rather than a bound on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.drift.detectors import Array, FeatureMap
+
+# Null windows drawn per chunk (bounds the memory of the gather: chunk x window x features).
+CHUNK = 64
+
+
+def _ranked(null: Array, values: Array, uniforms: Array, *, member: bool) -> Array:
+    """Randomised p-values of ``values`` (larger is more extreme) against the sorted ``null``: ties are
+    broken at random so the p-value is uniform under the null even for discrete statistics. ``member``: the
+    values are the null's own (each is counted once in its ties, not as an extra sample)."""
+    n = len(null)
+    right = np.searchsorted(null, values, side="right")
+    left = np.searchsorted(null, values, side="left")
+    greater = n - right
+    equal = right - left
+    if member:
+        return (greater + uniforms * equal) / n
+    p: Array = (greater + uniforms * (equal + 1)) / (n + 1)
+    return p
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The null distribution of a version's tests at one window size."""
+
+    features: FeatureMap
+    window_size: int
+    null: Array  # [windows, tests], each column sorted
+    null_min_p: Array  # sorted smallest p-value of each null window
+
+    @classmethod
+    def measure(
+        cls, features: FeatureMap, calibration: Array, *, window_size: int, windows: int, seed: int = 0
+    ) -> Calibration:
+        """Draw ``windows`` windows of ``window_size`` rows (with replacement: live traffic is a draw from the
+        population, not from a finite pool) of the calibration split's ``calibration`` features."""
+        if len(calibration) == 0:
+            raise ValueError("no calibration predictions")
+        rng = np.random.default_rng(seed)
+        n = len(calibration)
+        means = []
+        for start in range(0, windows, CHUNK):
+            # The calibration sample is itself a sample of the traffic: each chunk's windows come from a
+            # bootstrap resample of it, so the null also spreads by how far the sample may lie from the
+            # traffic (which matters once windows are as large as the sample).
+            pool = rng.integers(0, n, size=n)
+            picks = pool[rng.integers(0, n, size=(min(CHUNK, windows - start), window_size))]
+            means.append(calibration[picks].mean(axis=1))
+        statistics = features.statistics(np.vstack(means), window_size)
+        null = np.sort(statistics, axis=0)
+        p = np.column_stack(
+            [
+                _ranked(null[:, t], statistics[:, t], rng.random(windows), member=True)
+                for t in range(null.shape[1])
+            ]
+        )
+        return cls(features, window_size, null, np.sort(p.min(axis=1)))
+
+    @property
+    def windows(self) -> int:
+        """Null windows measured."""
+        return len(self.null_min_p)
+
+    def p_values(self, statistics: Array, rng: np.random.Generator) -> tuple[Array, float]:
+        """Each test's p-value for one window's ``statistics``, and the window's combined p-value: the
+        smallest of them ranked among the null windows' smallest (uniform under no drift)."""
+        per_test = np.array(
+            [
+                _ranked(self.null[:, t], np.array([statistics[t]]), rng.random(1), member=False)[0]
+                for t in range(len(statistics))
+            ]
+        )
+        smallest = float(per_test.min())
+        below = int(np.searchsorted(self.null_min_p, smallest, side="left"))
+        combined = (below + float(rng.random())) / (self.windows + 1)
+        return per_test, min(1.0, combined)
+
+
+def expected_windows_to_false_alert(false_alarm_rate: float, alert_after: int) -> float:
+    """Expected windows of undrifted traffic until ``alert_after`` flagged windows in a row (the alert
+    policy's average run length under the null, with windows flagged independently at the rate)."""
+    r = false_alarm_rate
+    return (1.0 - r**alert_after) / ((1.0 - r) * r**alert_after)

@@ -1,0 +1,126 @@
+"""The drift tests' thresholds come from their measured null distribution: undrifted windows are flagged at
+the configured rate, drifted ones are caught, and traffic inside the reference's support is not an outlier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert
+from services.drift.detectors import Array
+from services.drift.windows import Reference, WindowRows, evaluate_window
+
+CLASSES = 10
+LABELS = [str(i) for i in range(CLASSES)]
+CENTRES = np.random.default_rng(99).normal(scale=3.0, size=(CLASSES, 8))
+
+
+def traffic(
+    rng: np.random.Generator, n: int, *, prior_shift: float = 0.0, offset: float = 0.0
+) -> tuple[Array, Array]:
+    """Model-like predictions: confident softmax rows around a winning class, embeddings around the class's
+    centre. ``prior_shift`` moves traffic to class 0, ``offset`` moves the embeddings away."""
+    prior = np.linspace(1.0, 2.0, CLASSES)
+    prior[0] += prior_shift * prior.sum()
+    winners = rng.choice(CLASSES, size=n, p=prior / prior.sum())
+    alpha = np.full((n, CLASSES), 0.3)
+    alpha[np.arange(n), winners] += 8.0
+    softmax = np.array([rng.dirichlet(a) for a in alpha]).round(6)
+    return softmax, CENTRES[winners] + rng.normal(size=(n, 8)) + offset
+
+
+def reference(rng: np.random.Generator, size: int = 500, calibration: int = 2000) -> Reference:
+    softmax, embedding = traffic(rng, size)
+    calibration_softmax, calibration_embedding = traffic(rng, calibration)
+    return Reference(LABELS, softmax, embedding, calibration_softmax, calibration_embedding)
+
+
+def window(softmax: Array, embedding: Array) -> WindowRows:
+    return WindowRows(softmax.argmax(1), softmax.max(1), softmax, embedding)
+
+
+def p_values(rng: np.random.Generator, calibration: Calibration, windows: int, **shift: float) -> Array:
+    size = calibration.window_size
+    softmax, embedding = traffic(rng, windows * size, **shift)
+    return np.array(
+        [
+            evaluate_window(
+                window(softmax[k * size : (k + 1) * size], embedding[k * size : (k + 1) * size]),
+                calibration,
+                false_alarm_rate=0.05,
+                seed=k,
+            ).p_value
+            for k in range(windows)
+        ]
+    )
+
+
+@pytest.mark.parametrize("size", [50, 200])
+def test_undrifted_windows_are_flagged_at_the_configured_rate(size: int) -> None:
+    """Averaged over reference samples: one sample's rate scatters around the configured one by how far that
+    sample happens to lie from the traffic."""
+    rng = np.random.default_rng(size)
+    p = np.concatenate(
+        [p_values(rng, reference(rng, 300, 600).calibrate(size, 10000), 300) for _ in range(8)]
+    )
+    for rate, low, high in ((0.01, 0.4, 1.8), (0.05, 0.7, 1.3), (0.2, 0.8, 1.2)):
+        assert low * rate <= (p <= rate).mean() <= high * rate, rate
+
+
+def test_drifted_windows_are_flagged_with_the_test_that_moved() -> None:
+    rng = np.random.default_rng(3)
+    ref = reference(rng)
+    calibration = ref.calibrate(100, 5000)
+    assert (p_values(rng, calibration, 20, prior_shift=0.5) <= 0.01).mean() >= 0.9
+    assert (p_values(rng, calibration, 20, offset=4.0) <= 0.01).all()
+    softmax, embedding = traffic(rng, 100, prior_shift=0.5)
+    result = evaluate_window(window(softmax, embedding), calibration, false_alarm_rate=0.01)
+    assert result.flagged
+    assert result.strongest.test == "class_chi_square"
+    assert result.moved[0] == 0
+    assert sum(result.counts) == 100
+    assert [t.test for t in result.tests] == ["class_chi_square", "confidence_ks", "embedding_outliers"]
+
+
+def test_traffic_inside_a_mixed_reference_is_not_an_outlier_and_traffic_outside_it_is() -> None:
+    """A retrained version's reference holds base and drifted traffic: either alone is traffic it serves."""
+    rng = np.random.default_rng(4)
+    base, moved = traffic(rng, 600), traffic(rng, 600, offset=4.0)
+    mixed = [np.vstack([a, b]) for a, b in zip(base, moved, strict=True)]
+    order = rng.permutation(1200)
+    ref = Reference(
+        LABELS, mixed[0][order[:500]], mixed[1][order[:500]], mixed[0][order[500:]], mixed[1][order[500:]]
+    )
+    calibration = ref.calibrate(100, 5000)
+    for offset in (0.0, 4.0):
+        softmax, embedding = traffic(rng, 100, offset=offset)
+        outliers = evaluate_window(window(softmax, embedding), calibration, false_alarm_rate=0.01).tests[2]
+        assert outliers.p_value > 0.05, offset
+    softmax, embedding = traffic(rng, 100, offset=-6.0)
+    outliers = evaluate_window(window(softmax, embedding), calibration, false_alarm_rate=0.01).tests[2]
+    assert outliers.p_value < 0.001
+
+
+def test_models_without_full_probabilities_or_embeddings_are_tested_on_what_they_have() -> None:
+    rng = np.random.default_rng(5)
+    ref = reference(rng, 200, 200)
+    bare = Reference(LABELS, ref.softmax, np.zeros((200, 0)), ref.calibration_softmax, np.zeros((200, 0)))
+    calibration = bare.calibrate(50, 2000)
+    softmax, _ = traffic(rng, 50)
+    rows = WindowRows(softmax.argmax(1), softmax.max(1), None, np.zeros((50, 0)))
+    result = evaluate_window(rows, calibration, false_alarm_rate=0.01)
+    assert [t.test for t in result.tests] == ["class_chi_square", "confidence_ks"]
+
+
+def test_tied_statistics_still_give_uniform_p_values() -> None:
+    rng = np.random.default_rng(6)
+    null = np.sort(rng.integers(0, 4, size=100000).astype(float))
+    values = rng.integers(0, 4, size=20000).astype(float)
+    p = _ranked(null, values, rng.random(len(values)), member=False)
+    for rate in (0.05, 0.1, 0.3):
+        assert (p <= rate).mean() == pytest.approx(rate, abs=0.01)
+
+
+def test_expected_windows_between_false_alerts() -> None:
+    assert expected_windows_to_false_alert(0.05, 1) == pytest.approx(20.0)
+    assert expected_windows_to_false_alert(0.01, 2) == pytest.approx(10100.0)
