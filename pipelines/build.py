@@ -23,9 +23,6 @@ from pipelines.train import predict, train_classifier
 from pipelines.triton_config import write_configs
 from services.common.card import CARD_FILE, ModelCard, Outputs, Retraining, read_card
 
-# Held-out predictions of a build kept out of the drift reference and calibration samples: the drift
-# benchmark's undrifted traffic.
-EVALUATION_FRACTION = 1 / 3
 CARD_METRICS = ("accuracy", "samples", "classes", "evaluation")
 
 
@@ -101,7 +98,6 @@ def build_spec(
         seed=seed,
         started=started,
         replace=replace,
-        evaluation_fraction=EVALUATION_FRACTION,
     )
 
 
@@ -120,14 +116,15 @@ def finish_build(
     seed: int,
     started: float,
     replace: bool,
-    evaluation_fraction: float = 0.0,
+    reference_components: npt.NDArray[np.int64] | None = None,
 ) -> BuildResult:
     """Evaluate held-out predictions, trace the serving module, write ``model_dir/<version>/`` (weights,
     card, metrics, reference statistics), then the model's configs from the new card.
 
     Without ``truth`` (a pretrained model checked another way) the spec's own metrics stand alone. The
-    reference statistics split the predictions into the drift monitor's reference and calibration samples,
-    keeping ``evaluation_fraction`` of them out of both (see :func:`reference_statistics`).
+    reference statistics split the predictions into the drift monitor's reference and calibration samples
+    (see :func:`reference_statistics`; ``reference_components``: which part of the traffic each prediction
+    stands for).
     """
     report = classification_report(truth, probabilities.argmax(axis=1), labels) if truth is not None else {}
     mean, components = pca_projection(embeddings, EMBEDDING_DIMS)
@@ -151,7 +148,7 @@ def finish_build(
             CARD_FILE: json.loads(card.to_json()),
             "metrics.json": metrics,
             "reference.json": reference_statistics(
-                probabilities, projected.astype(np.float32), labels, seed, evaluation_fraction
+                probabilities, projected.astype(np.float32), labels, seed, reference_components
             ),
         }
         path = write_version(model_dir, version, files=files, artifacts=artifacts, replace=replace)

@@ -34,24 +34,22 @@ def reference_statistics(
     projected: npt.NDArray[np.float32],
     labels: list[str],
     seed: int,
-    evaluation_fraction: float = 0.0,
+    components: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, Any]:
     """Softmax and embedding statistics over held-out predictions (JSON-ready).
 
-    The predictions are split at random: the reference sample that the drift monitor compares windows with
-    (half of what is not kept for evaluation, at most 500), a disjoint calibration sample that sets its
-    thresholds (the rest, at most 2,000), and ``evaluation_fraction`` of them in neither, listed by index
-    (``evaluation_indices``) for measuring the monitor's false-alarm rate on data it never saw.
+    The predictions are split at random into the reference sample that the drift monitor compares windows
+    with (half, at most 500) and a disjoint calibration sample that sets its thresholds (the rest, at most
+    2,000). ``components`` says which part of the traffic each prediction stands for (a retrained version's:
+    0 for the base held-out data, 1 for recent live traffic); the monitor then expects any mix of them.
     """
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     counts = np.bincount(predicted, minlength=len(labels))
     histogram, edges = np.histogram(confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))
     order = np.random.default_rng(seed).permutation(len(probabilities))
-    evaluation = round(len(order) * evaluation_fraction)
-    used = order[: len(order) - evaluation]
-    size = min(REFERENCE_SAMPLE, (len(used) + 1) // 2)
-    pick, calibration = used[:size], used[size : size + CALIBRATION_SAMPLE]
+    size = min(REFERENCE_SAMPLE, (len(order) + 1) // 2)
+    pick, calibration = order[:size], order[size : size + CALIBRATION_SAMPLE]
     return {
         "samples": len(probabilities),
         "labels": labels,
@@ -62,7 +60,14 @@ def reference_statistics(
         "embedding_sample": projected[pick].round(6).tolist(),
         "calibration_softmax_sample": probabilities[calibration].round(6).tolist(),
         "calibration_embedding_sample": projected[calibration].round(6).tolist(),
-        "evaluation_indices": sorted(order[len(order) - evaluation :].tolist()),
+        **(
+            {
+                "reference_components": components[pick].tolist(),
+                "calibration_components": components[calibration].tolist(),
+            }
+            if components is not None
+            else {}
+        ),
         "embedding_mean": projected.mean(axis=0).tolist(),
         "embedding_std": projected.std(axis=0).tolist(),
     }

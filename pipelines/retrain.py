@@ -182,4 +182,7 @@ def export_candidate(
         seed=seed,
         started=started,
         replace=False,
+        reference_components=np.array(
+            [1] * len(feedback.eval_payloads) + [0] * len(base_test[0]), dtype=np.int64
+        ),
     )

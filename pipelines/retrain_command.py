@@ -160,6 +160,7 @@ def write_candidate(
     version: int,
     reference_payloads: list[bytes],
     metrics: dict[str, Any],
+    reference_components: list[int] | None = None,
 ) -> ModelCard:
     """Write version ``version``: the serving version's files with the candidate model file, a projection and
     reference statistics refitted on the candidate's outputs, and its card; then the configs."""
@@ -177,7 +178,8 @@ def write_candidate(
             mean, components = pca_projection(embedding, EMBEDDING_DIMS)
             np.savez(staging / PROJECTION_FILE, mean=mean, components=components)
             embedding = ((embedding - mean) @ components.T).astype(np.float32)
-        statistics = reference_statistics(scored.probabilities, embedding, card.labels, seed=0)
+        parts = None if reference_components is None else np.asarray(reference_components, dtype=np.int64)
+        statistics = reference_statistics(scored.probabilities, embedding, card.labels, 0, parts)
         (staging / "reference.json").write_text(json.dumps(statistics))
         new_card = card.model_copy(update={"version": version, "metrics": metrics})
         (staging / CARD_FILE).write_text(new_card.to_json())

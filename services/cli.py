@@ -673,6 +673,12 @@ def bench_stream_cmd(
     "--windows", default=5000, show_default=True, help="Undrifted windows per model and window size."
 )
 @click.option(
+    "--splits",
+    default=10,
+    show_default=True,
+    help="Reference / calibration / traffic splits to average over.",
+)
+@click.option(
     "--window-size",
     "window_sizes",
     multiple=True,
@@ -688,6 +694,7 @@ def bench_drift_cmd(
     ctx: click.Context,
     models: tuple[str, ...],
     windows: int,
+    splits: int,
     window_sizes: tuple[int, ...],
     drifted_windows: int,
     as_json: bool,
@@ -700,6 +707,7 @@ def bench_drift_cmd(
         _settings(ctx),
         models=models or MODELS,
         windows=windows,
+        splits=splits,
         drifted_windows=drifted_windows,
         window_sizes=window_sizes or (50, 200),
     )

@@ -1,12 +1,15 @@
 """``dlstream bench drift``: per model and window size, the monitor's false-alarm rate as measured against the
 configured one, its power and detection delay on drifted traffic, and its cost per prediction.
 
-Predictions are real: held-out samples run through Triton once. Undrifted traffic comes only from the build's
-evaluation split (``evaluation_indices`` of ``reference.json``), which neither the reference sample nor the
-calibration sample contains. Windows are drawn from it with replacement (each prediction a new request id) and
-fed through the monitor's own code (rows, Redis, calibrated tests, alert policy) against the real Redis, in
-the batches its agent takes. Every window's p-value is kept, so one stream gives the observed rate at every
-configured rate.
+Predictions are real: every held-out sample of a model runs through Triton once. The false-alarm rate is
+cross-fitted: in each of ``splits`` random splits of those predictions, a third is set aside as undrifted
+traffic and the rest becomes a reference and a calibration sample, exactly as a build writes them; windows are
+drawn from the third set aside (without repeats within a window, so that each window is a sample of the
+traffic and not of one finite pool) and fed through the monitor's own code (rows, Redis, calibrated tests,
+alert policy) against the real Redis, in the batches its agent takes. Every window's p-value is kept, so one
+stream gives the observed rate at every configured rate. A single reference's own rate scatters around the
+configured one by how far that sample lies from the traffic; the splits average over that, and their spread
+is reported.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from pipelines.drifted import drifted_digits, noisy_speech, unseen_topic_texts
+from pipelines.reference import reference_statistics
 from pipelines.samples import held_out_payloads
 from services.common.catalog import ServedModel
 from services.common.contract import PredictionData, PredictionEvent, Timing, new_request
@@ -34,7 +38,7 @@ from services.common.triton_client import AsyncTriton
 from services.drift.calibration import expected_windows_to_false_alert
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
-from services.drift.store import DriftStore, PeekedWindows, async_redis, with_store
+from services.drift.store import DriftStore, PeekedWindows, async_redis
 from services.inference.predictions import build_prediction
 
 log = structlog.get_logger("dlstream.bench")
@@ -111,9 +115,13 @@ class Stream:
     alerts: int
 
 
-def _windows(pool: Sequence[PredictionData], windows: int, size: int, seed: int) -> list[PredictionData]:
+def _windows(
+    pool: Sequence[PredictionData], windows: int, size: int, *, seed: int, replace: bool
+) -> list[PredictionData]:
+    """``windows`` windows of ``size`` predictions from ``pool``, each with a new request id; ``replace``:
+    a prediction may repeat within a window."""
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(pool), size=windows * size)
+    picks = [i for _ in range(windows) for i in rng.choice(len(pool), size=size, replace=replace)]
     return [pool[i].model_copy(update={"request_id": uuid.uuid4().hex}) for i in picks]
 
 
@@ -196,11 +204,25 @@ def detection(p_values: Sequence[float], rate: float, alert_after: int, window_s
     }
 
 
+def _reference_document(
+    pool: Sequence[PredictionData], indices: Sequence[int], labels: list[str], seed: int
+) -> str:
+    """The ``reference.json`` a build would write from these predictions (reference and calibration)."""
+    probabilities = np.array([pool[i].probabilities for i in indices], dtype=np.float32)
+    embedding = np.array([pool[i].embedding for i in indices], dtype=np.float32).reshape(len(indices), -1)
+    return json.dumps(reference_statistics(probabilities, embedding, labels, seed))
+
+
+def _split_rates(p_values: Sequence[Sequence[float]], rate: float) -> list[float]:
+    return [round(float((np.asarray(p) <= rate).mean()), 4) for p in p_values]
+
+
 def bench_model(
     settings: Settings,
     model: str,
     *,
     windows: int,
+    splits: int,
     drifted_windows: int,
     window_sizes: Sequence[int],
     progress: Callable[[str], None],
@@ -210,65 +232,76 @@ def bench_model(
     if served is None:
         raise ValueError(f"Triton does not serve {model}")
     version = served.versions[-1]
-    raw = with_store(settings, lambda store: store.reference(model, version))
-    if raw is None:
-        raise ValueError(
-            f"no reference statistics of {model} v{version} in Redis; run `dlstream models publish`"
-        )
-    document = json.loads(raw)
-    indices = document.get("evaluation_indices")
-    if not indices:
-        raise ValueError(
-            f"{model} v{version} keeps no evaluation split (built before it existed, or retrained): "
-            "`dlstream models build --replace`"
-        )
     payloads, _ = held_out_payloads(model, int(served.card.metrics.get("seed", 0)))
-    evaluation = [payloads[i] for i in indices]
-    progress(f"{model}: predicting {len(evaluation)} held-out samples and their drifted versions")
-    events = asyncio.run(_predict(settings, served, evaluation))
-    clean_pool = [event.data for event in events]
+    progress(f"{model}: predicting {len(payloads)} held-out samples and their drifted versions")
+    events = asyncio.run(_predict(settings, served, payloads))
+    pool = [event.data for event in events]
+    if any(p.probabilities is None for p in pool[:1]):
+        raise ValueError(f"{model}'s predictions carry no full probabilities to build references from")
     drifted_pools = {
         name: [event.data for event in asyncio.run(_predict(settings, served, drifted))]
-        for name, drifted in drifted_sets(model, evaluation).items()
+        for name, drifted in drifted_sets(model, payloads).items()
     }
-    references = {(model, version): raw.decode()}
+    aside = len(pool) // 3
+    orders = [np.random.default_rng(1000 + k).permutation(len(pool)) for k in range(splits)]
+    documents = [
+        _reference_document(pool, order[aside:].tolist(), served.labels, k) for k, order in enumerate(orders)
+    ]
     alert_after = settings.drift.alert_after_windows
     by_size: dict[str, Any] = {}
     for size in window_sizes:
         prefix = f"dlstream:bench:{uuid.uuid4().hex[:8]}"
         drift = settings.drift.model_copy(
-            update={
-                "window_size": size,
-                "key_prefix": prefix,
-                "retrain_launcher": "none",
-                "alert_cooldown_s": 0.0,
-            }
+            update={"window_size": size, "retrain_launcher": "none", "alert_cooldown_s": 0.0}
         )
-        run_settings = settings.model_copy(update={"drift": drift})
-        progress(f"{model}: {windows} undrifted windows of {size}")
-        clean = asyncio.run(_feed(run_settings, references, _windows(clean_pool, windows, size, seed=size)))
+        if size > aside:
+            by_size[str(size)] = {"measured": False, "why": f"windows of {size} exceed the {aside} set aside"}
+            continue
+        streams: list[Stream] = []
+        for k, order in enumerate(orders):
+            progress(f"{model}: split {k + 1}/{splits}, windows of {size}")
+            run = settings.model_copy(
+                update={"drift": drift.model_copy(update={"key_prefix": f"{prefix}:{k}"})}
+            )
+            traffic = [pool[i] for i in order[:aside]]
+            count = windows // splits + (k < windows % splits)
+            stream = _windows(traffic, count, size, seed=k, replace=False)
+            streams.append(asyncio.run(_feed(run, {(model, version): documents[k]}, stream)))
+        p_values = [s.p_values for s in streams]
+        everything = [p for ps in p_values for p in ps]
         drifted: dict[str, Any] = {}
-        for name, pool in drifted_pools.items():
+        for name, drifted_pool in drifted_pools.items():
             progress(f"{model}: {drifted_windows} windows of {size} of {name}")
-            run = run_settings.model_copy(
+            run = settings.model_copy(
                 update={"drift": drift.model_copy(update={"key_prefix": f"{prefix}:{name}"})}
             )
-            stream = asyncio.run(_feed(run, references, _windows(pool, drifted_windows, size, seed=size + 1)))
-            drifted[name] = {str(rate): detection(stream.p_values, rate, alert_after, size) for rate in RATES}
+            stream = _windows(drifted_pool, drifted_windows, size, seed=size + 1, replace=True)
+            result = asyncio.run(_feed(run, {(model, version): documents[0]}, stream))
+            drifted[name] = {str(rate): detection(result.p_values, rate, alert_after, size) for rate in RATES}
+        seconds = sum(s.seconds for s in streams)
+        predictions = sum(s.predictions for s in streams)
         by_size[str(size)] = {
+            "measured": True,
+            "set_aside_below_twice_the_window": aside < 2 * size,
             "false_alarms": {
-                str(rate): false_alarms(clean.p_values, rate, alert_after, size) for rate in RATES
+                str(rate): {
+                    **false_alarms(everything, rate, alert_after, size),
+                    "per_split": _split_rates(p_values, rate),
+                    "between_split_sd": round(float(np.std(_split_rates(p_values, rate), ddof=1)), 4),
+                }
+                for rate in RATES
             },
             "drifted": drifted,
-            "us_per_prediction": round(clean.seconds / clean.predictions * 1e6, 1),
-            "redis_roundtrips_per_prediction": round(clean.roundtrips / clean.predictions, 5),
-            "alerts_on_undrifted_traffic_at_configured_rate": clean.alerts,
+            "us_per_prediction": round(seconds / predictions * 1e6, 1),
+            "redis_roundtrips_per_prediction": round(sum(s.roundtrips for s in streams) / predictions, 5),
+            "alerts_on_undrifted_traffic_at_configured_rate": sum(s.alerts for s in streams),
         }
     return {
         "version": version,
-        "reference_predictions": len(document["softmax_sample"]),
-        "calibration_predictions": len(document.get("calibration_softmax_sample", [])),
-        "evaluation_predictions": len(clean_pool),
+        "held_out_predictions": len(pool),
+        "undrifted_per_split": aside,
+        "reference_predictions_per_split": len(json.loads(documents[0])["softmax_sample"]),
+        "calibration_predictions_per_split": len(json.loads(documents[0])["calibration_softmax_sample"]),
         "parse_us_per_prediction": parse_cost(events),
         "window_sizes": by_size,
     }
@@ -288,6 +321,7 @@ def bench_drift(
     *,
     models: Sequence[str] = MODELS,
     windows: int = 5000,
+    splits: int = 10,
     drifted_windows: int = 100,
     window_sizes: Sequence[int] = (50, 200),
 ) -> dict[str, Any]:
@@ -305,6 +339,7 @@ def bench_drift(
                 settings,
                 model,
                 windows=windows,
+                splits=splits,
                 drifted_windows=drifted_windows,
                 window_sizes=window_sizes,
                 progress=progress,
@@ -316,5 +351,6 @@ def bench_drift(
         "configured_false_alarm_rates": list(RATES),
         "alert_after_windows": settings.drift.alert_after_windows,
         "calibration_windows": settings.drift.calibration_windows,
+        "splits": splits,
         "models": results,
     }

@@ -12,6 +12,7 @@ false-alarm rate is the configured one rather than a bound on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,32 +39,29 @@ def _ranked(null: Array, values: Array, uniforms: Array, *, member: bool) -> Arr
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """The null distribution of a version's tests at one window size."""
+class NullWindows:
+    """The tests' statistics on undrifted windows of one kind of traffic."""
 
-    features: FeatureMap
-    window_size: int
     null: Array  # [windows, tests], each column sorted
     null_min_p: Array  # sorted smallest p-value of each null window
 
     @classmethod
-    def measure(
-        cls, features: FeatureMap, calibration: Array, *, window_size: int, windows: int, seed: int = 0
-    ) -> Calibration:
-        """Draw ``windows`` windows of ``window_size`` rows (with replacement: live traffic is a draw from the
-        population, not from a finite pool) of the calibration split's ``calibration`` features."""
-        if len(calibration) == 0:
+    def draw(
+        cls, features: FeatureMap, rows: Array, *, window_size: int, windows: int, rng: np.random.Generator
+    ) -> NullWindows:
+        """Draw ``windows`` windows of ``window_size`` of ``rows`` (features of predictions), with
+        replacement: live traffic is a draw from the population, not from a finite pool."""
+        if len(rows) == 0:
             raise ValueError("no calibration predictions")
-        rng = np.random.default_rng(seed)
-        n = len(calibration)
+        n = len(rows)
         means = []
         for start in range(0, windows, CHUNK):
-            # The calibration sample is itself a sample of the traffic: each chunk's windows come from a
-            # bootstrap resample of it, so the null also spreads by how far the sample may lie from the
-            # traffic (which matters once windows are as large as the sample).
+            # The sample is itself a sample of the traffic: each chunk's windows come from a bootstrap
+            # resample of it, so the null also spreads by how far the sample may lie from the traffic
+            # (which matters once windows are as large as the sample).
             pool = rng.integers(0, n, size=n)
             picks = pool[rng.integers(0, n, size=(min(CHUNK, windows - start), window_size))]
-            means.append(calibration[picks].mean(axis=1))
+            means.append(rows[picks].mean(axis=1))
         statistics = features.statistics(np.vstack(means), window_size)
         null = np.sort(statistics, axis=0)
         p = np.column_stack(
@@ -72,26 +70,58 @@ class Calibration:
                 for t in range(null.shape[1])
             ]
         )
-        return cls(features, window_size, null, np.sort(p.min(axis=1)))
-
-    @property
-    def windows(self) -> int:
-        """Null windows measured."""
-        return len(self.null_min_p)
+        return cls(null, np.sort(p.min(axis=1)))
 
     def p_values(self, statistics: Array, rng: np.random.Generator) -> tuple[Array, float]:
-        """Each test's p-value for one window's ``statistics``, and the window's combined p-value: the
-        smallest of them ranked among the null windows' smallest (uniform under no drift)."""
+        """Each test's p-value for one window's ``statistics``, and the window's combined p-value."""
         per_test = np.array(
             [
                 _ranked(self.null[:, t], np.array([statistics[t]]), rng.random(1), member=False)[0]
                 for t in range(len(statistics))
             ]
         )
-        smallest = float(per_test.min())
-        below = int(np.searchsorted(self.null_min_p, smallest, side="left"))
-        combined = (below + float(rng.random())) / (self.windows + 1)
-        return per_test, min(1.0, combined)
+        below = int(np.searchsorted(self.null_min_p, float(per_test.min()), side="left"))
+        return per_test, min(1.0, (below + float(rng.random())) / (len(self.null_min_p) + 1))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The null distribution of a version's tests at one window size: one set of null windows per kind of
+    undrifted traffic (the whole reference; and each of its components alone, when it has several)."""
+
+    features: FeatureMap
+    window_size: int
+    nulls: tuple[NullWindows, ...]
+
+    @classmethod
+    def measure(
+        cls,
+        features: FeatureMap,
+        kinds: Sequence[Array],
+        *,
+        window_size: int,
+        windows: int,
+        seed: int = 0,
+    ) -> Calibration:
+        """Null windows of each kind of traffic (``kinds``: the features of its predictions)."""
+        rng = np.random.default_rng(seed)
+        nulls = tuple(
+            NullWindows.draw(features, rows, window_size=window_size, windows=windows, rng=rng)
+            for rows in kinds
+        )
+        return cls(features, window_size, nulls)
+
+    @property
+    def windows(self) -> int:
+        """Null windows measured per kind of traffic."""
+        return len(self.nulls[0].null_min_p)
+
+    def p_values(self, statistics: Array, rng: np.random.Generator) -> tuple[Array, float]:
+        """Each test's p-value for one window's ``statistics``, and the window's combined p-value: the
+        smallest of them ranked among the null windows' smallest (uniform under no drift). With several
+        kinds of traffic, the largest combined p-value: the window is judged against the kind it fits."""
+        answers = [null.p_values(statistics, rng) for null in self.nulls]
+        return max(answers, key=lambda answer: answer[1])
 
 
 def expected_windows_to_false_alert(false_alarm_rate: float, alert_after: int) -> float:

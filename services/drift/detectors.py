@@ -29,6 +29,8 @@ CONFIDENCE_GRID = 15
 # An embedding is an outlier when its distance to the reference exceeds this quantile of held-out ones'.
 OUTLIER_QUANTILE = 0.95
 NEIGHBOURS = 3
+# Mixes of a two-component reference tried (weights 0, 0.1, ..., 1).
+MIX_STEPS = 11
 # Added to every reference class count, so that a class the reference sample never predicted has a finite
 # expected share.
 PSEUDO_COUNT = 0.5
@@ -75,12 +77,18 @@ def reference_spacing(reference: Array) -> Array:
 @dataclass(frozen=True)
 class FeatureMap:
     """The per-prediction features of a version's tests, fitted on its reference sample (and its outlier
-    radius on held-out predictions the reference never saw)."""
+    radius on held-out predictions the reference never saw).
+
+    A reference may consist of several *components* (a retrained version's: the base held-out data and
+    recent live traffic). Traffic is then expected to be any mix of them, so the class-mix and confidence
+    statistics measure the distance to the closest mix (weights on a grid of ``MIX_STEPS``).
+    """
 
     classes: int
-    class_share: Array | None  # expected share of each class, None when there are too many classes
+    class_shares: Array | None  # [components, classes] expected shares; None when there are too many classes
     grid: Array  # confidence quantiles of the reference
-    grid_share: Array  # the reference's share at or below each grid point
+    grid_shares: Array  # [components, grid] each component's share at or below each grid point
+    weights: Array  # [mixes, components] the mixes tried
     embedding: Array | None  # the reference sample's embeddings, None for a model without one
     spacing: Array  # each reference embedding's distance to its neighbours (see neighbour_scores)
     radius: float
@@ -93,27 +101,43 @@ class FeatureMap:
         predicted: npt.NDArray[np.int64],
         embedding: Array,
         held_out: Array,
+        components: npt.NDArray[np.int64] | None = None,
     ) -> FeatureMap:
-        """Fit on the reference's top-1 confidence, predicted classes and embeddings; ``held_out`` are the
-        embeddings of held-out predictions (the calibration split) that set the outlier radius."""
-        share = None
+        """Fit on the reference's top-1 confidence, predicted classes and embeddings (``components``: which
+        component each reference prediction belongs to, all one when None); ``held_out`` are the embeddings
+        of held-out predictions (the calibration split) that set the outlier radius."""
+        parts = np.zeros(len(confidence), dtype=np.int64) if components is None else components
+        count = int(parts.max()) + 1 if len(parts) else 1
+        members = [parts == c for c in range(count)]
+        shares = None
         if classes <= MAX_CHI_SQUARE_CLASSES:
-            counts = np.bincount(predicted, minlength=classes)[:classes] + PSEUDO_COUNT
-            share = counts / counts.sum()
+            counts = np.stack([np.bincount(predicted[m], minlength=classes)[:classes] for m in members])
+            counts = counts + PSEUDO_COUNT
+            shares = counts / counts.sum(axis=1, keepdims=True)
         levels = np.arange(1, CONFIDENCE_GRID + 1) / (CONFIDENCE_GRID + 1)
         grid = np.unique(np.quantile(confidence, levels))
-        grid_share = (confidence[:, None] <= grid[None, :]).mean(0)
+        grid_shares = np.stack([(confidence[m][:, None] <= grid[None, :]).mean(0) for m in members])
+        if count == 1:
+            weights = np.ones((1, 1))
+        else:
+            steps = np.linspace(0.0, 1.0, MIX_STEPS)
+            weights = np.stack([steps, 1.0 - steps], axis=1) if count == 2 else np.eye(count)
         reference = embedding if embedding.size and embedding.shape[1] and len(embedding) > 1 else None
         radius, spacing = 0.0, np.zeros(0)
         if reference is not None:
             spacing = reference_spacing(reference)
             radius = float(np.quantile(neighbour_scores(held_out, reference, spacing), OUTLIER_QUANTILE))
-        return cls(classes, share, grid, grid_share, reference, spacing, radius)
+        return cls(classes, shares, grid, grid_shares, weights, reference, spacing, radius)
+
+    @property
+    def class_share(self) -> Array | None:
+        """The reference's expected class shares, its components weighted equally."""
+        return None if self.class_shares is None else self.class_shares.mean(axis=0)
 
     @property
     def tests(self) -> tuple[str, ...]:
         """The names of the tests, in the order of :meth:`statistics`' columns."""
-        names = ["class_chi_square"] if self.class_share is not None else []
+        names = ["class_chi_square"] if self.class_shares is not None else []
         names.append("confidence_ks")
         if self.embedding is not None:
             names.append("embedding_outliers")
@@ -125,8 +149,8 @@ class FeatureMap:
         """One row of features per prediction: ``[one-hot class, confidence <= grid, outlier]``. ``own``:
         the predictions are the reference sample's, each measured against the others."""
         parts = []
-        if self.class_share is not None:
-            parts.append(np.eye(len(self.class_share))[np.clip(classes, 0, len(self.class_share) - 1)])
+        if self.class_shares is not None:
+            parts.append(np.eye(self.classes)[np.clip(classes, 0, self.classes - 1)])
         parts.append((confidence[:, None] <= self.grid[None, :]).astype(np.float64))
         if self.embedding is not None:
             scores = neighbour_scores(embedding, self.embedding, self.spacing, own=own)
@@ -138,21 +162,23 @@ class FeatureMap:
         (one row per window); larger is more drifted."""
         columns = []
         at = 0
-        if self.class_share is not None:
-            k = len(self.class_share)
-            gap = means[:, :k] - self.class_share
-            columns.append(window_size * (gap * gap / self.class_share).sum(1))
+        if self.class_shares is not None:
+            k = self.classes
+            expected = self.weights @ self.class_shares  # [mixes, classes]
+            gap = means[:, None, :k] - expected[None, :, :]
+            columns.append(window_size * (gap * gap / expected[None, :, :]).sum(2).min(1))
             at = k
         g = len(self.grid)
-        columns.append(np.abs(means[:, at : at + g] - self.grid_share).max(1))
+        below = self.weights @ self.grid_shares  # [mixes, grid]
+        columns.append(np.abs(means[:, None, at : at + g] - below[None, :, :]).max(2).min(1))
         if self.embedding is not None:
             columns.append(means[:, at + g])
         return np.stack(columns, axis=1)
 
     def moved_classes(self, mean: Array) -> list[int]:
         """Classes ranked by how far the window's share moved from the reference's (standardised)."""
-        if self.class_share is None:
+        share = self.class_share
+        if share is None:
             return []
-        k = len(self.class_share)
-        residual = (mean[:k] - self.class_share) / np.sqrt(self.class_share)
+        residual = (mean[: self.classes] - share) / np.sqrt(share)
         return [int(c) for c in np.argsort(-np.abs(residual))]

@@ -181,10 +181,13 @@ class DriftMonitor:
         ]
         if joined:
             await self._add_feedback(joined)
+        counted: dict[str, int] = {}
         for prediction, new in zip(predictions, recording.fresh, strict=True):
             if new:  # a redelivered prediction is in its window already
-                self.models.add(prediction.model)
-                self.metrics.predictions.labels(model=prediction.model).inc()
+                counted[prediction.model] = counted.get(prediction.model, 0) + 1
+        for model, count in counted.items():
+            self.models.add(model)
+            self.metrics.predictions.labels(model=model).inc(count)
         changed: list[DriftAlert] = []
         for (model, version), length in recording.lengths.items():
             full = length // self.settings.drift.window_size

@@ -11,6 +11,12 @@ def _version_line(version: str, summary: dict[str, Any]) -> str:
         line += f", last p={summary['last_p_value']:.3g}"
     if "labelled" in summary:
         line += f", accuracy {summary['accuracy']:.3f} on {summary['labelled']} labels"
+    calibration = summary.get("calibration")
+    if calibration:
+        line += (
+            f"; a false alert every ~{calibration['expected_predictions_to_false_alert']:,} predictions"
+            f" of undrifted traffic (rate {calibration['false_alarm_rate']} per window)"
+        )
     return line
 
 

@@ -2,7 +2,7 @@
 
 Every method is one round trip (one command or one pipeline) and counts it, so the benchmark can report the
 monitor's round trips per prediction. Keys live under ``<prefix>:`` and expire when a version goes idle; the
-window lists are trimmed, so memory stays bounded whatever the traffic.
+rows of a version's windows are trimmed, so memory stays bounded whatever the traffic.
 """
 
 from __future__ import annotations
@@ -82,42 +82,59 @@ class Recording:
     lengths: dict[tuple[str, str], int]
 
 
-# KEYS: versions hash, counted hash, then per prediction its seen, early-label and rows keys.
-# ARGV: n, label ttl, state ttl, cap, then per prediction its seen encoding, row ("" for none), version name.
+# KEYS: versions hash, counted hash, row widths hash.
+# ARGV: n, label ttl, state ttl, cap, key prefix, then per prediction its request id, seen encoding, row (""
+# for none) and version name. The per-prediction keys are made here from the prefix: a batch of 500 costs
+# 2,000 arguments instead of 3,000 (a script over many request ids was never confined to one Cluster slot).
+# A version's rows are one string of fixed-width rows: a window is read as one value, not one per row.
+# Returns which predictions were new ("1"/"0" per prediction), the early labels found (index, label), and
+# per version its number of rows.
 RECORD_PREDICTIONS = """
-local n, label_ttl, state_ttl, cap = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local fresh, early, keys, added, order = {}, {}, {}, {}, {}
+local n, label_ttl, state_ttl, cap, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local fresh, early, keys, added, widths, order = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local k, a = 2 + 3 * (i - 1), 4 + 3 * (i - 1)
-  local new = redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'NX', 'EX', label_ttl)
-  fresh[i] = new and 1 or 0
-  early[i] = redis.call('GETDEL', KEYS[k + 2]) or ''
-  if ARGV[a + 2] ~= '' then
+  local a = 6 + 4 * (i - 1)
+  local id = ARGV[a]
+  local new = redis.call('SET', prefix .. ':seen:' .. id, ARGV[a + 1], 'NX', 'EX', label_ttl)
+  fresh[i] = new and '1' or '0'
+  local label = redis.call('GETDEL', prefix .. ':early-label:' .. id)
+  if label then
+    early[#early + 1] = i
+    early[#early + 1] = label
+  end
+  local row = ARGV[a + 2]
+  if row ~= '' then
     local version = ARGV[a + 3]
     if not keys[version] then
-      keys[version], added[version] = KEYS[k + 3], {}
+      keys[version], added[version], widths[version] = prefix .. ':window-rows:' .. version, {}, #row
       order[#order + 1] = version
     end
-    if new then table.insert(added[version], ARGV[a + 2]) end
+    if new then table.insert(added[version], row) end
   end
 end
 local lengths = {}
 for _, version in ipairs(order) do
-  local rows, new_rows = keys[version], added[version]
-  for first = 1, #new_rows, 1000 do
-    redis.call('RPUSH', rows, unpack(new_rows, first, math.min(first + 999, #new_rows)))
+  local rows, new_rows, width = keys[version], added[version], widths[version]
+  if #new_rows > 0 then
+    redis.call('APPEND', rows, table.concat(new_rows))
+    redis.call('HINCRBY', KEYS[2], version, #new_rows)
   end
-  if #new_rows > 0 then redis.call('HINCRBY', KEYS[2], version, #new_rows) end
+  redis.call('HSET', KEYS[3], version, width)
+  redis.call('EXPIRE', KEYS[3], state_ttl)
+  local length = math.floor(redis.call('STRLEN', rows) / width)
   lengths[#lengths + 1] = version
-  lengths[#lengths + 1] = redis.call('LLEN', rows)
-  redis.call('LTRIM', rows, -cap, -1)
+  lengths[#lengths + 1] = length
+  if length > cap then
+    redis.call('SET', rows, redis.call('GETRANGE', rows, (length - cap) * width, -1))
+  end
   redis.call('EXPIRE', rows, state_ttl)
   redis.call('HSETNX', KEYS[1], version, '{}')
 end
-return {fresh, early, lengths}
+return {table.concat(fresh), early, lengths}
 """
 
-# KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown, window history.
+# KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown, window history,
+# row widths hash.
 # ARGV: windows when peeked, windows judged, their rows, state, state ttl, version name, summary, cooldown
 # seconds (0: none), history length, the number of window records, the records, then per alert its status
 # ("open" or "resolved") and JSON, in order.
@@ -125,7 +142,8 @@ SAVE_WINDOW_OUTCOMES = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
 redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('LTRIM', KEYS[2], tonumber(ARGV[3]), -1)
+local width = tonumber(redis.call('HGET', KEYS[9], ARGV[6]) or '0')
+redis.call('SET', KEYS[2], redis.call('GETRANGE', KEYS[2], tonumber(ARGV[3]) * width, -1), 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
 local records = tonumber(ARGV[10])
@@ -203,17 +221,15 @@ class DriftStore:
         in one atomic round trip: a prediction seen before (a redelivery, or a batch retried after Redis
         went away mid-way) adds no row, so no row is lost or counted twice.
 
-        A window list is trimmed to its newest ``2 * window_size + max_batch`` rows, in case windows stop
+        A version's rows are trimmed to its newest ``2 * window_size + max_batch`` rows, in case windows stop
         being taken off it (a version without reference statistics); a batch never loses rows to the trim.
         """
         cap = 2 * self.settings.window_size + self.settings.max_batch
-        keys = [self.key("versions"), self.key("counted")]
-        args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap]
+        keys = [self.key("versions"), self.key("counted"), self.key("row-widths")]
+        args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap, self.prefix]
         for item in batch:
-            version = f"{item.seen.model}:{item.seen.version}"
-            keys += [self.key("seen", item.request_id), self.key("early-label", item.request_id)]
-            keys.append(self.key("rows", item.seen.model, item.seen.version))
-            args += [item.seen.encode(), item.row or b"", version]
+            seen = item.seen
+            args += [item.request_id, seen.encode(), item.row or b"", f"{seen.model}:{seen.version}"]
         pipe = self.client.pipeline(transaction=False)
         pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args)
         fresh, early, lengths = (await self._execute(pipe))[0]
@@ -221,9 +237,12 @@ class DriftStore:
         for name, length in zip(lengths[0::2], lengths[1::2], strict=True):
             model, version = name.decode().rsplit(":", 1)
             by_version[(model, version)] = min(int(length), cap)
+        early_labels: list[str | None] = [None] * len(batch)
+        for index, label in zip(early[0::2], early[1::2], strict=True):
+            early_labels[int(index) - 1] = label.decode()
         return Recording(
-            fresh=[bool(f) for f in fresh],
-            early_labels=[e.decode() if e else None for e in early],
+            fresh=[flag == ord("1") for flag in fresh],
+            early_labels=early_labels,
             lengths=by_version,
         )
 
@@ -256,13 +275,18 @@ class DriftStore:
         judging context; left on the list until :meth:`save_window_outcomes` takes them off."""
         size = self.settings.window_size
         pipe = self.client.pipeline(transaction=True)
-        pipe.lrange(self.key("rows", model, version), 0, count * size - 1)
+        pipe.get(self.key("window-rows", model, version))
+        pipe.hget(self.key("row-widths"), f"{model}:{version}")
         pipe.get(self.key("state", model, version))
         pipe.get(self.key("alert", "open", model))
         pipe.exists(self.key("alert", "cooldown", model))
         pipe.get(self.key("windows", model, version))
-        rows, state, open_alert, cooling, windows = await self._execute(pipe)
-        return PeekedWindows(list(rows), state, open_alert, bool(cooling), int(windows or 0))
+        blob, width, state, open_alert, cooling, windows = await self._execute(pipe)
+        rows: list[bytes] = []
+        if blob and width:
+            step = int(width)
+            rows = [blob[i : i + step] for i in range(0, min(len(blob), count * size * step), step)]
+        return PeekedWindows(rows, state, open_alert, bool(cooling), int(windows or 0))
 
     async def save_window_outcomes(
         self,
@@ -282,13 +306,14 @@ class DriftStore:
         peeked (False then: an earlier attempt whose answer was lost saved them)."""
         keys = [
             self.key("windows", model, version),
-            self.key("rows", model, version),
+            self.key("window-rows", model, version),
             self.key("state", model, version),
             self.key("versions"),
             self.key("alert", "open", model),
             self.key("alerts"),
             self.key("alert", "cooldown", model),
             self.key("history", model, version),
+            self.key("row-widths"),
         ]
         cooldown = max(1, int(self.settings.alert_cooldown_s)) if self.settings.alert_cooldown_s > 0 else 0
         args: list[str | int] = [

@@ -68,6 +68,8 @@ class Reference:
     embedding: Array
     calibration_softmax: Array
     calibration_embedding: Array
+    components: npt.NDArray[np.int64] | None = None  # component of each reference prediction
+    calibration_components: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Reference:
@@ -77,6 +79,10 @@ class Reference:
         embedding = np.asarray(document["embedding_sample"], dtype=np.float64)
         if embedding.ndim != 2:
             embedding = np.zeros((len(softmax), 0))
+        components = calibration_components = None
+        if "reference_components" in document:
+            components = np.asarray(document["reference_components"], dtype=np.int64)
+            calibration_components = np.asarray(document["calibration_components"], dtype=np.int64)
         if "calibration_softmax_sample" in document:
             calibration_softmax = np.asarray(document["calibration_softmax_sample"], dtype=np.float64)
             calibration_embedding = np.asarray(document["calibration_embedding_sample"], dtype=np.float64)
@@ -93,6 +99,8 @@ class Reference:
             embedding=embedding,
             calibration_softmax=calibration_softmax.round(DECIMALS),
             calibration_embedding=calibration_embedding,
+            components=components,
+            calibration_components=calibration_components,
         )
 
     @property
@@ -115,21 +123,30 @@ class Reference:
             self.softmax.argmax(axis=1),
             self.embedding,
             self.calibration_embedding,
+            self.components,
         )
 
     def calibrate(self, window_size: int, windows: int) -> Calibration:
         """The null distribution of the tests at ``window_size``: windows of undrifted traffic are drawn from
         the reference and calibration samples together (the best estimate of that traffic; each reference
-        prediction measured against the rest of the reference)."""
+        prediction measured against the rest of the reference), and from each component alone when the
+        reference has several."""
         features = self.feature_map()
-        rows = [
-            features.features(softmax.argmax(axis=1), softmax.max(axis=1), embedding, own=own)
-            for softmax, embedding, own in (
-                (self.softmax, self.embedding, True),
-                (self.calibration_softmax, self.calibration_embedding, False),
-            )
-        ]
-        return Calibration.measure(features, np.vstack(rows), window_size=window_size, windows=windows)
+        rows = np.vstack(
+            [
+                features.features(softmax.argmax(axis=1), softmax.max(axis=1), embedding, own=own)
+                for softmax, embedding, own in (
+                    (self.softmax, self.embedding, True),
+                    (self.calibration_softmax, self.calibration_embedding, False),
+                )
+            ]
+        )
+        kinds = [rows]
+        if self.components is not None and self.calibration_components is not None:
+            parts = np.concatenate([self.components, self.calibration_components])
+            if parts.max() > 0:
+                kinds += [rows[parts == c] for c in range(int(parts.max()) + 1)]
+        return Calibration.measure(features, kinds, window_size=window_size, windows=windows)
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,7 @@ def _retrain_by_command(
             candidate_file,
             version=version,
             reference_payloads=list(feedback.eval_payloads) + base_payloads,
+            reference_components=[1] * len(feedback.eval_payloads) + [0] * len(base_payloads),
             metrics={
                 "retrained_from": card.version,
                 "alert_id": settings.retrain.alert_id,

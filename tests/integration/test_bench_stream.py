@@ -42,20 +42,22 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
 
 def test_bench_drift_prints_one_json_object_with_the_monitor_figures(settings: Settings) -> None:
     args = ["bench", "drift", "--json", "--model", "digits", "--windows", "40", "--window-size", "50"]
-    result = dlstream(settings, *args, "--drifted-windows", "4", timeout_s=300)
+    result = dlstream(settings, *args, "--splits", "2", "--drifted-windows", "4", timeout_s=300)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     report = json.loads(lines[0])
     digits = report["models"]["digits"]
-    assert digits["evaluation_predictions"] > 0
-    assert digits["calibration_predictions"] > 0
+    assert digits["undrifted_per_split"] == digits["held_out_predictions"] // 3
+    assert digits["calibration_predictions_per_split"] > 0
     figures = digits["window_sizes"]["50"]
+    assert figures["measured"]
     for rate in ("0.01", "0.05"):
         alarms = figures["false_alarms"][rate]
         assert alarms["windows"] == 40
         low, high = alarms["observed_false_alarm_ci95"]
         assert low <= alarms["observed_false_alarm_rate"] <= high
         assert alarms["expected_windows_to_false_alert"] > 1
+        assert len(alarms["per_split"]) == 2
     inverted = figures["drifted"]["inverted"]["0.01"]
     assert inverted["windows"] == 4
     assert inverted["detection_rate"] >= 0.75

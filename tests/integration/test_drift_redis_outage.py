@@ -36,7 +36,9 @@ pytestmark = pytest.mark.integration
 
 async def pending_rows(store: DriftStore, model: str, version: str) -> int:
     """Rows of a version waiting for its next window."""
-    return int(await store.client.llen(store.key("rows", model, version)))
+    rows = await store.client.strlen(store.key("window-rows", model, version))
+    width = await store.client.hget(store.key("row-widths"), f"{model}:{version}")
+    return int(rows) // int(width) if width else 0
 
 
 def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(

@@ -54,7 +54,7 @@ def test_window_outcomes_are_saved_once_however_often_they_are_retried(
                 "m", "1", peeked, judged=1, state="{}", summary={"windows": 1}, alerts=[("open", alert)]
             )
             assert saved is (attempt == 0)
-        assert await store.client.lrange(store.key("rows", "m", "1"), 0, -1) == [b"row4", b"row5"]
+        assert await store.client.get(store.key("window-rows", "m", "1")) == b"row4row5"
         assert await store.client.lrange(store.key("alerts"), 0, -1) == [alert.encode()]
         assert await store.client.get(store.key("alert", "open", "m")) == alert.encode()
         nxt = await store.peek_windows("m", "1", 1)

@@ -82,23 +82,33 @@ def test_drifted_windows_are_flagged_with_the_test_that_moved() -> None:
     assert [t.test for t in result.tests] == ["class_chi_square", "confidence_ks", "embedding_outliers"]
 
 
-def test_traffic_inside_a_mixed_reference_is_not_an_outlier_and_traffic_outside_it_is() -> None:
-    """A retrained version's reference holds base and drifted traffic: either alone is traffic it serves."""
+def test_a_reference_of_two_components_accepts_either_alone_or_any_mix_but_not_a_third_kind() -> None:
+    """A retrained version's reference: base traffic (component 0) and the drifted live traffic it was trained
+    on (component 1, another class mix and other embeddings). Either alone or any mix is traffic it serves."""
     rng = np.random.default_rng(4)
-    base, moved = traffic(rng, 600), traffic(rng, 600, offset=4.0)
-    mixed = [np.vstack([a, b]) for a, b in zip(base, moved, strict=True)]
-    order = rng.permutation(1200)
-    ref = Reference(
-        LABELS, mixed[0][order[:500]], mixed[1][order[:500]], mixed[0][order[500:]], mixed[1][order[500:]]
+    base, live = traffic(rng, 700), traffic(rng, 300, prior_shift=0.6, offset=4.0)
+    softmax, embedding = (np.vstack([a, b]) for a, b in zip(base, live, strict=True))
+    parts = np.array([0] * 700 + [1] * 300)
+    order = rng.permutation(1000)
+    ref, cal = order[:500], order[500:]
+    reference = Reference(
+        LABELS, softmax[ref], embedding[ref], softmax[cal], embedding[cal], parts[ref], parts[cal]
     )
-    calibration = ref.calibrate(100, 5000)
-    for offset in (0.0, 4.0):
-        softmax, embedding = traffic(rng, 100, offset=offset)
-        outliers = evaluate_window(window(softmax, embedding), calibration, false_alarm_rate=0.01).tests[2]
-        assert outliers.p_value > 0.05, offset
+    calibration = reference.calibrate(100, 4000)
+    for share in (0.0, 0.3, 1.0):
+        rows = [traffic(rng, 100 * 30, prior_shift=0.6, offset=4.0), traffic(rng, 100 * 30)]
+        p = []
+        for k in range(30):
+            live_count = round(100 * share)
+            pick = slice(k * 100, k * 100 + live_count), slice(k * 100 + live_count, (k + 1) * 100)
+            s = np.vstack([rows[0][0][pick[0]], rows[1][0][pick[1]]])
+            e = np.vstack([rows[0][1][pick[0]], rows[1][1][pick[1]]])
+            p.append(evaluate_window(window(s, e), calibration, false_alarm_rate=0.01, seed=k).p_value)
+        assert (np.array(p) <= 0.01).mean() <= 0.1, share
     softmax, embedding = traffic(rng, 100, offset=-6.0)
-    outliers = evaluate_window(window(softmax, embedding), calibration, false_alarm_rate=0.01).tests[2]
-    assert outliers.p_value < 0.001
+    result = evaluate_window(window(softmax, embedding), calibration, false_alarm_rate=0.01)
+    assert result.flagged
+    assert result.tests[2].p_value < 0.001
 
 
 def test_models_without_full_probabilities_or_embeddings_are_tested_on_what_they_have() -> None:

@@ -245,6 +245,7 @@ def test_status_lines_show_alerts_versions_accuracy_and_runs() -> None:
                     "last_p_value": 1e-9,
                     "labelled": 10,
                     "accuracy": 0.1,
+                    "calibration": {"expected_predictions_to_false_alert": 2020000, "false_alarm_rate": 0.01},
                 }
             },
             "open_alert": alert.model_dump(),
@@ -257,6 +258,7 @@ def test_status_lines_show_alerts_versions_accuracy_and_runs() -> None:
     assert lines[0].startswith(f"digits: OPEN ALERT {alert.id} on v1")
     assert "3 windows, 2 flagged" in lines[1]
     assert "accuracy 0.100 on 10 labels" in lines[1]
+    assert "a false alert every ~2,020,000 predictions" in lines[1]
     assert lines[2] == f"  retraining: running (alert {alert.id}, job pid:1)"
     assert status_lines({}) == ["no predictions observed yet"]
 
