@@ -213,8 +213,19 @@ def _reference_document(
     return json.dumps(reference_statistics(probabilities, embedding, labels, seed))
 
 
-def _split_rates(p_values: Sequence[Sequence[float]], rate: float) -> list[float]:
-    return [round(float((np.asarray(p) <= rate).mean()), 4) for p in p_values]
+def _split_rates(p_values: Sequence[Sequence[float]], rate: float) -> dict[str, Any]:
+    """Each split's observed rate, and the 95 % t-interval of their mean: windows of one split share a
+    reference and a pool of traffic, so the splits, not the windows, are the independent draws."""
+    rates = np.array([float((np.asarray(p) <= rate).mean()) for p in p_values])
+    sd = float(rates.std(ddof=1)) if len(rates) > 1 else 0.0
+    half = float(stats.t.ppf(0.975, len(rates) - 1)) * sd / np.sqrt(len(rates)) if len(rates) > 1 else 0.0
+    low, high = float(rates.mean()) - half, float(rates.mean()) + half
+    return {
+        "per_split": [round(float(r), 4) for r in rates],
+        "between_split_sd": round(sd, 4),
+        "split_mean_ci95": [round(max(0.0, low), 4), round(high, 4)],
+        "configured_inside_split_ci95": bool(low <= rate <= high),
+    }
 
 
 def bench_model(
@@ -286,8 +297,7 @@ def bench_model(
             "false_alarms": {
                 str(rate): {
                     **false_alarms(everything, rate, alert_after, size),
-                    "per_split": _split_rates(p_values, rate),
-                    "between_split_sd": round(float(np.std(_split_rates(p_values, rate), ddof=1)), 4),
+                    **_split_rates(p_values, rate),
                 }
                 for rate in RATES
             },
