@@ -3,9 +3,10 @@
 A version's tests (:mod:`services.drift.detectors`) compare each window with the version's reference sample.
 How large a statistic gets by chance depends on that sample, the window size and the model, so no textbook
 distribution gives its p-value exactly (Bonferroni over tests and classes, ties and a finite reference sample
-all made the old tests conservative). Instead, many windows are drawn with replacement from the model's own
-predictions on a calibration split of held-out data that the reference sample never saw, and run through the
-same tests against the same reference: a live window's p-value is its rank among them. The tests are
+make such p-values conservative). Instead, many windows are drawn with replacement from the model's own
+predictions on held-out data (a calibration sample the reference never saw, and the reference sample itself,
+each of its predictions measured against the rest) and run through the same tests against the same
+reference: a live window's p-value is its rank among them. The tests are
 combined by the smallest p-value, itself ranked among the null windows' smallest p-values, so the window's
 false-alarm rate is the configured one rather than a bound on it.
 """
