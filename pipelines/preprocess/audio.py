@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 import warnings
 from functools import lru_cache
 
@@ -37,9 +36,10 @@ def decode_wav(payload: bytes, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np
         warnings.simplefilter("always")
         try:
             rate, data = wavfile.read(io.BytesIO(payload))
-        # scipy raises UnboundLocalError on some malformed headers: a library bug, still a bad payload.
-        except (ValueError, EOFError, OSError, IndexError, UnboundLocalError, struct.error) as exc:
-            raise PayloadError(f"cannot decode WAV: {exc}") from None
+        # The reader parses nothing but these bytes, and malformed headers surface as assorted errors
+        # (UnboundLocalError, ZeroDivisionError, struct.error, ...): whatever it raises, the payload is bad.
+        except Exception as exc:  # noqa: BLE001
+            raise PayloadError(f"cannot decode WAV: {type(exc).__name__}: {exc}") from None
     if any("prematurely" in str(w.message) for w in caught):
         raise PayloadError("WAV file is truncated: it ends before the length its header states")
     if data.size == 0:
@@ -51,6 +51,8 @@ def decode_wav(payload: bytes, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np
         samples /= float(np.iinfo(data.dtype).max) + 1.0
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
+    if not np.isfinite(samples).all():
+        raise PayloadError("WAV file holds samples that are not finite numbers")
     if len(samples) > MAX_SECONDS * rate:
         raise PayloadError(f"audio is {len(samples) / rate:.1f} s long, over the {MAX_SECONDS} s limit")
     if rate != sample_rate:

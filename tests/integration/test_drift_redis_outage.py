@@ -34,6 +34,15 @@ from tests.integration.workers import Worker, raw_outcomes, send_steadily, wait_
 pytestmark = pytest.mark.integration
 
 
+OUTAGE_S = 15.0
+
+
+def _retrying(port: int) -> str | None:
+    """The monitor's health while it says it is retrying, else None."""
+    health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read().decode()
+    return health if '"retrying"' in health else None
+
+
 async def pending_rows(store: DriftStore, model: str, version: str) -> int:
     """Rows of a version waiting for its next window."""
     rows = await store.client.strlen(store.key("window-rows", model, version))
@@ -65,15 +74,16 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
         traffic.start()
         wait_for(lambda: len(raw_outcomes(deployed)[0]) >= 150, timeout_s=180, what="150 predictions")
         local_stack.stop("redis")
+        stopped = time.monotonic()
         try:
-            time.sleep(5)
-            health = (
-                urllib.request.urlopen(f"http://127.0.0.1:{deployed.drift.web_port}/health", timeout=10)
-                .read()
-                .decode()
+            # The monitor says so once a batch of predictions meets the outage (traffic comes in bursts).
+            wait_for(
+                lambda: _retrying(deployed.drift.web_port),
+                timeout_s=60,
+                what="the monitor's health to say it waits for Redis",
+                interval_s=0.5,
             )
-            assert '"retrying"' in health, f"the monitor should say it waits for Redis: {health}"
-            time.sleep(10)
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))  # the outage's length, not a wait
         finally:
             local_stack.start("redis")
         traffic.join()
