@@ -104,12 +104,6 @@ class Reference:
         )
 
     @property
-    def class_counts(self) -> Array:
-        """Predicted-class counts of the reference sample."""
-        counts: Array = np.bincount(self.softmax.argmax(axis=1), minlength=len(self.labels)).astype(float)
-        return counts
-
-    @property
     def confidence(self) -> Array:
         """Top-1 scores of the reference sample."""
         confidence: Array = self.softmax.max(axis=1)
