@@ -85,6 +85,15 @@ def test_a_wav_header_with_zero_block_size_is_a_payload_error() -> None:
         TARGETS["audio"].run(wav)
 
 
+def test_an_image_that_declares_billions_of_pixels_is_a_payload_error() -> None:
+    """Found by `dlstream fuzz` (ten minutes on `image`): 22 bytes that another format plugin read as an image
+    of 5e17 pixels, and Pillow's decompression-bomb error escaped the decoder."""
+    from pipelines.preprocess.errors import PayloadError
+
+    with pytest.raises(PayloadError):
+        TARGETS["image"].run(bytes.fromhex("89504e47000000014945 0d0a1a0a0000 000000014945".replace(" ", "")))
+
+
 def test_the_fuzzer_runs_for_its_time_and_writes_each_finding(tmp_path: Path) -> None:
     def fragile(data: bytes) -> object:
         if b"\xff" in data:

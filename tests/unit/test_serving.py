@@ -85,7 +85,7 @@ def test_digit_decoding_round_trips_png_and_refuses_garbage() -> None:
         decode_digit(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
     buffer = BytesIO()
     Image.fromarray(image).save(buffer, format="BMP")
-    with pytest.raises(PayloadError, match="not PNG or JPEG"):
+    with pytest.raises(PayloadError, match="not a recognisable PNG or JPEG"):
         decode_digit(buffer.getvalue())
 
 
