@@ -150,7 +150,8 @@ async def _feed(
         elapsed = time.perf_counter() - started
         roundtrips = store.roundtrips - roundtrips
     finally:
-        keys = [k async for k in store.client.scan_iter(match=f"{settings.drift.key_prefix}:*")]
+        pattern = f"{settings.drift.key_prefix}:*"
+        keys = [k async for k in store.client.scan_iter(match=pattern, count=1000)]
         for start in range(0, len(keys), 1000):
             await store.client.delete(*keys[start : start + 1000])
         await store.close()
@@ -306,12 +307,13 @@ def bench_model(
             "redis_roundtrips_per_prediction": round(sum(s.roundtrips for s in streams) / predictions, 5),
             "alerts_on_undrifted_traffic_at_configured_rate": sum(s.alerts for s in streams),
         }
+    first = json.loads(documents[0])
     return {
         "version": version,
         "held_out_predictions": len(pool),
         "undrifted_per_split": aside,
-        "reference_predictions_per_split": len(json.loads(documents[0])["softmax_sample"]),
-        "calibration_predictions_per_split": len(json.loads(documents[0])["calibration_softmax_sample"]),
+        "reference_predictions_per_split": len(first["softmax_sample"]),
+        "calibration_predictions_per_split": len(first["calibration_softmax_sample"]),
         "parse_us_per_prediction": parse_cost(events),
         "window_sizes": by_size,
     }

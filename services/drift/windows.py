@@ -58,6 +58,12 @@ def decode_rows(rows: list[bytes]) -> WindowRows:
     )
 
 
+def _embeddings(values: list[list[float]], rows: int) -> Array:
+    """A sample's embeddings as a matrix (``rows`` x 0 for a model without an embedding output)."""
+    matrix = np.asarray(values, dtype=np.float64)
+    return matrix if matrix.ndim == 2 else np.zeros((rows, 0))
+
+
 @dataclass(frozen=True)
 class Reference:
     """What one model version's build measured on held-out data (``reference.json``): the reference sample
@@ -76,18 +82,16 @@ class Reference:
         """Parse ``reference.json``. A file written before calibration samples existed is split in two:
         every other row of its reference sample calibrates the rest."""
         softmax = np.asarray(document["softmax_sample"], dtype=np.float64).round(DECIMALS)
-        embedding = np.asarray(document["embedding_sample"], dtype=np.float64)
-        if embedding.ndim != 2:
-            embedding = np.zeros((len(softmax), 0))
+        embedding = _embeddings(document["embedding_sample"], len(softmax))
         components = calibration_components = None
         if "reference_components" in document:
             components = np.asarray(document["reference_components"], dtype=np.int64)
             calibration_components = np.asarray(document["calibration_components"], dtype=np.int64)
         if "calibration_softmax_sample" in document:
             calibration_softmax = np.asarray(document["calibration_softmax_sample"], dtype=np.float64)
-            calibration_embedding = np.asarray(document["calibration_embedding_sample"], dtype=np.float64)
-            if calibration_embedding.ndim != 2:
-                calibration_embedding = np.zeros((len(calibration_softmax), 0))
+            calibration_embedding = _embeddings(
+                document["calibration_embedding_sample"], len(calibration_softmax)
+            )
         else:
             softmax, calibration_softmax = softmax[::2], softmax[1::2]
             embedding, calibration_embedding = embedding[::2], embedding[1::2]
