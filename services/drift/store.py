@@ -29,6 +29,11 @@ def async_redis(settings: RedisSettings, *, timeout_s: float = 5.0) -> aioredis.
     return aioredis.Redis(**connection_options(settings, timeout_s))
 
 
+def netstrings(fields: Sequence[bytes]) -> bytes:
+    """``fields`` as one string of ``<length>:<bytes>`` items, which the scripts read back field by field."""
+    return b"".join(b"%d:%s" % (len(field), field) for field in fields)
+
+
 @dataclass(frozen=True)
 class Seen:
     """A prediction as remembered for its label: which model version said what."""
@@ -83,28 +88,35 @@ class Recording:
 
 
 # KEYS: versions hash, counted hash, row widths hash.
-# ARGV: n, label ttl, state ttl, cap, key prefix, then per prediction its request id, seen encoding, row (""
-# for none) and version name. The per-prediction keys are made here from the prefix: a batch of 500 costs
-# 2,000 arguments instead of 3,000 (a script over many request ids was never confined to one Cluster slot).
+# ARGV: n, label ttl, state ttl, cap, key prefix, then one string of netstrings (``netstrings``): per
+# prediction its request id, seen encoding, row ("" for none) and version name. The per-prediction keys are
+# made here from the prefix (a script over many request ids was never confined to one Cluster slot).
 # A version's rows are one string of fixed-width rows: a window is read as one value, not one per row.
 # Returns which predictions were new ("1"/"0" per prediction), the early labels found (index, label), and
 # per version its number of rows.
 RECORD_PREDICTIONS = """
 local n, label_ttl, state_ttl, cap, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local blob, pos = ARGV[6], 1
+local function field()
+  local colon = string.find(blob, ':', pos, true)
+  local length = tonumber(string.sub(blob, pos, colon - 1))
+  pos = colon + length + 1
+  return string.sub(blob, colon + 1, colon + length)
+end
 local fresh, early, keys, added, widths, order = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local a = 6 + 4 * (i - 1)
-  local id = ARGV[a]
-  local new = redis.call('SET', prefix .. ':seen:' .. id, ARGV[a + 1], 'NX', 'EX', label_ttl)
+  local id = field()
+  local seen = field()
+  local row = field()
+  local version = field()
+  local new = redis.call('SET', prefix .. ':seen:' .. id, seen, 'NX', 'EX', label_ttl)
   fresh[i] = new and '1' or '0'
   local label = redis.call('GETDEL', prefix .. ':early-label:' .. id)
   if label then
     early[#early + 1] = i
     early[#early + 1] = label
   end
-  local row = ARGV[a + 2]
   if row ~= '' then
-    local version = ARGV[a + 3]
     if not keys[version] then
       keys[version], added[version], widths[version] = prefix .. ':window-rows:' .. version, {}, #row
       order[#order + 1] = version
@@ -226,12 +238,15 @@ class DriftStore:
         """
         cap = 2 * self.settings.window_size + self.settings.max_batch
         keys = [self.key("versions"), self.key("counted"), self.key("row-widths")]
-        args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap, self.prefix]
+        fields: list[bytes] = []
         for item in batch:
             seen = item.seen
-            args += [item.request_id, seen.encode(), item.row or b"", f"{seen.model}:{seen.version}"]
+            version = f"{seen.model}:{seen.version}".encode()
+            fields += [item.request_id.encode(), seen.encode().encode(), item.row or b"", version]
+        # One argument for the whole batch: packing thousands of arguments cost more than the script.
+        args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap, self.prefix]
         pipe = self.client.pipeline(transaction=False)
-        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args)
+        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args, netstrings(fields))
         fresh, early, lengths = (await self._execute(pipe))[0]
         by_version: dict[tuple[str, str], int] = {}
         for name, length in zip(lengths[0::2], lengths[1::2], strict=True):
