@@ -674,9 +674,9 @@ def bench_stream_cmd(
 )
 @click.option(
     "--splits",
-    default=10,
+    default=250,
     show_default=True,
-    help="Reference / calibration / traffic splits to average over.",
+    help="Reference / calibration / traffic splits; the windows are spread over them.",
 )
 @click.option(
     "--window-size",
@@ -768,12 +768,37 @@ def config_docs() -> None:
     click.echo(markdown_table())
 
 
+# Top-level modules that only the "models" extra installs (see pyproject.toml).
+MODELS_EXTRA_MODULES = frozenset(
+    {"torch", "scipy", "PIL", "mlxtend", "skimage", "sentence_transformers", "efficientnet_lite_pytorch"}
+    | {"onnxruntime", "sklearn", "torchvision"}
+)
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The message for a command that needs the ``models`` extra on a base install, else None."""
+    top = (exc.name or "").split(".")[0]
+    if top not in MODELS_EXTRA_MODULES:
+        return None
+    return (
+        f"this command builds, trains or runs models and needs the 'models' extra (missing module {top}): "
+        "pip install 'dlstream[models]'"
+    )
+
+
 def main() -> None:
-    """Console-script entry point: project errors become one line and exit code 2."""
+    """Console-script entry point: project errors become one line and exit code 2; so does a command that
+    needs the ``models`` extra on a base install."""
     try:
         cli(standalone_mode=True)
     except DlstreamError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
 
 

@@ -2,14 +2,18 @@
 configured one, its power and detection delay on drifted traffic, and its cost per prediction.
 
 Predictions are real: every held-out sample of a model runs through Triton once. The false-alarm rate is
-cross-fitted: in each of ``splits`` random splits of those predictions, a third is set aside as undrifted
-traffic and the rest becomes a reference and a calibration sample, exactly as a build writes them; windows are
-drawn from the third set aside (without repeats within a window, so that each window is a sample of the
-traffic and not of one finite pool) and fed through the monitor's own code (rows, Redis, calibrated tests,
-alert policy) against the real Redis, in the batches its agent takes. Every window's p-value is kept, so one
-stream gives the observed rate at every configured rate. A single reference's own rate scatters around the
-configured one by how far that sample lies from the traffic; the splits average over that, and their spread
-is reported.
+cross-fitted: in each of ``splits`` random splits of those predictions, a part is set aside as undrifted
+traffic (a third, and at least two windows) and the rest becomes a reference and a calibration sample, exactly
+as a build writes them; a few windows are drawn from the part set aside (without repeats within a window, so
+that each window is a sample of the traffic and not of one finite pool) and fed through the monitor's own code
+(rows, Redis, calibration, tests, alert policy) against the real Redis, in the batches its agent takes. Every
+window's p-value is kept, so one stream gives the observed rate at every configured rate.
+
+A single reference's own rate scatters around the configured one by how far that sample happens to lie from
+the traffic, and the windows of one split share that offset. The rate a user can expect is the rate over
+references; with many splits of few windows each (250 of 20 by default) the windows are close to independent
+draws of it, so the exact binomial interval over all windows is an honest interval for it. The splits' spread
+is reported as well.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from services.inference.predictions import build_prediction
 log = structlog.get_logger("dlstream.bench")
 MODELS = ("digits", "speech_digits", "text_topics")
 RATES = (0.01, 0.05)
+MIN_REFERENCE_SHARE = 0.5  # of the held-out predictions, kept for the reference and calibration
 CONTENT_TYPES = {"image": "image/png", "audio": "audio/wav", "text": "text/plain"}
 
 
@@ -254,11 +259,7 @@ def bench_model(
         name: [event.data for event in asyncio.run(_predict(settings, served, drifted))]
         for name, drifted in drifted_sets(model, payloads).items()
     }
-    aside = len(pool) // 3
     orders = [np.random.default_rng(1000 + k).permutation(len(pool)) for k in range(splits)]
-    documents = [
-        _reference_document(pool, order[aside:].tolist(), served.labels, k) for k, order in enumerate(orders)
-    ]
     alert_after = settings.drift.alert_after_windows
     by_size: dict[str, Any] = {}
     for size in window_sizes:
@@ -266,19 +267,27 @@ def bench_model(
         drift = settings.drift.model_copy(
             update={"window_size": size, "retrain_launcher": "none", "alert_cooldown_s": 0.0}
         )
-        if size > aside:
-            by_size[str(size)] = {"measured": False, "why": f"windows of {size} exceed the {aside} set aside"}
+        aside = set_aside(len(pool), size)
+        if aside is None:
+            by_size[str(size)] = {
+                "measured": False,
+                "why": f"{len(pool)} held-out predictions cannot give two windows of {size} as traffic and "
+                f"keep half for the reference and calibration",
+            }
             continue
         streams: list[Stream] = []
-        for k, order in enumerate(orders):
-            progress(f"{model}: split {k + 1}/{splits}, windows of {size}")
+        first_document = ""
+        bar = tqdm(orders, desc=f"{model} w{size}", unit="split", leave=False, disable=None)
+        for k, order in enumerate(bar):
             run = settings.model_copy(
                 update={"drift": drift.model_copy(update={"key_prefix": f"{prefix}:{k}"})}
             )
+            document = _reference_document(pool, order[aside:].tolist(), served.labels, k)
+            first_document = first_document or document
             traffic = [pool[i] for i in order[:aside]]
             count = windows // splits + (k < windows % splits)
             stream = _windows(traffic, count, size, seed=k, replace=False)
-            streams.append(asyncio.run(_feed(run, {(model, version): documents[k]}, stream)))
+            streams.append(asyncio.run(_feed(run, {(model, version): document}, stream)))
         p_values = [s.p_values for s in streams]
         everything = [p for ps in p_values for p in ps]
         drifted: dict[str, Any] = {}
@@ -288,13 +297,19 @@ def bench_model(
                 update={"drift": drift.model_copy(update={"key_prefix": f"{prefix}:{name}"})}
             )
             stream = _windows(drifted_pool, drifted_windows, size, seed=size + 1, replace=True)
-            result = asyncio.run(_feed(run, {(model, version): documents[0]}, stream))
+            result = asyncio.run(_feed(run, {(model, version): first_document}, stream))
             drifted[name] = {str(rate): detection(result.p_values, rate, alert_after, size) for rate in RATES}
+        first = json.loads(first_document)
         seconds = sum(s.seconds for s in streams)
         predictions = sum(s.predictions for s in streams)
         by_size[str(size)] = {
             "measured": True,
-            "set_aside_below_twice_the_window": aside < 2 * size,
+            "predictions_per_split": {
+                "undrifted": aside,
+                "reference": len(first["softmax_sample"]),
+                "calibration": len(first["calibration_softmax_sample"]),
+            },
+            "windows_per_split": windows / splits,
             "false_alarms": {
                 str(rate): {
                     **false_alarms(everything, rate, alert_after, size),
@@ -307,16 +322,20 @@ def bench_model(
             "redis_roundtrips_per_prediction": round(sum(s.roundtrips for s in streams) / predictions, 5),
             "alerts_on_undrifted_traffic_at_configured_rate": sum(s.alerts for s in streams),
         }
-    first = json.loads(documents[0])
     return {
         "version": version,
         "held_out_predictions": len(pool),
-        "undrifted_per_split": aside,
-        "reference_predictions_per_split": len(first["softmax_sample"]),
-        "calibration_predictions_per_split": len(first["calibration_softmax_sample"]),
         "parse_us_per_prediction": parse_cost(events),
         "window_sizes": by_size,
     }
+
+
+def set_aside(held_out: int, window_size: int) -> int | None:
+    """How many of ``held_out`` predictions a split sets aside as traffic for windows of ``window_size``: a
+    third, and at least two windows' worth so that windows of one split are not all the same predictions;
+    None when that would leave less than half for the reference and calibration."""
+    aside = max(held_out // 3, 2 * window_size)
+    return aside if held_out - aside >= MIN_REFERENCE_SHARE * held_out else None
 
 
 def parse_cost(events: Sequence[PredictionEvent], count: int = 5000) -> float:
@@ -333,7 +352,7 @@ def bench_drift(
     *,
     models: Sequence[str] = MODELS,
     windows: int = 5000,
-    splits: int = 10,
+    splits: int = 250,
     drifted_windows: int = 100,
     window_sizes: Sequence[int] = (50, 200),
 ) -> dict[str, Any]:

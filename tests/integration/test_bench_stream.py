@@ -47,10 +47,12 @@ def test_bench_drift_prints_one_json_object_with_the_monitor_figures(settings: S
     assert len(lines) == 1
     report = json.loads(lines[0])
     digits = report["models"]["digits"]
-    assert digits["undrifted_per_split"] == digits["held_out_predictions"] // 3
-    assert digits["calibration_predictions_per_split"] > 0
     figures = digits["window_sizes"]["50"]
     assert figures["measured"]
+    split = figures["predictions_per_split"]
+    assert split["undrifted"] == digits["held_out_predictions"] // 3
+    assert split["calibration"] > 0
+    assert figures["windows_per_split"] == 20
     for rate in ("0.01", "0.05"):
         alarms = figures["false_alarms"][rate]
         assert alarms["windows"] == 40

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.bench.drift import set_aside
 from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert
 from services.drift.detectors import Array
 from services.drift.windows import Reference, WindowRows, evaluate_window
@@ -134,3 +135,11 @@ def test_tied_statistics_still_give_uniform_p_values() -> None:
 def test_expected_windows_between_false_alerts() -> None:
     assert expected_windows_to_false_alert(0.05, 1) == pytest.approx(20.0)
     assert expected_windows_to_false_alert(0.01, 2) == pytest.approx(10100.0)
+
+
+def test_the_bench_sets_aside_two_windows_and_keeps_half_for_the_reference() -> None:
+    assert set_aside(1000, 50) == 333
+    assert set_aside(1000, 200) == 400
+    assert set_aside(600, 50) == 200
+    assert set_aside(600, 200) is None  # 400 aside would leave a third
+    assert set_aside(393, 200) is None
