@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,9 +30,13 @@ def async_redis(settings: RedisSettings, *, timeout_s: float = 5.0) -> aioredis.
     return aioredis.Redis(**connection_options(settings, timeout_s))
 
 
-def netstrings(fields: Sequence[bytes]) -> bytes:
-    """``fields`` as one string of ``<length>:<bytes>`` items, which the scripts read back field by field."""
-    return b"".join(b"%d:%s" % (len(field), field) for field in fields)
+LENGTH = struct.Struct(">I")
+
+
+def length_prefixed(fields: Sequence[bytes]) -> bytes:
+    """``fields`` as one string, each preceded by its length (4 bytes, big-endian): what the scripts read
+    back with ``struct.unpack('>I4c0', ...)``."""
+    return b"".join(LENGTH.pack(len(field)) + field for field in fields)
 
 
 @dataclass(frozen=True)
@@ -88,33 +93,30 @@ class Recording:
 
 
 # KEYS: versions hash, counted hash, row widths hash.
-# ARGV: n, label ttl, state ttl, cap, key prefix, then one string of netstrings (``netstrings``): per
-# prediction its request id, seen encoding, row ("" for none) and version name. The per-prediction keys are
-# made here from the prefix (a script over many request ids was never confined to one Cluster slot).
+# ARGV: n, label ttl, state ttl, cap, key prefix, then one string of length-prefixed fields
+# (``length_prefixed``): per prediction its request id, seen encoding, row ("" for none) and version name.
+# The per-prediction keys are made here from the prefix (a script over many request ids was never confined
+# to one Cluster slot). Early labels are looked for only while some may be parked (``park_labels`` keeps a
+# marker at least as long as any of them).
 # A version's rows are one string of fixed-width rows: a window is read as one value, not one per row.
 # Returns which predictions were new ("1"/"0" per prediction), the early labels found (index, label), and
 # per version its number of rows.
 RECORD_PREDICTIONS = """
 local n, label_ttl, state_ttl, cap, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local blob, pos = ARGV[6], 1
-local function field()
-  local colon = string.find(blob, ':', pos, true)
-  local length = tonumber(string.sub(blob, pos, colon - 1))
-  pos = colon + length + 1
-  return string.sub(blob, colon + 1, colon + length)
-end
+local parked = redis.call('EXISTS', prefix .. ':early-labels-parked') == 1
 local fresh, early, keys, added, widths, order = {}, {}, {}, {}, {}, {}
+local id, seen, row, version
 for i = 1, n do
-  local id = field()
-  local seen = field()
-  local row = field()
-  local version = field()
+  id, seen, row, version, pos = struct.unpack('>I4c0I4c0I4c0I4c0', blob, pos)
   local new = redis.call('SET', prefix .. ':seen:' .. id, seen, 'NX', 'EX', label_ttl)
   fresh[i] = new and '1' or '0'
-  local label = redis.call('GETDEL', prefix .. ':early-label:' .. id)
-  if label then
-    early[#early + 1] = i
-    early[#early + 1] = label
+  if parked then
+    local label = redis.call('GETDEL', prefix .. ':early-label:' .. id)
+    if label then
+      early[#early + 1] = i
+      early[#early + 1] = label
+    end
   end
   if row ~= '' then
     if not keys[version] then
@@ -246,7 +248,7 @@ class DriftStore:
         # One argument for the whole batch: packing thousands of arguments cost more than the script.
         args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap, self.prefix]
         pipe = self.client.pipeline(transaction=False)
-        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args, netstrings(fields))
+        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args, length_prefixed(fields))
         fresh, early, lengths = (await self._execute(pipe))[0]
         by_version: dict[tuple[str, str], int] = {}
         for name, length in zip(lengths[0::2], lengths[1::2], strict=True):
@@ -268,10 +270,12 @@ class DriftStore:
         caller joins it then); the predictions side takes a waiting label with GETDEL: one side joins it.
         """
         pipe = self.client.pipeline(transaction=False)
+        # The marker goes first: whenever a parked label exists, the recording script looks for it.
+        pipe.set(self.key("early-labels-parked"), 1, ex=self.settings.label_ttl_s)
         for request_id, label in labels:
             pipe.set(self.key("early-label", request_id), label, ex=self.settings.label_ttl_s)
             pipe.get(self.key("seen", request_id))
-        results = await self._execute(pipe)
+        results = (await self._execute(pipe))[1:]
         seen = [Seen.decode(r) if r else None for r in results[1::2]]
         raced = [i for i, s in enumerate(seen) if s is not None]
         if not raced:

@@ -37,6 +37,32 @@ def test_a_batch_recorded_twice_adds_its_rows_once_and_reports_the_lengths_again
     with_store(deployed, run)
 
 
+def test_a_label_parked_before_its_prediction_is_joined_once_by_whichever_side_comes_second(
+    settings: Settings, unique_name: str
+) -> None:
+    deployed = _settings(settings, unique_name)
+    seen = Seen("m", "1", "a", "image")
+
+    async def run(store: DriftStore) -> None:
+        # Nothing parked yet: predictions are recorded without looking for labels.
+        plain = await store.record_predictions([Recorded("plain", seen, b"row0")])
+        assert plain.early_labels == [None]
+        assert await store.park_labels([("early", "b")]) == [None]
+        recorded = await store.record_predictions(
+            [Recorded("early", seen, b"row1"), Recorded("other", seen, b"row2")]
+        )
+        assert recorded.early_labels == ["b", None]
+        # The prediction first: parking its label finds it and takes the label back.
+        assert await store.park_labels([("plain", "c")]) == [seen]
+        assert await store.client.exists(store.key("early-label", "plain")) == 0
+        again = await store.record_predictions([Recorded("early", seen, b"row1")])
+        assert again.early_labels == [None]
+        assert again.fresh == [False]
+        await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+
+    with_store(deployed, run)
+
+
 def test_window_outcomes_are_saved_once_however_often_they_are_retried(
     settings: Settings, unique_name: str
 ) -> None:
