@@ -10,7 +10,7 @@ COPY pyproject.toml README.md /opt/dlstream/
 COPY services /opt/dlstream/services
 COPY pipelines /opt/dlstream/pipelines
 # The image's Python (3.12) is the one the backend stub embeds, so the packages go into its site-packages.
-RUN pip install --no-compile --break-system-packages /opt/dlstream
+RUN pip install --no-compile --break-system-packages "/opt/dlstream[models]"
 # triton-server (uid 1000) is the unprivileged user the NVIDIA image ships.
 USER 1000:1000
 EXPOSE 8000 8001 8002

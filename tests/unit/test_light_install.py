@@ -1,0 +1,52 @@
+"""The base install (no torch) carries the client, the worker and the monitor: their modules must not import
+what only the ``models`` extra installs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from services.cli import MODELS_EXTRA_MODULES, missing_extra
+
+# What `dlstream publish/subscribe/label/dlq`, `inference run` and `drift run/status/alerts/report` import.
+BASE_MODULES = (
+    "services.cli",
+    "services.client.publisher",
+    "services.client.subscriber",
+    "services.client.files",
+    "services.client.dlq",
+    "services.inference.app",
+    "services.inference.metrics",
+    "services.drift.app",
+    "services.drift.metrics",
+    "services.drift.status",
+    "services.drift.report",
+    "services.drift.store",
+    "services.retrain.launchers",
+)
+MODELS_ONLY = sorted(MODELS_EXTRA_MODULES | {"pipelines", "pytriton", "nvidia"})
+
+
+@pytest.mark.timeout(120)
+def test_the_client_worker_and_monitor_import_nothing_of_the_models_extra() -> None:
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(BASE_MODULES)!r}: importlib.import_module(name)\n"
+        f"heavy = {MODELS_ONLY!r}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_a_command_that_needs_the_models_extra_says_how_to_install_it() -> None:
+    message = missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch"))
+    assert message is not None
+    assert "pip install 'dlstream[models]'" in message
+    assert "torch" in message
+    assert missing_extra(ModuleNotFoundError("No module named 'torch.nn'", name="torch.nn")) is not None
+    assert missing_extra(ModuleNotFoundError("No module named 'yaml'", name="yaml")) is None
