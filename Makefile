@@ -56,4 +56,4 @@ test: setup ## everything CI runs: lint, types, unit, deployment and integration
 	$(VENV)/mypy
 	@# Missing models are built here, outside pytest's per-test timeout, which a busy machine would exceed.
 	$(VENV)/dlstream models build
-	$(VENV)/pytest tests/unit tests/deploy tests/integration
+	$(VENV)/pytest --durations=15 tests/unit tests/deploy tests/integration

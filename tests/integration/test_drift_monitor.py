@@ -181,12 +181,13 @@ def _private_triton(settings: Settings, tmp_path: Path) -> tuple[LocalStack, Pat
 
 
 @pytest.mark.timeout(1500)  # a retraining job on a busy 2-core machine
-def test_a_partial_shift_retrains_digits_and_version_2_takes_base_and_drifted_traffic_without_alerts(
-    settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
+@pytest.mark.parametrize("shift", ["partial", "full"])
+def test_a_shift_retrains_digits_and_version_2_takes_the_shifted_and_the_base_traffic_without_alerts(
+    shift: str, settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
-    """Half the traffic turns to inverted digits: an alert, retraining on the labelled mix, version 2
-    promoted; version 2 serves the same mix better and resolves the alert, and 20 windows of base-only traffic
-    raise no alert on it."""
+    """Half (partial) or all (full) of the traffic turns to inverted digits: an alert, retraining on the
+    labelled traffic, version 2 promoted; version 2 serves the same traffic better and resolves the alert,
+    and 20 windows of base-only traffic raise no alert on it."""
     triton, repository = _private_triton(settings, tmp_path)
     triton.up()
     try:
@@ -213,13 +214,18 @@ def test_a_partial_shift_retrains_digits_and_version_2_takes_base_and_drifted_tr
         worker = Worker(deployed, tmp_path / "worker.log", repository=repository).start()
         monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository).start()
 
-        def half_shifted(index: list[int]) -> tuple[list[Sample], list[Sample]]:
+        def shifted_traffic(index: list[int]) -> tuple[list[Sample], list[Sample]]:
+            """The inverted events, and all the events in send order (inverted and upright alternating
+            under a partial shift)."""
+            if shift == "full":
+                shifted = events(index, inverted=True)
+                return shifted, shifted
             shifted = events(index[: len(index) // 2], inverted=True)
             unshifted = events(index[len(index) // 2 :], inverted=False)
             return shifted, [s for pair in zip(shifted, unshifted, strict=True) for s in pair]
 
         try:
-            shifted, mixed = half_shifted(first)
+            shifted, mixed = shifted_traffic(first)
             send_and_flush(deployed, mixed)
             predicted = wait_for_predictions(deployed, {s.event.id for s in mixed})
             assert len(predicted) == len(mixed)
@@ -238,8 +244,8 @@ def test_a_partial_shift_retrains_digits_and_version_2_takes_base_and_drifted_tr
             assert report["new_version"] == 2
             assert (repository / "digits" / "2" / "reference.json").exists()
 
-            # The same half-shifted traffic goes on, now served by version 2.
-            shifted, after = half_shifted(second)
+            # The same shifted traffic goes on, now served by version 2.
+            shifted, after = shifted_traffic(second)
             send_and_flush(deployed, after)
             predicted = wait_for_predictions(deployed, {s.event.id for s in after})
             assert len(predicted) == len(after)
@@ -247,7 +253,8 @@ def test_a_partial_shift_retrains_digits_and_version_2_takes_base_and_drifted_tr
             right_v2 = sum(predicted[s.event.id].data.label == str(s.label) for s in shifted)
             accuracy_v2 = right_v2 / len(shifted)
             print(
-                f"inverted digits: v1 accuracy {accuracy_v1:.3f}, v2 accuracy {accuracy_v2:.3f}; job {report}"
+                f"{shift} shift, inverted digits: v1 accuracy {accuracy_v1:.3f}, "
+                f"v2 accuracy {accuracy_v2:.3f}; job {report}"
             )
             assert accuracy_v2 >= accuracy_v1 + 0.10
 
