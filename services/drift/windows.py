@@ -7,7 +7,9 @@ wrote into ``reference.json`` of the same version, so a window is only ever comp
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,11 +25,19 @@ DECIMALS = 6
 CONFIDENCE_BINS = 20
 
 
+@lru_cache(maxsize=64)
+def _row_format(width: int) -> struct.Struct:
+    # Native float32, as decode_rows reads it; struct packs a row several times faster than numpy.
+    return struct.Struct(f"={width}f")
+
+
 def encode_row(data: PredictionData, label_index: int) -> bytes:
     """One prediction as a row: ``[class, confidence, n_probabilities, *probabilities, *embedding]``."""
     probabilities = data.probabilities or []
-    values = [float(label_index), data.score, float(len(probabilities)), *probabilities, *data.embedding]
-    return np.asarray(values, dtype=np.float32).tobytes()
+    width = 3 + len(probabilities) + len(data.embedding)
+    return _row_format(width).pack(
+        label_index, data.score, len(probabilities), *probabilities, *data.embedding
+    )
 
 
 @dataclass(frozen=True)
