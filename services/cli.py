@@ -770,8 +770,18 @@ def config_docs() -> None:
 
 # Top-level modules that only the "models" extra installs (see pyproject.toml).
 MODELS_EXTRA_MODULES = frozenset(
-    {"torch", "scipy", "PIL", "mlxtend", "skimage", "sentence_transformers", "efficientnet_lite_pytorch"}
-    | {"onnxruntime", "sklearn", "torchvision"}
+    {
+        "torch",
+        "torchvision",
+        "scipy",
+        "sklearn",
+        "PIL",
+        "mlxtend",
+        "skimage",
+        "sentence_transformers",
+        "efficientnet_lite_pytorch",
+        "onnxruntime",
+    }
 )
 
 

@@ -17,6 +17,11 @@ def _settings(settings: Settings, unique_name: str) -> Settings:
     return settings.model_copy(update={"drift": drift})
 
 
+async def _forget(store: DriftStore) -> None:
+    """Delete every key of the test's prefix."""
+    await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+
+
 def test_a_batch_recorded_twice_adds_its_rows_once_and_reports_the_lengths_again(
     settings: Settings, unique_name: str
 ) -> None:
@@ -32,7 +37,7 @@ def test_a_batch_recorded_twice_adds_its_rows_once_and_reports_the_lengths_again
         assert again.fresh == [False] * 7
         assert first.lengths == again.lengths == {("m", "1"): 6}
         assert await store.client.hget(store.key("counted"), "m:1") == b"6"
-        await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+        await _forget(store)
 
     with_store(deployed, run)
 
@@ -58,7 +63,7 @@ def test_a_label_parked_before_its_prediction_is_joined_once_by_whichever_side_c
         again = await store.record_predictions([Recorded("early", seen, b"row1")])
         assert again.early_labels == [None]
         assert again.fresh == [False]
-        await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+        await _forget(store)
 
     with_store(deployed, run)
 
@@ -88,6 +93,6 @@ def test_window_outcomes_are_saved_once_however_often_they_are_retried(
         summary = await store.client.hget(store.key("versions"), "m:1")
         assert summary is not None
         assert json.loads(summary) == {"windows": 1}
-        await store.client.delete(*[k async for k in store.client.scan_iter(match=store.key("*"))])
+        await _forget(store)
 
     with_store(deployed, run)
