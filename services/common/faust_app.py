@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import faust
+import structlog
 
 from services.common.faust_transport import transport_class
 from services.common.kafka_security import faust_credentials
 from services.common.settings import Settings
+
+log = structlog.get_logger("dlstream.faust")
+
+
+class DrainingApp(faust.App):
+    """A Faust app whose wait for the events already taken, on SIGTERM and before a rebalance, ends after
+    ``drain_timeout_s``. Events that cannot finish then (their model server or store is away) are left
+    unacknowledged, so their offsets stay uncommitted and another member or a restart redelivers them; the
+    process still exits within its stop timeout."""
+
+    drain_timeout_s: float = 20.0
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        # Faust's wait swallows cancellation, so it is ended from inside: at the deadline the set of events it
+        # waits for is emptied, and its loop commits what was acknowledged and returns within a second.
+        deadline = asyncio.get_running_loop().call_later(self.drain_timeout_s, self._stop_waiting, consumer)
+        try:
+            await super()._consumer_wait_empty(consumer, logger)
+        finally:
+            deadline.cancel()
+
+    def _stop_waiting(self, consumer: Any) -> None:
+        unacked = getattr(consumer, "_unacked_messages", None)
+        if unacked:
+            log.warning("faust.drain_timeout", seconds=self.drain_timeout_s, unfinished=len(unacked))
+            unacked.clear()
 
 
 def service_app(
@@ -25,13 +53,14 @@ def service_app(
     """A Faust app whose consumer group is ``group_id``; ``options`` add to or override Faust's settings.
 
     Records are raw bytes (services parse the wire contract themselves), tables live in memory, a new group
-    starts at the earliest offset, and SIGTERM waits for events already taken (``stream_wait_empty``). A
-    member silent for ``session_timeout_s`` leaves its group, so a crashed process's partitions move quickly.
+    starts at the earliest offset, and SIGTERM waits for events already taken (``stream_wait_empty``), at
+    most ``drain_timeout_s`` (:class:`DrainingApp`). A member silent for ``session_timeout_s`` leaves its
+    group, so a crashed process's partitions move quickly.
     Its consumer long-polls at most ``kafka.fetch_max_wait_ms`` (:mod:`services.common.faust_transport`).
     """
     data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     session_timeout_s = settings.inference.session_timeout_s
-    app = faust.App(
+    app = DrainingApp(
         group_id,
         **{
             "broker": f"kafka://{settings.kafka.bootstrap_servers}",
@@ -52,6 +81,7 @@ def service_app(
             **options,
         },
     )
+    app.drain_timeout_s = settings.inference.drain_timeout_s
     app.transport = transport_class(settings.kafka.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     return app
 

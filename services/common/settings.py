@@ -194,6 +194,13 @@ class InferenceSettings(_Group):
         ge=6,
         description="A worker silent this long leaves its group; its partitions move to the others.",
     )
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM or a rebalance, how long a worker or the monitor waits for the events it "
+        "already took; those still waiting (Triton or Redis away) stay uncommitted and are redelivered. "
+        "Keep it below the stop timeout (`stack.stop_timeout_s`, the pod's grace period).",
+    )
     data_dir: Path = Field(
         Path(".dlstream/faust"), description="Faust's data folder of a worker (one subfolder per group)."
     )

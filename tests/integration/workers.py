@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -115,6 +116,41 @@ class Worker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def group_member(settings: Settings, folder: Path, index: int) -> Worker:
+    """Worker ``index`` of a group of several on this machine: its own web and metrics ports, Faust folder and
+    log (not started)."""
+    web, metrics = free_ports(2)
+    return Worker(
+        settings,
+        folder / f"worker-{index}.log",
+        data_dir=folder / f"faust-{index}",
+        extra_env={
+            "DLSTREAM_INFERENCE__WEB_PORT": str(web),
+            "DLSTREAM_INFERENCE__METRICS_PORT": str(metrics),
+        },
+    )
+
+
+def worker_page(worker: Worker, page: str) -> str:
+    """A page of a worker started by ``group_member``: ``health`` (web port) or ``metrics``."""
+    name = "WEB_PORT" if page == "health" else "METRICS_PORT"
+    port = worker.extra_env[f"DLSTREAM_INFERENCE__{name}"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{page}", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def predicted_by(worker: Worker) -> int:
+    """Predictions a ``group_member`` produced so far (its Prometheus counter); 0 before it serves them."""
+    try:
+        text = worker_page(worker, "metrics")
+    except OSError:
+        return 0
+    lines = text.splitlines()
+    return int(
+        sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("dlstream_predictions_out_total{"))
+    )
 
 
 @dataclass(frozen=True)

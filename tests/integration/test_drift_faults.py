@@ -1,4 +1,5 @@
-"""The drift monitor through a Redis outage: it waits, says so, resumes, and counts every prediction once."""
+"""The drift monitor through faults, a Redis outage (it waits, says so, resumes) and its own SIGKILL
+mid-window: either way it counts every prediction once."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.integration.drift import (
     drift_settings,
     events_of,
     overview,
+    shuffled_clean,
     wait_for,
 )
 from tests.integration.workers import Worker, raw_outcomes, send_steadily, wait_for_predictions
@@ -91,12 +93,11 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
         assert set(found) == ids
         made = Counter(p.data.model_version for p in found.values() if p.data.model == "digits")
 
-        def counted() -> dict[str, Any] | None:
-            versions = overview(deployed).get("digits", {}).get("versions", {})
-            done = {v: s for v, s in versions.items() if s.get("predictions") == made.get(v)}
-            return versions if len(done) == len(made) else None
-
-        versions = wait_for(counted, timeout_s=180, what="every digits prediction counted by the monitor")
+        versions = wait_for(
+            lambda: counted_as_made(deployed, made),
+            timeout_s=180,
+            what="every digits prediction counted by the monitor",
+        )
         for version, summary in versions.items():
             pending = with_store(deployed, partial(pending_rows, model="digits", version=version))
             assert summary["windows"] * WINDOW + pending == made[version], (version, summary, pending)
@@ -114,3 +115,54 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
             traffic.join()
         monitor.stop()
         worker.stop()
+
+
+def counted_as_made(deployed: Settings, made: Counter[str]) -> dict[str, Any] | None:
+    """The digits versions' monitor summaries once each counts as many predictions as the version made."""
+    versions = overview(deployed).get("digits", {}).get("versions", {})
+    done = {v: s for v, s in versions.items() if s.get("predictions") == made.get(v)}
+    return versions if len(done) == len(made) else None
+
+
+def test_monitor_sigkilled_mid_window_counts_every_prediction_once_after_restart(
+    settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
+) -> None:
+    deployed = drift_settings(settings, topics, group_id)
+    samples = shuffled_clean(Modality.IMAGE, 900, seed=11)
+    ids = {s.event.id for s in samples}
+    worker = Worker(deployed, tmp_path / "worker.log").start()
+    monitor = Worker(deployed, tmp_path / "monitor-0.log", argv=MONITOR_ARGV).start()
+    restarted: Worker | None = None
+    traffic = threading.Thread(
+        target=send_steadily, args=(deployed, samples), kwargs={"chunk": 30, "pause_s": 0.5}
+    )
+    try:
+        traffic.start()
+
+        def mid_window() -> int | None:
+            versions = overview(deployed).get("digits", {}).get("versions", {})
+            counted = sum(int(s.get("predictions", 0)) for s in versions.values())
+            return counted if counted >= 2 * WINDOW and counted % WINDOW else None
+
+        counted_at_kill = wait_for(mid_window, timeout_s=180, what="the monitor part-way through a window")
+        monitor.kill()
+        restarted = Worker(deployed, tmp_path / "monitor-1.log", argv=MONITOR_ARGV).start()
+        traffic.join()
+        found = wait_for_predictions(deployed, ids)
+        assert set(found) == ids
+        made = Counter(p.data.model_version for p in found.values())
+        versions = wait_for(
+            lambda: counted_as_made(deployed, made), timeout_s=180, what="every prediction counted once"
+        )
+        for version, summary in versions.items():
+            pending = with_store(deployed, partial(pending_rows, model="digits", version=version))
+            assert summary["windows"] * WINDOW + pending == made[version], (version, summary, pending)
+        assert restarted.running, f"the restarted monitor died; see {restarted.log_path}"
+        windows = {v: s["windows"] for v, s in versions.items()}
+        print(f"monitor killed at {counted_at_kill} counted; made {dict(made)}, windows {windows}")
+    finally:
+        if traffic.is_alive():
+            traffic.join()
+        for process in (restarted, worker):
+            if process is not None:
+                process.stop()
