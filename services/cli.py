@@ -626,6 +626,13 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
 @click.option("--runs", default=5, show_default=True, help="Throughput runs; the ratio is their median.")
 @click.option("--level-seconds", default=60.0, show_default=True, help="How long each load level is held.")
 @click.option("--idle-events", default=50, show_default=True, help="Single events of the idle latency.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Also measure the throughput of 1 to N workers of one group (scale_out).",
+)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write the latency curve as PNG.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on one line.")
 @click.pass_context
@@ -637,10 +644,12 @@ def bench_stream_cmd(
     runs: int,
     level_seconds: float,
     idle_events: int,
+    workers: int,
     plot_path: Path | None,
     as_json: bool,
 ) -> None:
-    """The floor, idle latency and the latency curve; pipeline vs direct Triton vs a naive agent."""
+    """The floor, idle latency and the latency curve; pipeline vs direct Triton vs a naive agent; with
+    ``--workers N`` the throughput of 1 to N workers."""
     from services.bench.stream import bench_stream
 
     settings = _settings(ctx)
@@ -654,11 +663,70 @@ def bench_stream_cmd(
         level_seconds=level_seconds,
         idle_events=idle_events,
         work_dir=Path.cwd() / ".dlstream" / "bench" / time.strftime("%Y%m%d-%H%M%S"),
+        workers=workers,
     )
     if plot_path is not None:
         from services.bench.plot import plot_curve
 
         plot_curve(report, plot_path)
+    click.echo(json.dumps(report, indent=None if as_json else 2))
+
+
+@bench.command("soak")
+@click.option("--minutes", default=20.0, show_default=True, help="How long the stack is held under load.")
+@click.option("--warm-up-minutes", default=2.0, show_default=True, help="Left out of the growth figures.")
+@click.option("--period-seconds", default=30.0, show_default=True, help="One latency and memory sample each.")
+@click.option("--load", default=0.5, show_default=True, help="Share of the measured maximum to offer.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="Events per second (skips measuring)."
+)
+@click.option("--calibration-events", default=3000, show_default=True, help="Events of the maximum's run.")
+@click.option("--model", default="digits", show_default=True, help="Image model whose held-out set is sent.")
+@click.option(
+    "--process",
+    "extra",
+    multiple=True,
+    metavar="NAME=PID",
+    help="Also sample this process group (a worker started outside the stack); repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on one line.")
+@click.pass_context
+def bench_soak_cmd(
+    ctx: click.Context,
+    minutes: float,
+    warm_up_minutes: float,
+    period_seconds: float,
+    load: float,
+    rate: float | None,
+    calibration_events: int,
+    model: str,
+    extra: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Hold the running stack at a share of its maximum (half by default) for a set time, sampling the
+    resident memory of every process and end-to-end latency; print the growth after warm-up."""
+    from services.bench.soak import soak, stack_processes
+
+    settings = _settings(ctx)
+    processes = stack_processes(settings, Path.cwd())
+    for item in extra:
+        name, _, pid = item.partition("=")
+        if not name or not pid.isdigit():
+            raise click.BadParameter(f"{item!r} is not NAME=PID", param_hint="--process")
+        processes[name] = int(pid)
+    if not processes:
+        raise click.ClickException("no running stack process to sample; start it with `dlstream stack up`")
+    report = soak(
+        settings,
+        processes,
+        model=model,
+        seconds=minutes * 60,
+        warm_up_s=warm_up_minutes * 60,
+        period_s=period_seconds,
+        rate=rate,
+        load=load,
+        calibration_events=calibration_events,
+    )
     click.echo(json.dumps(report, indent=None if as_json else 2))
 
 

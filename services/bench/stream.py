@@ -18,12 +18,17 @@ All figures come from one run on the running stack, one model and the same held-
 - ``curve``: p50, p99 and p99.9 end to end at 10, 30, 50, 70 and 90 % of ``pipeline_eps``, each level held
   ``level_seconds``, with the backlog sampled every second, the batch size the worker formed, the breakdown
   of where the time went, and the p99 bound (batch wait + 3 x Triton's latency at that batch size);
-- ``naive_eps``: the same throughput run for :mod:`services.bench.naive_agent` (one event at a time).
+- ``naive_eps``: the same throughput run for :mod:`services.bench.naive_agent` (one event at a time);
+- ``scale_out`` (``workers`` > 1): events per second of 1, 2 ... ``workers`` workers of one group, started and
+  balanced (the group ``Stable``, every member holding request partitions) before the events are published,
+  counted between the first and the last prediction. On a machine with fewer cores than workers plus Triton
+  this measures CPU contention as much as the group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +37,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -228,7 +233,7 @@ class StreamBench:
     @contextmanager
     def process(self, settings: Settings, argv: list[str], name: str) -> Iterator[subprocess.Popen[bytes]]:
         """A worker (or the naive baseline) on ``settings``, stopped with SIGTERM on exit."""
-        env = worker_env(settings, repository=self.repository, data_dir=self.work_dir / "faust")
+        env = worker_env(settings, repository=self.repository, data_dir=self.work_dir / "faust" / name)
         with (self.work_dir / f"{name}.log").open("wb") as out:
             child = subprocess.Popen(
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -253,7 +258,11 @@ class StreamBench:
         return {event.id for event, _ in sent}
 
     def wait_for_records(
-        self, settings: Settings, count: int, child: subprocess.Popen[bytes], timeout_s: float = 300.0
+        self,
+        settings: Settings,
+        count: int,
+        children: Sequence[subprocess.Popen[bytes]],
+        timeout_s: float = 300.0,
     ) -> None:
         """Block until the image prediction topic holds ``count`` records, by polling end offsets only.
 
@@ -268,10 +277,7 @@ class StreamBench:
             ]
             deadline = time.monotonic() + timeout_s
             while sum(consumer.end_offsets(partitions).values()) < count:
-                if child.poll() is not None:
-                    raise RuntimeError(
-                        f"the process measured exited ({child.returncode}); see {self.work_dir}"
-                    )
+                self._check_alive(children)
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"fewer than {count} predictions after {timeout_s}s; see {self.work_dir}"
@@ -279,6 +285,11 @@ class StreamBench:
                 time.sleep(0.25)
         finally:
             consumer.close()
+
+    def _check_alive(self, children: Sequence[subprocess.Popen[bytes]]) -> None:
+        for child in children:
+            if child.poll() is not None:
+                raise RuntimeError(f"a process measured exited ({child.returncode}); see {self.work_dir}")
 
     def collect(self, settings: Settings, ids: set[str]) -> list[PredictionEvent]:
         """The predictions of ``ids``; raises if some never arrive."""
@@ -296,7 +307,43 @@ class StreamBench:
         settings = self.deployment(name)
         ids = self.publish(settings, payloads)
         with self.process(settings, argv, name) as child:
-            self.wait_for_records(settings, len(ids), child)
+            self.wait_for_records(settings, len(ids), [child])
+            return rate_between(self.collect(settings, ids))
+
+    def group_throughput(self, workers: int, payloads: list[bytes], timeout_s: float = 180.0) -> float:
+        """Events per second of ``workers`` workers of one group, balanced before the events are published."""
+        settings = self.deployment(f"workers{workers}")
+        request_topic = settings.topics.image
+        with ExitStack() as stack:
+            children = []
+            for i in range(workers):
+                web, metrics = free_ports(2, settings.inference.bind_host)
+                member = settings.model_copy(
+                    update={
+                        "inference": settings.inference.model_copy(
+                            update={"web_port": web, "metrics_port": metrics}
+                        )
+                    }
+                )
+                name = f"workers{workers}-{i}"
+                children.append(stack.enter_context(self.process(member, worker_argv(), name)))
+            deadline = time.monotonic() + timeout_s
+            while True:
+                state, members = self.admin.group_assignment(settings.inference.group_id)
+                if (
+                    state == "Stable"
+                    and len(members) == workers
+                    and all(m.get(request_topic) for m in members)
+                ):
+                    break
+                self._check_alive(children)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{workers} workers not balanced after {timeout_s}s ({state}, {members})"
+                    )
+                time.sleep(0.5)
+            ids = self.publish(settings, payloads)
+            self.wait_for_records(settings, len(ids), children)
             return rate_between(self.collect(settings, ids))
 
     def kafka_round_trips_ms(self, payloads: list[bytes], count: int) -> list[float]:
@@ -375,7 +422,16 @@ class LatencyRun:
             time.sleep(0.05)  # a pause between events keeps the worker idle when the next one comes
         return self.collector.arrivals(sent)
 
-    def level(self, offered_eps: float, seconds: float) -> tuple[list[Arrival], list[BacklogSample], float]:
+    def burst(self, count: int) -> list[Arrival]:
+        """``count`` events published as fast as the publisher goes; their arrivals once all came."""
+        sent = [self._publish(i) for i in range(count)]
+        self.publisher.flush()
+        self.collector.wait_for({e.id for e in sent})
+        return self.collector.arrivals(sent)
+
+    def level(
+        self, offered_eps: float, seconds: float, *, progress: bool = True
+    ) -> tuple[list[Arrival], list[BacklogSample], float]:
         """Events offered at ``offered_eps`` for ``seconds``: their arrivals, the backlog sampled every
         second, and the mean batch size the worker formed meanwhile."""
         batches_before = scrape_batches(self.settings)
@@ -386,7 +442,7 @@ class LatencyRun:
         ids: set[str] = set()
         started = time.monotonic()
         next_sample = started
-        for i in tqdm(range(count), desc=f"{offered_eps:.0f} ev/s", unit="ev"):
+        for i in tqdm(range(count), desc=f"{offered_eps:.0f} ev/s", unit="ev", disable=not progress):
             due = started + i * interval
             now = time.monotonic()
             if due > now:
@@ -414,8 +470,10 @@ def bench_stream(
     level_seconds: float,
     idle_events: int,
     work_dir: Path,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Measure the floor, the pipeline, its latency curve, direct Triton and the naive agent on ``model``."""
+    """Measure the floor, the pipeline, its latency curve, direct Triton and the naive agent on ``model``;
+    with ``workers`` > 1 also the throughput of 1 to ``workers`` workers of one group."""
     work_dir.mkdir(parents=True, exist_ok=True)
     samples, _ = held_out_payloads(model, 0)
     payloads = [samples[i % len(samples)] for i in range(events)]
@@ -493,6 +551,10 @@ def bench_stream(
             "naive", [sys.executable, "-m", "services.bench.naive_agent"], payloads[:naive_events]
         )
         log.info("bench.naive", eps=round(naive, 1))
+        group_eps = []
+        for count in range(1, workers + 1) if workers > 1 else ():
+            group_eps.append(bench.group_throughput(count, payloads))
+            log.info("bench.workers", workers=count, eps=round(group_eps[-1], 1))
     finally:
         bench.cleanup()
 
@@ -530,6 +592,18 @@ def bench_stream(
         "idle_p50_vs_floor": round(idle["p50_ms"] / floor_ms, 2),
         "idle_p99_vs_floor": round(idle["p99_ms"] / floor_ms, 2),
         "curve": curve,
+        **(
+            {
+                "scale_out": {
+                    "workers": list(range(1, workers + 1)),
+                    "eps": [round(e, 1) for e in group_eps],
+                    "vs_one_worker": [round(e / group_eps[0], 2) for e in group_eps],
+                    "cpus": os.cpu_count(),
+                }
+            }
+            if group_eps
+            else {}
+        ),
         "goals": {
             "overhead_ratio": 0.9,
             "vs_naive": 5.0,

@@ -109,6 +109,18 @@ class KafkaAdmin:
             described = client.describe_topics([topic])
         return len(described[0]["partitions"])
 
+    def group_assignment(self, group_id: str) -> tuple[str, list[dict[str, list[int]]]]:
+        """The consumer group's state (``Stable``, ``PreparingRebalance``, ``Empty``...) and, per member, the
+        partitions it was assigned by topic."""
+        with self._client() as client:
+            group = client.describe_groups([group_id])[group_id]
+        members = []
+        for member in group.get("members") or []:
+            assignment = member.get("member_assignment") or {}
+            assigned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+            members.append({a["topic"]: list(a["partitions"]) for a in assigned})
+        return str(group.get("group_state", "")), members
+
     def _wait_visible(self, client: Any, names: list[str]) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:

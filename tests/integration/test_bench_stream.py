@@ -19,9 +19,9 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
     plot = tmp_path / "curve.png"
     args = [
         *("bench", "stream", "--json", "--events", "300", "--naive-events", "100", "--runs", "1"),
-        *("--level-seconds", "6", "--idle-events", "5", "--plot", str(plot)),
+        *("--level-seconds", "6", "--idle-events", "5", "--workers", "2", "--plot", str(plot)),
     ]
-    result = dlstream(settings, *args, timeout_s=400)
+    result = dlstream(settings, *args, timeout_s=600)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     report = json.loads(lines[0])
@@ -36,6 +36,10 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
         assert row["p99_9_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
         assert set(row["breakdown_ms"]) == STAGES, row
         assert isinstance(row["grows"], bool)
+    scale_out = report["scale_out"]
+    assert scale_out["workers"] == [1, 2]
+    assert all(rate > 0 for rate in scale_out["eps"])
+    assert scale_out["vs_one_worker"][0] == 1.0
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert not [t for t in KafkaAdmin(settings.kafka).list_topics() if t.startswith("bench.")]
 
