@@ -12,6 +12,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,9 @@ from services.common.kafka_admin import KafkaAdmin
 from services.common.net import free_ports
 from services.common.settings import Settings, load_settings
 from services.stack.local_stack import LocalStack
+
+if TYPE_CHECKING:
+    from tests.integration.workers import Worker
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,3 +123,22 @@ def topics(settings: Settings, unique_name: str) -> Iterator[TopicFactory]:
 def group_id(unique_name: str) -> str:
     """This test's own consumer group (topics of Faust apps derive from it too)."""
     return f"test.{unique_name}.group"
+
+
+@pytest.fixture
+def deployed(settings: Settings, topics: TopicFactory, group_id: str) -> Settings:
+    """The session's settings with this test's own topics and group for its workers."""
+    from tests.integration.workers import deployment_settings
+
+    return deployment_settings(settings, topics, group_id)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Workers a test starts and appends here; those still running are stopped afterwards."""
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()

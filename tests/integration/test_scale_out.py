@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,10 @@ import pytest
 from services.common.contract import Modality
 from services.common.settings import Settings
 from services.stack.local_stack import LocalStack
-from tests.integration.conftest import TopicFactory
 from tests.integration.drift import wait_for
 from tests.integration.workers import (
     Sample,
     Worker,
-    deployment_settings,
     group_member,
     held_out_events,
     predicted_by,
@@ -31,25 +28,10 @@ from tests.integration.workers import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def deployed(settings: Settings, topics: TopicFactory, group_id: str) -> Settings:
-    return deployment_settings(settings, topics, group_id)
-
-
-@pytest.fixture
-def members(deployed: Settings) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.stop()
-
-
-def join(deployed: Settings, tmp_path: Path, members: list[Worker]) -> Worker:
+def join(deployed: Settings, tmp_path: Path, workers: list[Worker]) -> Worker:
     """Start one more worker of the group."""
-    worker = group_member(deployed, tmp_path, len(members)).start()
-    members.append(worker)
+    worker = group_member(deployed, tmp_path, len(workers)).start()
+    workers.append(worker)
     return worker
 
 
@@ -82,7 +64,7 @@ def assert_every_event_predicted_once_after_dedup(deployed: Settings, samples: l
 
 
 def test_three_workers_share_the_partitions_and_one_killed_one_added_loses_nothing(
-    deployed: Settings, tmp_path: Path, members: list[Worker]
+    deployed: Settings, tmp_path: Path, workers: list[Worker]
 ) -> None:
     samples = images_and_text(4500, 500)
     assert len(samples) == 5000
@@ -91,23 +73,23 @@ def test_three_workers_share_the_partitions_and_one_killed_one_added_loses_nothi
         target=send_steadily, args=(deployed, samples), kwargs={"chunk": 125, "pause_s": 1.0}
     )
     for _ in range(3):
-        join(deployed, tmp_path, members)
+        join(deployed, tmp_path, workers)
     traffic.start()
     try:
         wait_for(
-            lambda: all(predicted_by(w) > 0 for w in members) and count(deployed) >= 1500,
+            lambda: all(predicted_by(w) > 0 for w in workers) and count(deployed) >= 1500,
             timeout_s=180,
             what="each of the three workers to predict (partitions shared), 1,500 in all",
         )
-        shares = [predicted_by(w) for w in members]
-        members[0].kill()
+        shares = [predicted_by(w) for w in workers]
+        workers[0].kill()
         killed_at = count(deployed)
-        newcomer = join(deployed, tmp_path, members)
+        newcomer = join(deployed, tmp_path, workers)
         wait_for(lambda: predicted_by(newcomer) > 0, timeout_s=180, what="the added worker to predict")
     finally:
         traffic.join()
     duplicates = assert_every_event_predicted_once_after_dedup(deployed, samples)
-    survivors = members[1:]
+    survivors = workers[1:]
     assert all(w.running for w in survivors), [w.log_path for w in survivors if not w.running]
     print(
         f"predictions per worker before the kill {shares}; killed at {killed_at} of {len(samples)}; "
@@ -116,14 +98,14 @@ def test_three_workers_share_the_partitions_and_one_killed_one_added_loses_nothi
 
 
 def test_broker_sigkilled_and_restarted_with_workers_running_loses_nothing(
-    deployed: Settings, local_stack: LocalStack, tmp_path: Path, members: list[Worker]
+    deployed: Settings, local_stack: LocalStack, tmp_path: Path, workers: list[Worker]
 ) -> None:
     if local_stack.record("kafka") is None:
         pytest.skip("needs a stack started by the tests (not DLSTREAM_TEST_ATTACH)")
     samples = images_and_text(2700, 300)
     first, sent_later = samples[:1500], samples[1500:]
     for _ in range(2):
-        join(deployed, tmp_path, members)
+        join(deployed, tmp_path, workers)
     send_steadily(deployed, first, chunk=500, pause_s=0.0)
     wait_for(lambda: count(deployed) >= 500, timeout_s=180, what="500 predictions")
     local_stack.kill("kafka")  # returns once the broker's process is gone
@@ -133,5 +115,5 @@ def test_broker_sigkilled_and_restarted_with_workers_running_loses_nothing(
     restarted_s = time.monotonic() - killed
     send_steadily(deployed, sent_later, chunk=500, pause_s=0.0)
     duplicates = assert_every_event_predicted_once_after_dedup(deployed, samples)
-    assert all(w.running for w in members), [w.log_path for w in members if not w.running]
+    assert all(w.running for w in workers), [w.log_path for w in workers if not w.running]
     print(f"broker back after {restarted_s:.1f} s; {duplicates} redelivered duplicates")

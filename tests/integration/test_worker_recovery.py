@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,10 @@ import pytest
 from services.common.contract import Modality
 from services.common.settings import Settings
 from services.stack.local_stack import LocalStack
-from tests.integration.conftest import TopicFactory
 from tests.integration.drift import wait_for
 from tests.integration.workers import (
     Sample,
     Worker,
-    deployment_settings,
     group_member,
     held_out_events,
     producer,
@@ -28,21 +25,6 @@ from tests.integration.workers import (
     wait_for_predictions,
     worker_page,
 )
-
-
-@pytest.fixture
-def deployed(settings: Settings, topics: TopicFactory, group_id: str) -> Settings:
-    return deployment_settings(settings, topics, group_id)
-
-
-@pytest.fixture
-def workers(deployed: Settings, tmp_path: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def start_worker(deployed: Settings, tmp_path: Path, workers: list[Worker]) -> Worker:
