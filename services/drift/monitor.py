@@ -162,17 +162,20 @@ class DriftMonitor:
         if not predictions:
             return []
         batch = []
-        references: dict[tuple[str, str], Reference | None] = {}  # looked up once per version of the batch
+        # Looked up once per version of the batch: its modality (an enum's value is a slow property) and its
+        # reference's class index by label (None without a reference).
+        versions: dict[tuple[str, str], tuple[str, dict[str, int] | None]] = {}
         for prediction in predictions:
-            model, version = prediction.model, prediction.model_version
-            seen = Seen(model, version, prediction.label, prediction.modality.value)
-            if (model, version) not in references:
-                references[(model, version)] = await self.reference(model, version)
-            reference = references[(model, version)]
-            row = None
-            if reference is not None and prediction.label in reference.labels:
-                row = encode_row(prediction, reference.labels.index(prediction.label))
-            batch.append(Recorded(prediction.request_id, seen, row))
+            model, version, label = prediction.model, prediction.model_version, prediction.label
+            known = versions.get((model, version))
+            if known is None:
+                reference = await self.reference(model, version)
+                index = None if reference is None else {name: i for i, name in enumerate(reference.labels)}
+                known = versions[(model, version)] = (prediction.modality.value, index)
+            modality, index = known
+            position = None if index is None else index.get(label)
+            row = None if position is None else encode_row(prediction, position)
+            batch.append(Recorded(prediction.request_id, Seen(model, version, label, modality), row))
         recording = await self.store.record_predictions(batch)
         joined = [
             (item.request_id, label, item.seen)

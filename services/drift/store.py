@@ -12,7 +12,7 @@ import json
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,9 +39,9 @@ def length_prefixed(fields: Sequence[bytes]) -> bytes:
     return b"".join(LENGTH.pack(len(field)) + field for field in fields)
 
 
-@dataclass(frozen=True)
-class Seen:
-    """A prediction as remembered for its label: which model version said what."""
+class Seen(NamedTuple):
+    """A prediction as remembered for its label: which model version said what (a named tuple: one is made
+    per prediction, and a frozen dataclass costs several times more to build)."""
 
     model: str
     version: str
@@ -71,8 +71,7 @@ class PeekedWindows:
     windows: int = 0
 
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     """One prediction for :meth:`DriftStore.record_predictions`: its row, or None when it has no window
     (its version has no reference statistics, or its label is not the reference's)."""
 
