@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from services.common.catalog import READY, ModelCatalog, catalog_from_triton
 from services.common.errors import TransientError
 from services.common.settings import TritonSettings
+from services.common.triton_client import grpc_client
 
 log = structlog.get_logger("dlstream.discovery")
 
@@ -42,7 +42,7 @@ class TritonDiscovery:
     async def refresh(self) -> ModelCatalog:
         """Ask Triton which models are ready and read the configs of those that changed."""
         if self._client is None:
-            self._client = grpcaio.InferenceServerClient(self.settings.grpc_url)
+            self._client = grpc_client(self.settings)
         try:
             index = (await self._client.get_model_repository_index(as_json=True)).get("models", [])
             ready: dict[str, tuple[str, ...]] = {}

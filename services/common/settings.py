@@ -73,6 +73,12 @@ class TritonSettings(_Group):
     metrics_port: int = Field(8002, ge=1, le=65535, description="Triton Prometheus metrics port.")
     model_repository: Path = Field(Path("model_repo"), description="Triton model repository folder.")
     request_timeout_s: float = Field(30.0, gt=0, description="Timeout of one inference request.")
+    reconnect_backoff_max_s: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait of a gRPC client between attempts to reconnect to Triton (gRPC's own "
+        "default, 120 s, kept workers waiting long after Triton was back).",
+    )
     replicas: str = Field(
         "",
         description="HTTP host:port of every Triton replica a promotion must reach, comma-separated; "

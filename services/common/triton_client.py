@@ -71,12 +71,32 @@ def translate(exc: InferenceServerException, model: str) -> ContractError | Tran
     return TransientError(f"Triton {model}: {status or 'error'}: {message}")
 
 
+def grpc_client(settings: TritonSettings) -> Any:
+    """A Triton gRPC aio client with tritonclient's channel defaults (message sizes, keepalive) and a short
+    reconnect backoff: after an outage it reconnects within ``reconnect_backoff_max_s`` of Triton being
+    back, not after gRPC's exponential backoff of up to two minutes."""
+    keepalive = grpcaio.KeepAliveOptions()
+    backoff_ms = max(1, round(settings.reconnect_backoff_max_s * 1000))
+    channel_args = [
+        ("grpc.max_send_message_length", grpcaio.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcaio.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
+        ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
+        ("grpc.max_reconnect_backoff_ms", backoff_ms),
+    ]
+    return grpcaio.InferenceServerClient(settings.grpc_url, channel_args=channel_args)
+
+
 class AsyncTriton:
     """A gRPC aio client for the configured Triton; open it once per worker and close it on shutdown."""
 
     def __init__(self, settings: TritonSettings) -> None:
         self.settings = settings
-        self._client: Any = grpcaio.InferenceServerClient(settings.grpc_url)
+        self._client: Any = grpc_client(settings)
 
     async def infer(
         self, model: str, payload: bytes, outputs: Outputs = DEFAULT_OUTPUTS, input_name: str = INPUT

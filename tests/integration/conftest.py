@@ -43,6 +43,8 @@ def stack_settings(run_dir: Path) -> Settings:
             "run_dir": run_dir,
             "kafka_controller_port": controller,
             "kafka_heap": "512m",
+            # A Triton restarted by a fault test loads every model again (73 s in a run on a busy machine).
+            "start_timeout_s": 300.0,
             "services": ("kafka", "redis", "triton"),
         },
     )

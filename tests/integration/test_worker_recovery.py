@@ -91,11 +91,11 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(
     print(f"SIGTERM after {done_before} predictions; exit 0 in {drained_s:.1f}s; no duplicates")
 
 
-def test_triton_stopped_for_15s_mid_stream_loses_nothing_and_sigterm_still_stops_a_worker(
+def test_triton_sigkilled_for_15s_mid_stream_loses_nothing_and_sigterm_still_stops_a_worker(
     deployed: Settings, local_stack: LocalStack, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    """Two workers; Triton stops mid-stream; one worker, SIGTERMed while both wait for Triton, must exit
-    within the stack's stop timeout; the other resumes when Triton is back and takes over the group."""
+    """Two workers; Triton SIGKILLed mid-stream; one worker, SIGTERMed while both wait for Triton, must
+    exit within the stack's stop timeout; the other resumes when Triton is back and takes over the group."""
     if "triton" not in local_stack.services or local_stack.record("triton") is None:
         pytest.skip("needs a stack started by the tests (not DLSTREAM_TEST_ATTACH)")
     samples = mixed(images=1200, audio=400, text=100)
@@ -112,7 +112,7 @@ def test_triton_stopped_for_15s_mid_stream_loses_nothing_and_sigterm_still_stops
     traffic.start()
     try:
         wait_for_count(deployed, 200)
-        local_stack.stop("triton")
+        local_stack.kill("triton")  # its whole process group, backend stubs included; returns once gone
         stopped = time.monotonic()
         stopped_with = len(raw_outcomes(deployed)[0])
         wait_for(
@@ -129,8 +129,11 @@ def test_triton_stopped_for_15s_mid_stream_loses_nothing_and_sigterm_still_stops
         during = len(raw_outcomes(deployed)[0])
     finally:
         local_stack.start("triton")  # also when the test failed: the session's later tests need it
+        back = time.monotonic()
         traffic.join()
     assert code == 0, f"exit code {code} on SIGTERM during the outage; see {leaving.log_path}"
+    wait_for_count(deployed, during + 1, timeout_s=300)
+    resumed_s = time.monotonic() - back
     found = wait_for_predictions(deployed, ids)
     assert staying.running, f"the worker died; see {staying.log_path}"
     assert set(found) == ids, f"{len(ids - set(found))} events have no prediction"
@@ -144,5 +147,6 @@ def test_triton_stopped_for_15s_mid_stream_loses_nothing_and_sigterm_still_stops
     assert float(retries[0].split()[-1]) > 0, retries
     print(
         f"outage: {stopped_with} predictions at stop, {during} after 15 s, all {len(ids)} in the end; "
-        f"a worker waiting for Triton exited 0 {sigterm_s:.1f} s after SIGTERM (limit {stop_timeout:.0f} s)"
+        f"a worker waiting for Triton exited 0 {sigterm_s:.1f} s after SIGTERM (limit {stop_timeout:.0f} s); "
+        f"predictions again {resumed_s:.1f} s after Triton was ready"
     )
