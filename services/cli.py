@@ -708,7 +708,7 @@ def bench_soak_cmd(
     from services.bench.soak import soak, stack_processes
 
     settings = _settings(ctx)
-    processes = stack_processes(settings, Path.cwd())
+    processes = stack_processes(_stack(ctx))
     for item in extra:
         name, _, pid = item.partition("=")
         if not name or not pid.isdigit():

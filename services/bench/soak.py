@@ -23,7 +23,8 @@ from services.bench.latency import percentiles
 from services.bench.soak_figures import Period, soak_growth
 from services.bench.stream import LatencyRun
 from services.common.settings import Settings
-from services.stack.process import ProcessRecord, group_members, is_running
+from services.stack.local_stack import LocalStack
+from services.stack.process import group_members, is_running
 
 log = structlog.get_logger(__name__)
 
@@ -43,15 +44,9 @@ def group_rss_mb(pgid: int) -> float | None:
     return total if found else None
 
 
-def stack_processes(settings: Settings, project_root: Path) -> dict[str, int]:
+def stack_processes(stack: LocalStack) -> dict[str, int]:
     """The running stack services' recorded pids (each the leader of its own process group)."""
-    run_dir = (project_root / settings.stack.run_dir).resolve()
-    pids: dict[str, int] = {}
-    for name in settings.stack.services:
-        record = ProcessRecord.load(run_dir / f"{name}.json")
-        if record is not None and is_running(record):
-            pids[name] = record.pid
-    return pids
+    return {name: r.pid for name in stack.services if (r := stack.record(name)) is not None and is_running(r)}
 
 
 def max_rate(run: LatencyRun, events: int) -> float:
@@ -81,8 +76,12 @@ def soak(
     periods: list[Period] = []
     try:
         run.start(warm_up=2 * settings.inference.max_batch)
-        maximum = None if rate is not None else max_rate(run, calibration_events)
-        target = load * maximum if maximum is not None else float(rate or 0.0)
+        maximum: float | None = None
+        if rate is None:
+            maximum = max_rate(run, calibration_events)
+            target = load * maximum
+        else:
+            target = rate
         log.info("soak.rate", maximum_eps=maximum, rate_eps=round(target, 1))
         began = time.monotonic()
         with tqdm(total=round(seconds), desc="soak", unit="s") as progress:

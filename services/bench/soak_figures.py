@@ -13,8 +13,8 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """One sampling period of a soak: when it ended (seconds into the run), its end-to-end latency
-    percentiles, the backlog left when its traffic stopped, and the resident memory of each process then."""
+    """One sampling period of a soak: when it ended (seconds into the run), its events, their end-to-end
+    latency percentiles, and the resident memory of each process then."""
 
     at: float
     events: int
@@ -47,8 +47,6 @@ def soak_growth(periods: Sequence[Period], warm_up_s: float) -> dict[str, object
     memory = {}
     for name in names:
         series = [(p.at, p.rss_mb[name]) for p in kept if name in p.rss_mb]
-        if not series:
-            continue
         first, last = series[0][1], series[-1][1]
         memory[name] = {
             "after_warm_up_mb": round(first, 1),

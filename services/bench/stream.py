@@ -195,6 +195,13 @@ class Collector(threading.Thread):
         self.join(timeout=30)
 
 
+def own_ports(settings: Settings) -> Settings:
+    """``settings`` with free web and metrics ports for one more worker on this machine."""
+    web, metrics = free_ports(2, settings.inference.bind_host)
+    inference = settings.inference.model_copy(update={"web_port": web, "metrics_port": metrics})
+    return settings.model_copy(update={"inference": inference})
+
+
 class StreamBench:
     """Runs the phases of the benchmark on private topics and removes them afterwards."""
 
@@ -215,20 +222,15 @@ class StreamBench:
         self.admin.ensure_topics(topics.all(), partitions=self.settings.kafka.partitions)
         inference = self.settings.inference
         models = {**inference.default_models, "image": self.model}
-        web, metrics = free_ports(2, inference.bind_host)
-        return self.settings.model_copy(
+        deployed = self.settings.model_copy(
             update={
                 "topics": topics,
                 "inference": inference.model_copy(
-                    update={
-                        "group_id": f"{prefix}.group",
-                        "default_models": models,
-                        "metrics_port": metrics,
-                        "web_port": web,
-                    }
+                    update={"group_id": f"{prefix}.group", "default_models": models}
                 ),
             }
         )
+        return own_ports(deployed)
 
     @contextmanager
     def process(self, settings: Settings, argv: list[str], name: str) -> Iterator[subprocess.Popen[bytes]]:
@@ -317,14 +319,7 @@ class StreamBench:
         with ExitStack() as stack:
             children = []
             for i in range(workers):
-                web, metrics = free_ports(2, settings.inference.bind_host)
-                member = settings.model_copy(
-                    update={
-                        "inference": settings.inference.model_copy(
-                            update={"web_port": web, "metrics_port": metrics}
-                        )
-                    }
-                )
+                member = own_ports(settings)
                 name = f"workers{workers}-{i}"
                 children.append(stack.enter_context(self.process(member, worker_argv(), name)))
             deadline = time.monotonic() + timeout_s

@@ -170,7 +170,7 @@ class DriftMonitor:
             known = versions.get((model, version))
             if known is None:
                 reference = await self.reference(model, version)
-                index = None if reference is None else {name: i for i, name in enumerate(reference.labels)}
+                index = None if reference is None else reference.class_index
                 known = versions[(model, version)] = (prediction.modality.value, index)
             modality, index = known
             position = None if index is None else index.get(label)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,11 @@ class Reference:
     calibration_embedding: Array
     components: npt.NDArray[np.int64] | None = None  # component of each reference prediction
     calibration_components: npt.NDArray[np.int64] | None = None
+
+    @cached_property
+    def class_index(self) -> dict[str, int]:
+        """Each label's class index (its position in ``labels``)."""
+        return {label: i for i, label in enumerate(self.labels)}
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Reference:
