@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   redis-server            # Redis of the local stack
+  openssl                 # the secure stack's CA and certificates
   default-jre-headless    # runs the Kafka broker
   maven                   # resolves the Kafka jars from Maven Central
   libpython3.11           # Triton's Python backend stub links the system libpython

@@ -53,11 +53,26 @@ def stack_install(ctx: click.Context) -> None:
 
 
 @stack.command("up")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Kafka over SASL_SSL with SCRAM users, Redis over TLS with ACL users (stays so for this run "
+    "directory); same as DLSTREAM_STACK__SECURE=true.",
+)
 @click.pass_context
-def stack_up(ctx: click.Context) -> None:
+def stack_up(ctx: click.Context, secure: bool) -> None:
     """Start what is not running and wait until every service is healthy; publish the repository's
     reference statistics to Redis for the drift monitor."""
-    _print_status(_stack(ctx).up(), as_json=False)
+    settings = _settings(ctx)
+    if secure:
+        settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"secure": True})})
+    local = LocalStack(settings, project_root=Path.cwd())
+    _print_status(local.up(), as_json=False)
+    if local.security is not None:
+        click.echo(
+            f"secure stack: clients connect with the settings in {local.security.client_env_path}\n"
+            f"  set -a; . {local.security.client_env_path}; set +a"
+        )
 
 
 @stack.command("down")

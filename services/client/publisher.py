@@ -17,6 +17,7 @@ from services.client.pacing import Pacer
 from services.common.contract import FeedbackLabel, Modality, RequestEvent, new_request
 from services.common.errors import TransientError
 from services.common.kafka_admin import client_options
+from services.common.kafka_refusals import KafkaRefusals
 from services.common.settings import Settings
 
 SOURCE = "dlstream/client"
@@ -51,14 +52,19 @@ class Publisher:
         self.settings = settings
         self.source = source
         self._failures: list[BaseException] = []
-        self._producer = KafkaProducer(
-            **client_options(settings.kafka),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_request_size=max(1024 * 1024, 2 * settings.contract.max_payload_bytes),
-            client_id="dlstream-publisher",
-        )
+        self._refusals = KafkaRefusals(settings.kafka).attach()
+        try:
+            self._producer = KafkaProducer(
+                **client_options(settings.kafka),
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_request_size=max(1024 * 1024, 2 * settings.contract.max_payload_bytes),
+                client_id="dlstream-publisher",
+            )
+        except KafkaError as exc:
+            self._refusals.detach()
+            raise self._refusals.explain(exc, "connecting the publisher failed") from exc
 
     def topic(self, modality: Modality) -> str:
         """The request topic of ``modality``."""
@@ -95,7 +101,7 @@ class Publisher:
         try:
             future: Any = self._producer.send(topic, key=key, value=value, headers=headers)
         except KafkaError as exc:
-            raise TransientError(f"publishing to {topic} failed: {exc}") from exc
+            raise self._refusals.explain(exc, f"publishing to {topic} failed") from exc
         future.add_errback(self._failures.append)
 
     def publish_all(
@@ -130,7 +136,7 @@ class Publisher:
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
-            raise TransientError(f"flushing the publisher failed: {exc}") from exc
+            raise self._refusals.explain(exc, "flushing the publisher failed") from exc
         if self._failures:
             first, count = self._failures[0], len(self._failures)
             self._failures.clear()
@@ -142,6 +148,7 @@ class Publisher:
             self.flush()
         finally:
             self._producer.close(timeout=10)
+            self._refusals.detach()
 
     def __enter__(self) -> Publisher:
         return self

@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 
 from services.common.errors import TransientError
 from services.common.kafka_admin import client_options
+from services.common.kafka_refusals import KafkaRefusals
 from services.common.settings import KafkaSettings
 
 Start = Literal["beginning", "latest"]
@@ -46,7 +47,10 @@ def read_records(
             client_id="dlstream-reader",
         )
     except KafkaError as exc:
-        raise TransientError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+        raise KafkaRefusals(settings).explain(
+            exc, f"cannot reach Kafka at {settings.bootstrap_servers}"
+        ) from exc
+    refusals = KafkaRefusals(settings).attach()
     try:
         partitions = []
         for topic in topics:
@@ -77,6 +81,7 @@ def read_records(
             elif follow and idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
                 return
     except KafkaError as exc:
-        raise TransientError(f"reading {', '.join(topics)} failed: {exc}") from exc
+        raise refusals.explain(exc, f"reading {', '.join(topics)} failed") from exc
     finally:
+        refusals.detach()
         consumer.close()

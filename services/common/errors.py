@@ -51,5 +51,10 @@ class StackError(DlstreamError):
     """The local stack could not be installed, started, checked or stopped."""
 
 
+class AccessDenied(DlstreamError):
+    """A server refused this client: its credentials, its rights, or its way of connecting (TLS or not).
+    Retrying does not help; the configuration must change."""
+
+
 class ClientError(DlstreamError):
     """A client command was given something it cannot send or read (a missing file, an unknown type)."""

@@ -12,9 +12,10 @@ from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from services.common.errors import TransientError
+from services.common.errors import DlstreamError, TransientError
+from services.common.kafka_refusals import explained_kafka_errors
 from services.common.kafka_sockets import close_failed_connects
 from services.common.net import port_open
 from services.common.settings import KafkaSettings
@@ -50,18 +51,18 @@ class KafkaAdmin:
 
     @contextmanager
     def _client(self) -> Iterator[Any]:
-        try:
+        with explained_kafka_errors(
+            self.settings, f"Kafka at {self.settings.bootstrap_servers} is unreachable"
+        ):
             client = KafkaAdminClient(
                 **client_options(self.settings),
                 request_timeout_ms=int(self.timeout_s * 1000),
+                bootstrap_timeout_ms=int(self.timeout_s * 1000),
                 client_id="dlstream-admin",
             )
-        except KafkaError as exc:
-            raise TransientError(f"Kafka at {self.settings.bootstrap_servers} is unreachable: {exc}") from exc
         try:
-            yield client
-        except KafkaError as exc:
-            raise TransientError(f"Kafka admin request failed: {exc}") from exc
+            with explained_kafka_errors(self.settings, "Kafka admin request failed"):
+                yield client
         finally:
             client.close()
 
@@ -74,7 +75,7 @@ class KafkaAdmin:
         try:
             with self._client() as client:
                 cluster = client.describe_cluster()
-        except TransientError:
+        except DlstreamError:  # a refusal too: a starting broker may not know its SCRAM users yet
             return False
         return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) not in (None, -1)
 

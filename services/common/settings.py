@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
 
@@ -56,12 +57,16 @@ class RedisSettings(_Group):
     host: str = Field("127.0.0.1", description="Redis host.")
     port: int = Field(6379, ge=1, le=65535, description="Redis port.")
     db: int = Field(0, ge=0, description="Redis database number.")
+    username: str | None = Field(None, description="Redis ACL user; none: the default user.")
     password: SecretStr | None = Field(None, description="Redis password (requirepass); none in development.")
+    tls: bool = Field(False, description="Connect over TLS (the secure stack's Redis serves TLS only).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs Redis's certificate (TLS).")
 
     @property
     def url(self) -> str:
         """A redis:// URL without the password (pass the password separately)."""
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 class TritonSettings(_Group):
@@ -316,6 +321,11 @@ class StackSettings(_Group):
     kafka_heap: str = Field("768m", description="JVM heap of the local broker (-Xmx).")
     start_timeout_s: float = Field(120.0, gt=0, description="How long `up` waits for each service's health.")
     stop_timeout_s: float = Field(30.0, gt=0, description="How long `down` waits before SIGKILL.")
+    secure: bool = Field(
+        False,
+        description="Kafka with SASL_SSL and SCRAM-SHA-512, Redis with TLS and ACL users, one identity per "
+        "service; certificates and passwords are generated under `<run_dir>/secure` at the first start.",
+    )
     services: tuple[Literal["kafka", "redis", "triton", "inference", "drift"], ...] = Field(
         ("kafka", "redis", "triton", "inference", "drift"),
         description="Which services `stack up` starts (inference: one worker; drift: the drift monitor).",
@@ -340,6 +350,12 @@ class Settings(BaseSettings):
     )
 
     environment: Environment = Field("development", description="development, test or production.")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Folder of secret files named `<group>__<field>` (e.g. `kafka__sasl_password`), read "
+        "below the environment: a mounted Kubernetes Secret, or a service's folder of the secure stack. "
+        "Child processes are handed the folder, never the secrets.",
+    )
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
@@ -352,6 +368,19 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     log: LogSettings = LogSettings()
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the files of ``secrets_dir``."""
+        secret_files = SecretFilesSource(settings_cls, init_settings, env_settings)
+        return init_settings, env_settings, dotenv_settings, secret_files, file_secret_settings
+
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
         if self.environment != "production":
@@ -363,15 +392,58 @@ class Settings(BaseSettings):
         return self
 
 
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Settings from the files of the ``secrets_dir`` folder (named by keyword or environment): a file
+    ``<group>__<field>`` holds the value of that field, e.g. ``redis__password``. Dot-files (a mounted
+    Kubernetes Secret's own bookkeeping) and names without ``__`` are skipped; a ``__`` name that is no
+    setting is an error, so a misspelt secret is not silently ignored."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._sources = sources
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads the folder as a whole."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        folder = next((s()["secrets_dir"] for s in self._sources if s().get("secrets_dir")), None)
+        if folder is None:
+            return {}
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"secrets_dir {folder} is not a folder")
+        values: dict[str, dict[str, str]] = {}
+        groups = self.settings_cls.model_fields
+        for path in sorted(folder.iterdir()):
+            group, sep, name = path.name.partition("__")
+            if path.name.startswith(".") or not sep:
+                continue
+            annotation = groups[group].annotation if group in groups else None
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or (
+                name not in annotation.model_fields
+            ):
+                raise ValueError(f"secret file {path} names no setting (expected <group>__<field>)")
+            values.setdefault(group, {})[name] = path.read_text().rstrip("\n")
+        return values
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``DLSTREAM_*`` variables that make a child process load these same settings (secrets too)."""
+    """The ``DLSTREAM_*`` variables that make a child process load these same settings. Secrets go too,
+    unless ``secrets_dir`` is set: then the child reads them from there, and no secret is in its
+    environment (which ``ps e`` and /proc show)."""
     env: dict[str, str] = {"DLSTREAM_ENVIRONMENT": settings.environment}
+    if settings.secrets_dir is not None:
+        env["DLSTREAM_SECRETS_DIR"] = str(settings.secrets_dir.resolve())
     for group_name in type(settings).model_fields:
         group = getattr(settings, group_name)
         if not isinstance(group, BaseModel):
             continue
         for field_name in type(group).model_fields:
-            value = _env_value(getattr(group, field_name))
+            raw = getattr(group, field_name)
+            if isinstance(raw, SecretStr) and settings.secrets_dir is not None:
+                continue
+            value = _env_value(raw)
             if value is not None:
                 env[f"DLSTREAM_{group_name.upper()}__{field_name.upper()}"] = value
     return env

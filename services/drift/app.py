@@ -10,7 +10,7 @@ import faust
 import structlog
 
 from services.common.contract import DriftAlert, Modality
-from services.common.errors import TransientError
+from services.common.errors import AccessDenied, TransientError
 from services.common.faust_app import add_health_pages, service_app
 from services.common.health import WorkerState
 from services.common.kafka_sink import KafkaSink
@@ -121,7 +121,7 @@ def build_app(
         if "monitor" in holder:
             try:
                 await holder["monitor"].tick()
-            except TransientError as error:
+            except (TransientError, AccessDenied) as error:
                 log.warning("drift.tick_failed", error=str(error))
 
     add_health_pages(app, monitor_state)

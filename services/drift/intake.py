@@ -17,7 +17,7 @@ from typing import TypeVar
 import structlog
 
 from services.common.contract import DriftAlert, FeedbackLabel, PredictionData, PredictionEvent
-from services.common.errors import ContractError, TransientError
+from services.common.errors import AccessDenied, ContractError, TransientError
 from services.common.health import WorkerState
 from services.common.settings import RetrySettings
 from services.drift.monitor import DriftMonitor
@@ -39,7 +39,9 @@ async def retrying(
     while True:
         try:
             result = await action()
-        except TransientError as error:
+        except (TransientError, AccessDenied) as error:
+            # A refusal (a revoked ACL right, a changed password) waits too: once the server lets the
+            # monitor in again it goes on, and nothing taken is lost meanwhile.
             delay = state.back_off(delay, initial_s=retry.initial_s, max_s=retry.max_s, now=time.monotonic())
             log.warning("drift.retry", stage=what, wait_s=round(delay, 2), error=str(error))
             await sleep(delay)

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.common.errors import TransientError
-from services.common.redis_store import connection_options
+from services.common.redis_store import connection_options, redis_failure
 from services.common.settings import DriftSettings, RedisSettings, Settings
 
 HISTORY = 1000  # alerts and retraining runs kept for `dlstream drift alerts`
@@ -198,7 +198,7 @@ class DriftStore:
         try:
             result: list[Any] = await pipe.execute()
         except RedisError as exc:
-            raise TransientError(f"Redis: {exc}") from exc
+            raise redis_failure(exc, "Redis") from exc
         return result
 
     async def close(self) -> None:
@@ -524,6 +524,10 @@ def with_store(settings: Settings, action: Callable[[DriftStore], Awaitable[T]])
         store = DriftStore(async_redis(settings.redis), settings.drift)
         try:
             return await action(store)
+        except TransientError as exc:
+            if isinstance(exc.__cause__, RedisError):  # a refusal by TLS looks like a lost connection
+                raise redis_failure(exc.__cause__, "Redis", settings.redis) from exc.__cause__
+            raise
         finally:
             await store.close()
 

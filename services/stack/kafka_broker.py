@@ -13,6 +13,7 @@ from pathlib import Path
 from services.common.errors import StackError
 from services.common.kafka_admin import KafkaAdmin
 from services.common.settings import Settings
+from services.stack.security import BROKER, SCRAM_MECHANISM, StackSecurity, write_private
 from services.stack.service import StackService
 
 _POM = "kafka-pom.xml"
@@ -93,9 +94,10 @@ class KafkaBroker(StackService):
 
     name = "kafka"
 
-    def __init__(self, run_dir: Path, settings: Settings) -> None:
+    def __init__(self, run_dir: Path, settings: Settings, *, security: StackSecurity | None = None) -> None:
         super().__init__(run_dir)
         self.settings = settings
+        self.security = security
         self.host, self.port = settings.kafka.first_host_port
         self.controller_port = settings.stack.kafka_controller_port or self.port + 1
 
@@ -120,17 +122,15 @@ class KafkaBroker(StackService):
         data = self.dir / "data"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "log4j2.properties").write_text(_LOG4J2.format(log_dir=self.dir))
-        self._properties.write_text(
+        # The secure broker's own password is in it.
+        write_private(
+            self._properties,
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
-                    f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *self._listeners(),
                     f"log.dirs={data}",
                     f"num.partitions={self.settings.kafka.partitions}",
                     "offsets.topic.replication.factor=1",
@@ -147,15 +147,55 @@ class KafkaBroker(StackService):
                     "message.max.bytes=16777216",
                     "",
                 ]
-            )
+            ),
         )
+        secure_marker = self.dir / "formatted-with-scram-users"
         if not (data / "meta.properties").exists():
             self._format(data)
+            if self.security is not None:
+                secure_marker.touch()
+        elif self.security is not None and not secure_marker.exists():
+            raise StackError(
+                f"{data} holds a broker formatted without SCRAM users (a plaintext stack); stop it and "
+                f"remove {self.dir}, or give the secure stack another run directory (DLSTREAM_STACK__RUN_DIR)"
+            )
+
+    def _listeners(self) -> list[str]:
+        broker = f"{self.host}:{self.port}"
+        controller = f"CONTROLLER://{self.host}:{self.controller_port}"
+        if self.security is None:
+            return [
+                f"listeners=PLAINTEXT://{broker},{controller}",
+                f"advertised.listeners=PLAINTEXT://{broker}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+        sec = self.security
+        password = sec.password(BROKER, "kafka")
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        mechanism = SCRAM_MECHANISM.lower()
+        return [
+            f"listeners=SASL_SSL://{broker},{controller}",
+            f"advertised.listeners=SASL_SSL://{broker}",
+            "controller.listener.names=CONTROLLER",
+            # The controller listener takes only the broker itself: TLS with its certificate as the client's.
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "listener.name.controller.ssl.client.auth=required",
+            "inter.broker.listener.name=SASL_SSL",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+            f'listener.name.sasl_ssl.{mechanism}.sasl.jaas.config={login} required username="{BROKER}" '
+            f'password="{password}";',
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={sec.keystore_path}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={sec.ca_path}",
+        ]
 
     def _format(self, data: Path) -> None:
         # --standalone makes this node the whole dynamic controller quorum.
-        cmd = [
-            "java",
+        arguments = [
             "-cp",
             self._classpath,
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
@@ -167,7 +207,15 @@ class KafkaBroker(StackService):
             str(self._properties),
             "--standalone",
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if self.security is not None:
+            arguments += self.security.kafka_scram_arguments()
+        # The SCRAM passwords go through an argument file (mode 0600), so they are on no command line.
+        argfile = self.dir / "format.args"
+        write_private(argfile, "".join(f'"{argument}"\n' for argument in arguments))
+        try:
+            result = subprocess.run(["java", f"@{argfile}"], capture_output=True, text=True, check=False)
+        finally:
+            argfile.unlink()
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage in {data} failed:\n{result.stdout}{result.stderr}")
 

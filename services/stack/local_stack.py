@@ -23,6 +23,7 @@ from services.stack.inference_worker import InferenceWorker
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
 from services.stack.redis_server import RedisServer
+from services.stack.security import StackSecurity
 from services.stack.service import StackService
 from services.stack.triton_server import TritonServer
 
@@ -49,17 +50,30 @@ class LocalStack:
     """Starts, checks and stops the stack's children, by recorded pid only."""
 
     def __init__(self, settings: Settings, *, project_root: Path) -> None:
-        self.settings = settings
         self.run_dir = (project_root / settings.stack.run_dir).resolve()
         self.processes = ProcessGroup()
         repository = (project_root / settings.triton.model_repository).resolve()
         self.repository = repository
+        # A run directory that once held the secure stack stays secure: its broker knows only SCRAM users.
+        security = StackSecurity(self.run_dir / "secure")
+        self.security: StackSecurity | None = None
+        if settings.stack.secure or security.exists():
+            hosts = {settings.kafka.first_host_port[0], settings.redis.host}
+            security.ensure(hosts)
+            security.write_client_env(settings)
+            self.security = security
+
+        def identity(name: str) -> Settings:
+            return security.apply(settings, name) if self.security is not None else settings
+
+        # The stack's own checks, topics and reference statistics go through its own identity.
+        self.settings = identity("stack")
         available: dict[str, StackService] = {
-            "kafka": KafkaBroker(self.run_dir, settings),
-            "redis": RedisServer(self.run_dir, settings),
+            "kafka": KafkaBroker(self.run_dir, self.settings, security=self.security),
+            "redis": RedisServer(self.run_dir, self.settings, security=self.security),
             "triton": TritonServer(self.run_dir, settings, repository=repository),
-            "inference": InferenceWorker(self.run_dir, settings, repository=repository),
-            "drift": DriftMonitorService(self.run_dir, settings, repository=repository),
+            "inference": InferenceWorker(self.run_dir, identity("inference"), repository=repository),
+            "drift": DriftMonitorService(self.run_dir, identity("drift"), repository=repository),
         }
         self.services: dict[str, StackService] = {name: available[name] for name in settings.stack.services}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from services.common.errors import StackError
 from services.common.redis_store import redis_client
 from services.common.settings import Settings
+from services.stack.security import StackSecurity, write_private
 from services.stack.service import StackService
 
 
@@ -16,9 +17,10 @@ class RedisServer(StackService):
 
     name = "redis"
 
-    def __init__(self, run_dir: Path, settings: Settings) -> None:
+    def __init__(self, run_dir: Path, settings: Settings, *, security: StackSecurity | None = None) -> None:
         super().__init__(run_dir)
         self.settings = settings
+        self.security = security
 
     def ports(self) -> dict[str, tuple[str, int]]:
         return {"redis": (self.settings.redis.host, self.settings.redis.port)}
@@ -31,9 +33,8 @@ class RedisServer(StackService):
         self.install()
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"bind {self.settings.redis.host}",
-            f"port {self.settings.redis.port}",
+        lines = [f"bind {self.settings.redis.host}", *self._listener()]
+        lines += [
             f"dir {data}",
             "daemonize no",
             'logfile ""',
@@ -42,11 +43,25 @@ class RedisServer(StackService):
             "save 300 10",
             "maxmemory-policy noeviction",
         ]
-        if self.settings.redis.password is not None:
+        if self.security is not None:
+            lines += self.security.redis_acl_lines(self.settings.drift.key_prefix)
+        elif self.settings.redis.password is not None:
             lines.append(f"requirepass {self.settings.redis.password.get_secret_value()}")
-        conf = self.dir / "redis.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        conf.chmod(0o600)
+        write_private(self.dir / "redis.conf", "\n".join(lines) + "\n")
+
+    def _listener(self) -> list[str]:
+        port = self.settings.redis.port
+        if self.security is None:
+            return [f"port {port}"]
+        sec = self.security
+        return [
+            "port 0",
+            f"tls-port {port}",
+            f"tls-cert-file {sec.cert_path}",
+            f"tls-key-file {sec.key_path}",
+            f"tls-ca-cert-file {sec.ca_path}",
+            "tls-auth-clients no",
+        ]
 
     def argv(self) -> list[str]:
         return ["redis-server", str(self.dir / "redis.conf")]

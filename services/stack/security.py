@@ -1,0 +1,194 @@
+"""The secure local stack's material: a local CA, the servers' certificate, and one identity per service.
+
+Everything lives in ``<run_dir>/secure`` (mode 0700), made once by :meth:`StackSecurity.ensure` with the
+``openssl`` command line (no secret is ever on a command line: keys are written to files, passwords are
+generated here). Each identity's secrets sit in ``secrets/<identity>/`` as files named for the settings they
+fill (``kafka__sasl_password``, ``redis__password``): a process is handed that folder as ``secrets_dir``,
+never the secrets themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from services.common.errors import StackError
+from services.common.settings import Settings, settings_env
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+BROKER = "broker"  # the broker's own identity, between its listeners
+# Who connects to what, and what each identity may do in Redis (None: no Redis user). Every key dlstream
+# writes is under the drift key prefix; `client` is the CLI and the SDK of a person or an application.
+REDIS_RIGHTS: dict[str, str | None] = {
+    "stack": "+@all -@dangerous",
+    "inference": None,
+    "drift": "+@all -@dangerous",
+    "client": "+@read +@connection -@dangerous",
+}
+IDENTITIES = (BROKER, *REDIS_RIGHTS)
+_DAYS = "825"
+
+
+class StackSecurity:
+    """The CA, certificate and identities of one run directory's secure stack."""
+
+    def __init__(self, folder: Path) -> None:
+        self.dir = folder
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate every client trusts."""
+        return self.dir / "ca.pem"
+
+    @property
+    def cert_path(self) -> Path:
+        """The servers' certificate (Kafka and Redis), signed by the CA."""
+        return self.dir / "server.pem"
+
+    @property
+    def key_path(self) -> Path:
+        """The servers' private key (PKCS#8, mode 0600)."""
+        return self.dir / "server.key"
+
+    @property
+    def keystore_path(self) -> Path:
+        """The broker's PEM keystore: the private key followed by the certificate."""
+        return self.dir / "kafka-keystore.pem"
+
+    @property
+    def client_env_path(self) -> Path:
+        """``DLSTREAM_*`` variables that point the CLI and the SDK at this stack as ``client``."""
+        return self.dir / "client.env"
+
+    def exists(self) -> bool:
+        """True once :meth:`ensure` has made the material."""
+        return (self.dir / ".complete").exists()
+
+    def secrets_dir(self, identity: str) -> Path:
+        """The folder of ``identity``'s secret files."""
+        return self.dir / "secrets" / identity
+
+    def password(self, identity: str, service: str) -> str:
+        """The password of ``identity`` at ``service`` (kafka or redis)."""
+        name = "kafka__sasl_password" if service == "kafka" else "redis__password"
+        return (self.secrets_dir(identity) / name).read_text().strip()
+
+    def ensure(self, hosts: Iterable[str]) -> None:
+        """Make the CA, the certificate for ``hosts`` (plus localhost and 127.0.0.1) and the identities'
+        passwords, unless they exist.
+
+        Raises:
+            StackError: when openssl is missing or fails.
+        """
+        if self.exists():
+            return
+        if shutil.which("openssl") is None:
+            raise StackError("openssl is not installed; run `make setup`")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        self._certificates(sorted({"localhost", "127.0.0.1", *hosts}))
+        for identity in IDENTITIES:
+            folder = self.secrets_dir(identity)
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)
+            write_private(folder / "kafka__sasl_password", secrets.token_urlsafe(24))
+            if REDIS_RIGHTS.get(identity):
+                write_private(folder / "redis__password", secrets.token_urlsafe(24))
+        (self.dir / ".complete").touch()
+
+    def _certificates(self, hosts: list[str]) -> None:
+        ca_key = self.dir / "ca.key"
+        csr = self.dir / "server.csr"
+        names = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
+        extensions = self.dir / "server.ext"
+        extensions.write_text(
+            f"subjectAltName={names}\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
+        )
+        _openssl(
+            "req", "-x509", "-newkey", "rsa:2048", "-noenc", "-keyout", str(ca_key),
+            "-out", str(self.ca_path), "-days", _DAYS, "-subj", "/CN=dlstream local CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        _openssl(
+            "req", "-newkey", "rsa:2048", "-noenc", "-keyout", str(self.key_path), "-out", str(csr),
+            "-subj", "/CN=dlstream local stack",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(self.ca_path), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(self.cert_path), "-days", _DAYS, "-extfile", str(extensions),
+        )  # fmt: skip
+        for key in (ca_key, self.key_path):
+            key.chmod(0o600)
+        write_private(self.keystore_path, self.key_path.read_text() + self.cert_path.read_text())
+        csr.unlink()
+
+    def apply(self, settings: Settings, identity: str) -> Settings:
+        """``settings`` as ``identity`` connects: Kafka over SASL_SSL with SCRAM, Redis over TLS as an ACL
+        user, both trusting the local CA; secrets loaded from, and handed on as, its secrets folder."""
+        kafka = settings.kafka.model_copy(
+            update={
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": SCRAM_MECHANISM,
+                "sasl_username": identity,
+                "sasl_password": SecretStr(self.password(identity, "kafka")),
+                "ssl_cafile": self.ca_path,
+            }
+        )
+        redis_update: dict[str, object] = {"tls": True, "ssl_cafile": self.ca_path}
+        if REDIS_RIGHTS.get(identity):
+            redis_update |= {"username": identity, "password": SecretStr(self.password(identity, "redis"))}
+        redis = settings.redis.model_copy(update=redis_update)
+        return settings.model_copy(
+            update={"kafka": kafka, "redis": redis, "secrets_dir": self.secrets_dir(identity)}
+        )
+
+    def write_client_env(self, settings: Settings) -> Path:
+        """Write :attr:`client_env_path` for ``settings`` (no secret: it names the client's folder)."""
+        env = settings_env(self.apply(settings, "client"))
+        lines = [f"{name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+        write_private(self.client_env_path, "\n".join(lines) + "\n")
+        return self.client_env_path
+
+    def kafka_scram_arguments(self) -> list[str]:
+        """``--add-scram`` arguments that create every identity's SCRAM user when the broker is formatted."""
+        return [
+            f"--add-scram={SCRAM_MECHANISM}=[name={identity},password={self.password(identity, 'kafka')}]"
+            for identity in IDENTITIES
+        ]
+
+    def redis_acl_lines(self, key_prefix: str) -> list[str]:
+        """redis.conf ``user`` lines: the default user off, each identity with a SHA-256 of its password,
+        limited to dlstream's keys."""
+        lines = ["user default off"]
+        for identity, rights in REDIS_RIGHTS.items():
+            if rights is None:
+                continue
+            digest = hashlib.sha256(self.password(identity, "redis").encode()).hexdigest()
+            lines.append(f"user {identity} on #{digest} resetkeys ~{key_prefix}:* resetchannels {rights}")
+        return lines
+
+
+def _is_ip(host: str) -> bool:
+    return all(part.isdigit() for part in host.split(".")) and host.count(".") == 3
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only from the first byte."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"openssl {args[0]} failed:\n{result.stderr}")
