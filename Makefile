@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up demo down status bench docs lint typecheck unit deploy-check integration test
+.PHONY: help setup models up demo down status bench docs lint typecheck unit deploy-check integration k8s test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,10 +50,16 @@ deploy-check: setup ## render k8s/ overlays and validate them and docker-compose
 integration: models ## integration tests against a real stack started on free ports
 	$(VENV)/pytest tests/integration
 
-test: setup ## everything CI runs: lint, types, unit, deployment and integration tests
+k8s: setup ## the manifests against a local Kubernetes control plane (binaries built once into ~/.cache)
+	@# The binaries are built here, outside pytest's per-test timeout (about 7 minutes cold on 2 cores).
+	$(VENV)/python -m tests.k8s.cluster build
+	$(VENV)/pytest tests/k8s
+
+test: setup ## everything CI runs: lint, types, unit, deployment, Kubernetes and integration tests
 	$(VENV)/ruff check services pipelines tests scripts
 	$(VENV)/ruff format --check services pipelines tests scripts
 	$(VENV)/mypy
 	@# Missing models are built here, outside pytest's per-test timeout, which a busy machine would exceed.
 	$(VENV)/dlstream models build
-	$(VENV)/pytest --durations=15 tests/unit tests/deploy tests/integration
+	$(VENV)/python -m tests.k8s.cluster build
+	$(VENV)/pytest --durations=15 tests/unit tests/deploy tests/k8s tests/integration

@@ -15,6 +15,7 @@ APT_PACKAGES=(
   fortunes                # the fortune categories of the text data set
   docker-compose          # validates docker-compose.yml against the Compose specification (tests)
   chromium                # renders the drift report page in the tests (headless screenshot)
+  etcd-server             # the local Kubernetes control plane of the tests/k8s tier
 )
 
 missing=()
