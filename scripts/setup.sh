@@ -16,6 +16,12 @@ APT_PACKAGES=(
   docker-compose          # validates docker-compose.yml against the Compose specification (tests)
   chromium                # renders the drift report page in the tests (headless screenshot)
   etcd-server             # the local Kubernetes control plane of the tests/k8s tier
+  containerd              # the real node of the tests/k8s tier (with the kubelet built there)
+  containernetworking-plugins  # its loopback network for hostNetwork pods
+  podman                  # builds the worker image without a Docker engine
+  mmdebstrap              # the image's Debian base, from Debian's archive
+  gcc                     # the pause image, from Kubernetes's pause.c
+  libc6-dev               # static libc for it
 )
 
 missing=()

@@ -7,7 +7,7 @@ The Kubernetes binaries are built once from the Go module proxy into ``~/.cache/
 published ``v0.x`` release; a plain ``go install`` refuses k8s.io/kubernetes's own replace directives); kwok
 comes from ``go install``; etcd from Debian's ``etcd-server``.
 
-    python -m tests.k8s.cluster build     # the binaries (about 7 minutes cold on 2 cores)
+    python -m tests.k8s.cluster build     # the binaries (7 to 18 minutes cold on 2 cores)
     python -m tests.k8s.cluster up DIR    # a cluster in DIR; prints the kubeconfig's path
     python -m tests.k8s.cluster down DIR
 """
@@ -30,7 +30,7 @@ from services.stack.process import ProcessGroup, ProcessRecord, is_running
 K8S_VERSION = "v1.36.3"
 STAGING_VERSION = "v0.36.3"
 KWOK_VERSION = "v0.7.0"
-COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
 SERVICE_RANGE = "10.96.0.0/16"
 ADMIN_GROUP = "system:masters"
 CACHE = Path.home() / ".cache" / "dlstream" / "k8s" / K8S_VERSION
@@ -199,6 +199,7 @@ class LocalCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={SERVICE_RANGE}",
                 "--allow-privileged=true",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--enable-priority-and-fairness=false",
             ]
         if name == "kube-controller-manager":
