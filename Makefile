@@ -51,7 +51,7 @@ integration: models ## integration tests against a real stack started on free po
 	$(VENV)/pytest tests/integration
 
 k8s: setup ## the manifests against a local Kubernetes control plane (binaries built once into ~/.cache)
-	@# The binaries are built here, outside pytest's per-test timeout (about 7 minutes cold on 2 cores).
+	@# Binaries and images are built here, outside pytest's per-test timeout (7 to 18 minutes cold on 2 cores).
 	$(VENV)/python -m tests.k8s.cluster build
 	$(VENV)/pytest tests/k8s
 

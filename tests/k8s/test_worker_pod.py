@@ -53,6 +53,7 @@ def node(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         real.down()
 
 
+@pytest.mark.timeout(1200)  # the images are built here when `cluster build` has not built them
 def test_a_worker_pod_from_the_image_built_here_predicts_100_events(
     cluster: LocalCluster, node: tuple[RealNode, str], kafka_and_triton: Settings
 ) -> None:
