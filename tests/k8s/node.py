@@ -62,7 +62,7 @@ def build_images() -> dict[str, Path]:
     IMAGES.mkdir(parents=True, exist_ok=True)
     base_tar = IMAGES / "debian-python-bookworm.tar"
     if not base_tar.exists():
-        partial = base_tar.with_suffix(".partial")
+        partial = IMAGES / "debian-python-bookworm.partial.tar"  # mmdebstrap writes a tar for a .tar name
         _run(
             [
                 "mmdebstrap", "--variant=minbase",
@@ -100,7 +100,8 @@ def build_images() -> dict[str, Path]:
     tag = f"{WORKER}:{_worker_digest()}"
     worker_tar = IMAGES / f"dlstream-{tag.rpartition(':')[2]}.oci.tar"
     if not worker_tar.exists():
-        argv = ["podman", "build", "--isolation=chroot", f"--build-arg=PYTHON_IMAGE={BASE}"]
+        # No intermediate images kept: each build of a changed tree would leave half a gigabyte behind.
+        argv = ["podman", "build", "--isolation=chroot", "--layers=false", f"--build-arg=PYTHON_IMAGE={BASE}"]
         if HOST_CA.exists():  # a TLS-inspecting proxy's CA, if the host trusts one
             argv += [
                 "-v",
@@ -109,6 +110,11 @@ def build_images() -> dict[str, Path]:
             ]
         _run([*argv, "-f", "docker/Dockerfile", "--target", "runtime", "-t", tag, "."], cwd=PROJECT_ROOT)
         _run(["podman", "save", "--format", "oci-archive", "-o", str(worker_tar), tag])
+        for stale in IMAGES.glob("dlstream-*.oci.tar"):
+            if stale != worker_tar:
+                stale.unlink()
+                old_tag = f"{WORKER}:{stale.name.removeprefix('dlstream-').removesuffix('.oci.tar')}"
+                subprocess.run(["podman", "rmi", old_tag], capture_output=True, check=False)
     return {PAUSE: pause_tar, tag: worker_tar}
 
 
