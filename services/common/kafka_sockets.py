@@ -5,7 +5,7 @@ to connect; when that wait times out, fails, or is abandoned because the client 
 is left open until the garbage collector finds it. On a busy machine this happens with short-lived clients
 (the SDK's subscribe, topic administration) and leaks one descriptor per occurrence.
 :func:`close_failed_connects` wraps the method so that the socket is closed whenever the connect does not
-hand it over.
+hand it over, and a TLS transport whose handshake fails is closed too.
 """
 
 from __future__ import annotations
@@ -36,3 +36,25 @@ def close_failed_connects() -> None:
 
     setattr(sock_connect, _MARK, True)
     KafkaNetSocket.sock_connect = sock_connect
+    _close_failed_tls_handshakes()
+
+
+def _close_failed_tls_handshakes() -> None:
+    # The connection manager builds the TLS transport, then awaits its handshake; when the handshake fails
+    # (an untrusted certificate, a server that is no TLS server, a broker gone mid-handshake) it raises
+    # without closing the transport, and its socket waits for the garbage collector.
+    from kafka.net.transport import KafkaSSLTransport
+
+    original = KafkaSSLTransport.handshake
+    if getattr(original, _MARK, False):
+        return
+
+    async def handshake(self: Any) -> None:
+        try:
+            await original(self)
+        except BaseException:
+            self.close()
+            raise
+
+    setattr(handshake, _MARK, True)
+    KafkaSSLTransport.handshake = handshake

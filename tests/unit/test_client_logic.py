@@ -152,3 +152,31 @@ def test_a_kafka_connect_that_times_out_closes_its_socket() -> None:
             KafkaNetSocket().sock_connect(None, sock, ("127.0.0.1", 9), timeout_at=time.monotonic() - 1)
         )
     assert sock.fileno() == -1
+
+
+def test_a_failed_kafka_tls_handshake_closes_its_transport() -> None:
+    import asyncio
+    import ssl
+
+    from kafka.net.transport import KafkaSSLTransport
+
+    from services.common.kafka_sockets import close_failed_connects
+
+    close_failed_connects()
+    close_failed_connects()
+
+    class Socket:
+        def do_handshake(self) -> None:
+            raise ssl.SSLCertVerificationError("certificate verify failed")
+
+    class Transport:
+        _sock = Socket()
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    transport = Transport()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(KafkaSSLTransport.handshake(transport))
+    assert transport.closed
