@@ -37,6 +37,7 @@ def read_records(
     Raises:
         TransientError: Kafka is unreachable or a topic does not exist.
     """
+    refusals = KafkaRefusals(settings).attach()
     try:
         consumer = KafkaConsumer(
             **client_options(settings),
@@ -47,10 +48,8 @@ def read_records(
             client_id="dlstream-reader",
         )
     except KafkaError as exc:
-        raise KafkaRefusals(settings).explain(
-            exc, f"cannot reach Kafka at {settings.bootstrap_servers}"
-        ) from exc
-    refusals = KafkaRefusals(settings).attach()
+        refusals.detach()
+        raise refusals.explain(exc, f"cannot reach Kafka at {settings.bootstrap_servers}") from exc
     try:
         partitions = []
         for topic in topics:

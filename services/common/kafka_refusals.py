@@ -8,7 +8,6 @@ and then reports only the timeout; the refusal itself is only logged. The block 
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -79,9 +78,7 @@ def kafka_failure(
 ) -> DlstreamError:
     """The project's error for ``exc``, given the refusals logged meanwhile."""
     servers = settings.bootstrap_servers
-    refusal = next((r for r in reversed(refusals) if isinstance(r, _REFUSALS)), None)
-    if isinstance(exc, _REFUSALS):
-        refusal = exc
+    refusal = exc if isinstance(exc, _REFUSALS) else (refusals[-1] if refusals else None)
     if isinstance(refusal, AuthorizationError):
         return AccessDenied(f"Kafka at {servers} denied user {settings.sasl_username!r} a right: {refusal}")
     if refusal is not None:
@@ -89,13 +86,12 @@ def kafka_failure(
             f"Kafka at {servers} refused the credentials of user {settings.sasl_username!r} "
             f"({settings.sasl_mechanism}): {refusal}; check DLSTREAM_KAFKA__SASL_USERNAME and its password"
         )
+    # Imported here: kafka_security builds on kafka_admin, which builds on this module.
+    from services.common.kafka_security import ssl_context
+
     host, port = settings.first_host_port
-    wants_tls = settings.security_protocol.endswith("SSL")
-    context = None
-    if wants_tls:
-        cafile = str(settings.ssl_cafile) if settings.ssl_cafile is not None else None
-        context = ssl.create_default_context(cafile=cafile)
-    mismatch = tls_mismatch(host, port, wants_tls=wants_tls, context=context)
+    context = ssl_context(settings)
+    mismatch = tls_mismatch(host, port, wants_tls=settings.security_protocol.endswith("SSL"), context=context)
     if mismatch is not None:
         return AccessDenied(
             f"Kafka at {servers} refused the connection: {mismatch} "

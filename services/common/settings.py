@@ -407,7 +407,8 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        folder = next((s()["secrets_dir"] for s in self._sources if s().get("secrets_dir")), None)
+        named = (source().get("secrets_dir") for source in self._sources)
+        folder = next((value for value in named if value), None)
         if folder is None:
             return {}
         folder = Path(folder)

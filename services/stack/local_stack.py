@@ -60,13 +60,13 @@ class LocalStack:
         if settings.stack.secure or security.exists():
             hosts = {settings.kafka.first_host_port[0], settings.redis.host}
             security.ensure(hosts)
-            security.write_client_env(settings)
             self.security = security
 
         def identity(name: str) -> Settings:
             return security.apply(settings, name) if self.security is not None else settings
 
         # The stack's own checks, topics and reference statistics go through its own identity.
+        self._settings = settings
         self.settings = identity("stack")
         available: dict[str, StackService] = {
             "kafka": KafkaBroker(self.run_dir, self.settings, security=self.security),
@@ -97,6 +97,8 @@ class LocalStack:
             StackError: when a service cannot start, dies, or is not healthy in time.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.security is not None:
+            self.security.write_client_env(self._settings)
         for name in self.services:
             self.start(name)
         if "redis" in self.services and self.repository.is_dir():

@@ -104,32 +104,8 @@ class StackSecurity:
         (self.dir / ".complete").touch()
 
     def _certificates(self, hosts: list[str]) -> None:
-        ca_key = self.dir / "ca.key"
-        csr = self.dir / "server.csr"
-        names = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
-        extensions = self.dir / "server.ext"
-        extensions.write_text(
-            f"subjectAltName={names}\nbasicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
-        )
-        _openssl(
-            "req", "-x509", "-newkey", "rsa:2048", "-noenc", "-keyout", str(ca_key),
-            "-out", str(self.ca_path), "-days", _DAYS, "-subj", "/CN=dlstream local CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        )  # fmt: skip
-        _openssl(
-            "req", "-newkey", "rsa:2048", "-noenc", "-keyout", str(self.key_path), "-out", str(csr),
-            "-subj", "/CN=dlstream local stack",
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", str(self.ca_path), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-out", str(self.cert_path), "-days", _DAYS, "-extfile", str(extensions),
-        )  # fmt: skip
-        for key in (ca_key, self.key_path):
-            key.chmod(0o600)
+        issue_certificates(self.dir, hosts, ca_name="dlstream local CA", days=_DAYS)
         write_private(self.keystore_path, self.key_path.read_text() + self.cert_path.read_text())
-        csr.unlink()
 
     def apply(self, settings: Settings, identity: str) -> Settings:
         """``settings`` as ``identity`` connects: Kafka over SASL_SSL with SCRAM, Redis over TLS as an ACL
@@ -175,6 +151,39 @@ class StackSecurity:
             digest = hashlib.sha256(self.password(identity, "redis").encode()).hexdigest()
             lines.append(f"user {identity} on #{digest} resetkeys ~{key_prefix}:* resetchannels {rights}")
         return lines
+
+
+def issue_certificates(folder: Path, hosts: Iterable[str], *, ca_name: str, days: str) -> None:
+    """A CA (``ca.pem``, ``ca.key``) and a server certificate it signs (``server.pem``, ``server.key``) for
+    ``hosts`` (IP addresses or DNS names), good for server and client authentication; keys mode 0600.
+
+    Raises:
+        StackError: when openssl fails.
+    """
+    ca_key, ca, key, csr = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr"))
+    names = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
+    extensions = folder / "server.ext"
+    extensions.write_text(
+        f"subjectAltName={names}\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-noenc", "-keyout", str(ca_key),
+        "-out", str(ca), "-days", days, "-subj", f"/CN={ca_name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-noenc", "-keyout", str(key), "-out", str(csr),
+        "-subj", "/CN=dlstream local stack",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(folder / "server.pem"), "-days", days, "-extfile", str(extensions),
+    )  # fmt: skip
+    for private in (ca_key, key):
+        private.chmod(0o600)
+    csr.unlink()
 
 
 def _is_ip(host: str) -> bool:

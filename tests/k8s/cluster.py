@@ -26,6 +26,7 @@ from typing import Any
 
 from services.common.net import free_ports, port_open
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
+from services.stack.security import issue_certificates
 from tests.deploy.conftest import kubectl
 
 K8S_VERSION = "v1.36.3"
@@ -42,7 +43,8 @@ class ClusterError(RuntimeError):
     """The cluster could not be built, started or checked."""
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, timeout_s: float = 3600) -> str:
+def run(argv: list[str], *, cwd: Path | None = None, timeout_s: float = 3600) -> str:
+    """Run ``argv``; its stdout, or :class:`ClusterError` with the end of its stderr."""
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False)
     if result.returncode != 0:
         raise ClusterError(f"{' '.join(argv[:3])} failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -63,7 +65,7 @@ def build_binaries() -> Path:
     if missing:
         source = CACHE / "src"
         source.mkdir(parents=True, exist_ok=True)
-        info = json.loads(_run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"]))
+        info = json.loads(run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"]))
         staging = sorted(
             line.split()[0]
             for line in Path(info["GoMod"]).read_text().splitlines()
@@ -76,21 +78,15 @@ def build_binaries() -> Path:
         )
         imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in COMPONENTS)
         (source / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
-        _run(["go", "mod", "tidy"], cwd=source)
+        run(["go", "mod", "tidy"], cwd=source)
         target.mkdir(parents=True, exist_ok=True)
-        _run(
-            ["go", "build", "-o", f"{target}/", *(f"k8s.io/kubernetes/cmd/{c}" for c in missing)], cwd=source
-        )
+        run(["go", "build", "-o", f"{target}/", *(f"k8s.io/kubernetes/cmd/{c}" for c in missing)], cwd=source)
     if not (target / "kwok").exists():
         env_argv = ["env", f"GOBIN={target}", "go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"]
-        _run(env_argv)
+        run(env_argv)
     if shutil.which("etcd") is None:
         raise ClusterError("etcd is not installed (Debian package etcd-server; `make setup-k8s`)")
     return target
-
-
-def _openssl(*args: str) -> None:
-    _run(["openssl", *args])
 
 
 class LocalCluster:
@@ -122,28 +118,19 @@ class LocalCluster:
 
     def _pki(self) -> None:
         pki = self.dir / "pki"
-        if (pki / "apiserver.pem").exists():
+        if (pki / "server.pem").exists():
             return
         pki.mkdir(parents=True, exist_ok=True)
-        (pki / "ext.cnf").write_text(
-            "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n"
+        names = (
+            "127.0.0.1",
+            "10.96.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
         )
-        _openssl(
-            "req", "-x509", "-newkey", "rsa:2048", "-noenc", "-keyout", str(pki / "ca.key"),
-            "-out", str(pki / "ca.pem"), "-days", "30", "-subj", "/CN=dlstream-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-        )  # fmt: skip
-        _openssl(
-            "req", "-newkey", "rsa:2048", "-noenc", "-keyout", str(pki / "apiserver.key"),
-            "-out", str(pki / "apiserver.csr"), "-subj", "/CN=kube-apiserver",
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.pem"),
-            "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-out", str(pki / "apiserver.pem"),
-            "-days", "30", "-extfile", str(pki / "ext.cnf"),
-        )  # fmt: skip
-        _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+        issue_certificates(pki, names, ca_name="dlstream-test-ca", days="30")
+        run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"])
 
     def _write_config(self) -> dict[str, Any]:
         etcd, etcd_peer, apiserver, controller, scheduler, kwok = free_ports(6)
@@ -191,8 +178,8 @@ class LocalCluster:
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={ports['apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.pem'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--tls-cert-file={pki / 'server.pem'}",
+                f"--tls-private-key-file={pki / 'server.key'}",
                 f"--token-auth-file={self.dir / 'tokens.csv'}",
                 "--authorization-mode=Node,RBAC",
                 f"--service-account-key-file={pki / 'sa.key'}",

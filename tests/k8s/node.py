@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.common.net import free_ports
 from services.stack.process import ProcessGroup, ProcessRecord, is_running
-from tests.k8s.cluster import CACHE, K8S_VERSION, ClusterError, LocalCluster, bin_dir
+from tests.k8s.cluster import CACHE, K8S_VERSION, ClusterError, LocalCluster, bin_dir, run
 
 IMAGES = CACHE.parent / "images"
 BASE = "localhost/debian-python:bookworm"
@@ -28,13 +28,6 @@ WORKER = "localhost/dlstream"
 NODE_NAME = "kubelet-node"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def _run(argv: list[str], *, timeout_s: float = 1800, cwd: Path | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=cwd)
-    if result.returncode != 0:
-        raise ClusterError(f"{' '.join(argv[:3])} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result.stdout
 
 
 def _podman_has(image: str) -> bool:
@@ -63,7 +56,7 @@ def build_images() -> dict[str, Path]:
     base_tar = IMAGES / "debian-python-bookworm.tar"
     if not base_tar.exists():
         partial = IMAGES / "debian-python-bookworm.partial.tar"  # mmdebstrap writes a tar for a .tar name
-        _run(
+        run(
             [
                 "mmdebstrap", "--variant=minbase",
                 "--include=python3,python3-venv,python-is-python3,ca-certificates",
@@ -72,16 +65,16 @@ def build_images() -> dict[str, Path]:
         )  # fmt: skip
         partial.rename(base_tar)
     if not _podman_has(BASE):
-        _run(["podman", "import", str(base_tar), BASE])
+        run(["podman", "import", str(base_tar), BASE])
 
     pause_tar = IMAGES / "pause-3.10.oci.tar"
     if not pause_tar.exists():
-        source = json.loads(_run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"]))[
+        source = json.loads(run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"]))[
             "Dir"
         ]
         root = IMAGES / "pause-root"
         root.mkdir(exist_ok=True)
-        _run(
+        run(
             [
                 "gcc",
                 "-static",
@@ -93,9 +86,9 @@ def build_images() -> dict[str, Path]:
             ]
         )
         flat = IMAGES / "pause-root.tar"
-        _run(["tar", "-C", str(root), "-cf", str(flat), "."])
-        _run(["podman", "import", "--change", 'ENTRYPOINT ["/pause"]', str(flat), PAUSE])
-        _run(["podman", "save", "--format", "oci-archive", "-o", str(pause_tar), PAUSE])
+        run(["tar", "-C", str(root), "-cf", str(flat), "."])
+        run(["podman", "import", "--change", 'ENTRYPOINT ["/pause"]', str(flat), PAUSE])
+        run(["podman", "save", "--format", "oci-archive", "-o", str(pause_tar), PAUSE])
 
     tag = f"{WORKER}:{_worker_digest()}"
     worker_tar = IMAGES / f"dlstream-{tag.rpartition(':')[2]}.oci.tar"
@@ -108,8 +101,8 @@ def build_images() -> dict[str, Path]:
                 f"{HOST_CA.parent}:/etc/ssl/host-certs:ro",
                 f"--build-arg=PIP_CERT=/etc/ssl/host-certs/{HOST_CA.name}",
             ]
-        _run([*argv, "-f", "docker/Dockerfile", "--target", "runtime", "-t", tag, "."], cwd=PROJECT_ROOT)
-        _run(["podman", "save", "--format", "oci-archive", "-o", str(worker_tar), tag])
+        run([*argv, "-f", "docker/Dockerfile", "--target", "runtime", "-t", tag, "."], cwd=PROJECT_ROOT)
+        run(["podman", "save", "--format", "oci-archive", "-o", str(worker_tar), tag])
         for stale in IMAGES.glob("dlstream-*.oci.tar"):
             if stale != worker_tar:
                 stale.unlink()
@@ -139,7 +132,7 @@ class RealNode:
         (cni / "10-loopback.conflist").write_text(
             '{"cniVersion": "1.0.0", "name": "loopback-only", "plugins": [{"type": "loopback"}]}'
         )
-        config = _run(["containerd", "config", "default"])
+        config = run(["containerd", "config", "default"])
         replacements = {
             'root = "/var/lib/containerd"': f'root = "{self.dir / "containerd-root"}"',
             'state = "/run/containerd"': f'state = "{self.dir / "containerd-state"}"',
@@ -212,7 +205,7 @@ class RealNode:
         while not self.socket.exists():
             self._check_alive(deadline, "containerd's socket")
         for tag, archive in images.items():
-            _run(
+            run(
                 ["ctr", f"--address={self.socket}", "-n", "k8s.io", "images", "import",
                  f"--base-name={tag.rpartition(':')[0]}", str(archive)]
             )  # fmt: skip
