@@ -468,10 +468,16 @@ def _serve_metrics(port: int, host: str, registry: object) -> None:
 
 
 def _run_faust(app: Any, settings: Settings) -> None:
-    import faust
+    from services.common.faust_worker import STOP_MARGIN_S, DeadlineWorker
 
     # Faust logs through the same JSON handler as everything else, without its own handler or banner.
-    worker = faust.Worker(app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True)
+    worker = DeadlineWorker(
+        app,
+        stop_deadline_s=settings.inference.drain_timeout_s + STOP_MARGIN_S,
+        loglevel=settings.log.level.lower(),
+        override_logging=False,
+        quiet=True,
+    )
     worker.spinner = None  # its terminal escapes would land in the log
     worker.execute_from_commandline()
 

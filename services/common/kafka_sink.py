@@ -34,8 +34,19 @@ class KafkaSink:
         """Connect."""
         await self._producer.start()
 
-    async def stop(self) -> None:
-        """Flush and disconnect."""
+    async def stop(self, flush_timeout_s: float = 2.0) -> None:
+        """Flush for at most ``flush_timeout_s``, then disconnect.
+
+        aiokafka's own stop waits until every pending record is delivered or expires
+        (``request_timeout_ms``, 40 s), which with the broker away outlasts a stop timeout. At the deadline
+        its sender is stopped first (it ends within a retry backoff), so the stop only closes connections.
+        Records still pending then are dropped: their events were not acknowledged, so their offsets stay
+        uncommitted and they are redelivered.
+        """
+        try:
+            await asyncio.wait_for(self._producer.flush(), flush_timeout_s)
+        except TimeoutError:
+            await self._producer._sender.close()
         await self._producer.stop()
 
     async def send_all(self, records: Sequence[tuple[str, KafkaRecord]]) -> None:

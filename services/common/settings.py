@@ -210,7 +210,8 @@ class InferenceSettings(_Group):
         gt=0,
         description="On SIGTERM or a rebalance, how long a worker or the monitor waits for the events it "
         "already took; those still waiting (Triton or Redis away) stay uncommitted and are redelivered. "
-        "Keep it below the stop timeout (`stack.stop_timeout_s`, the pod's grace period).",
+        "The process exits at most 8 s later (exit code 3 if its shutdown still hangs, e.g. with the broker "
+        "away). Keep the sum below the stop timeout (`stack.stop_timeout_s`, the pod's grace period).",
     )
     data_dir: Path = Field(
         Path(".dlstream/faust"), description="Faust's data folder of a worker (one subfolder per group)."

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.contract import Modality
+from services.common.faust_worker import EXIT_STOP_DEADLINE
 from services.common.settings import Settings
 from services.stack.local_stack import LocalStack
 from tests.integration.drift import wait_for
@@ -100,20 +101,40 @@ def test_three_workers_share_the_partitions_and_one_killed_one_added_loses_nothi
 def test_broker_sigkilled_and_restarted_with_workers_running_loses_nothing(
     deployed: Settings, local_stack: LocalStack, tmp_path: Path, workers: list[Worker]
 ) -> None:
+    """Three workers; the broker SIGKILLed mid-stream; one worker, SIGTERMed while the broker is away, must
+    exit within the stack's stop timeout; the other two resume when the broker is back."""
     if local_stack.record("kafka") is None:
         pytest.skip("needs a stack started by the tests (not DLSTREAM_TEST_ATTACH)")
     samples = images_and_text(2700, 300)
     first, sent_later = samples[:1500], samples[1500:]
     for _ in range(2):
         join(deployed, tmp_path, workers)
+    leaving = group_member(deployed, tmp_path, 2)
+    leaving.extra_env["DLSTREAM_INFERENCE__DRAIN_TIMEOUT_S"] = "8"
+    workers.append(leaving.start())
     send_steadily(deployed, first, chunk=500, pause_s=0.0)
     wait_for(lambda: count(deployed) >= 500, timeout_s=180, what="500 predictions")
+    stop_timeout = local_stack.settings.stack.stop_timeout_s
     local_stack.kill("kafka")  # returns once the broker's process is gone
     killed = time.monotonic()
-    time.sleep(5.0)  # the outage's length, not a wait
-    local_stack.start("kafka")
+    try:
+        code = leaving.terminate(timeout_s=stop_timeout)  # raises after SIGKILL if it does not exit in time
+        sigterm_s = time.monotonic() - killed
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - killed)))  # the outage's least length, not a wait
+    finally:
+        local_stack.start("kafka")  # also when the test failed: the session's later tests need it
     restarted_s = time.monotonic() - killed
+    # Its last commit cannot reach the broker: it either finishes without one or ends at its stop deadline,
+    # saying so; what it did not commit is redelivered to the others.
+    assert code in (0, EXIT_STOP_DEADLINE), f"exit code {code} on SIGTERM; see {leaving.log_path}"
+    if code == EXIT_STOP_DEADLINE:
+        assert "worker.stop_deadline" in leaving.log_path.read_text()
     send_steadily(deployed, sent_later, chunk=500, pause_s=0.0)
     duplicates = assert_every_event_predicted_once_after_dedup(deployed, samples)
-    assert all(w.running for w in workers), [w.log_path for w in workers if not w.running]
-    print(f"broker back after {restarted_s:.1f} s; {duplicates} redelivered duplicates")
+    staying = [w for w in workers if w is not leaving]
+    assert all(w.running for w in staying), [w.log_path for w in staying if not w.running]
+    print(
+        f"a worker exited ({code}) {sigterm_s:.1f} s after SIGTERM with the broker away "
+        f"(limit {stop_timeout:.0f} s); "
+        f"broker back after {restarted_s:.1f} s; {duplicates} redelivered duplicates"
+    )

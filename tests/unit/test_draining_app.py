@@ -1,16 +1,22 @@
-"""The Faust app's bounded wait for taken events: Faust's own wait, ended at the drain deadline."""
+"""A service's bounded stop: Faust's wait for taken events ended at the drain deadline, and the whole
+process ended at its stop deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import faust
 
 from services.common.faust_app import DrainingApp
+from services.common.faust_worker import EXIT_STOP_DEADLINE, pending_tasks
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StuckConsumer:
@@ -57,3 +63,42 @@ def test_a_wait_that_ends_by_itself_is_not_cut(tmp_path: Path) -> None:
     asyncio.run(app(tmp_path, 30.0)._consumer_wait_empty(consumer, logging.getLogger("test")))
     assert time.monotonic() - began < 5.0
     assert consumer.commits == 1
+
+
+def test_pending_tasks_name_the_innermost_wait() -> None:
+    async def held(gate: asyncio.Event) -> None:
+        await gate.wait()
+
+    async def outer(gate: asyncio.Event) -> None:
+        await held(gate)
+
+    async def main() -> list[str]:
+        gate = asyncio.Event()
+        task = asyncio.create_task(outer(gate))
+        await asyncio.sleep(0.01)
+        described = pending_tasks(asyncio.get_running_loop())
+        gate.set()
+        await task
+        return described
+
+    described = asyncio.run(main())
+    assert any(d.startswith("Event.wait at ") for d in described), described
+
+
+def test_a_worker_stuck_after_sigterm_exits_at_its_deadline(tmp_path: Path) -> None:
+    # The deadline's thread ends the process even while its main thread (the event loop) is blocked.
+    script = (
+        "import time, faust\n"
+        "from services.common.faust_worker import DeadlineWorker\n"
+        f"app = faust.App('unit-deadline', datadir={str(tmp_path)!r})\n"
+        "worker = DeadlineWorker(app, stop_deadline_s=0.5, quiet=True)\n"
+        "worker._arm_deadline()\n"
+        "time.sleep(60)\n"
+    )
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == EXIT_STOP_DEADLINE, done.stderr
+    assert time.monotonic() - began < 30
+    assert "worker.stop_deadline" in done.stdout + done.stderr
