@@ -131,6 +131,7 @@ class Publisher:
         """Wait until every record sent so far is acknowledged.
 
         Raises:
+            AccessDenied: Kafka denied this user a right (e.g. to write the topic).
             TransientError: Kafka refused a record or did not acknowledge in time.
         """
         try:
@@ -140,7 +141,10 @@ class Publisher:
         if self._failures:
             first, count = self._failures[0], len(self._failures)
             self._failures.clear()
-            raise TransientError(f"{count} records were not acknowledged; first error: {first}")
+            doing = f"{count} records were not acknowledged; first error"
+            if isinstance(first, KafkaError):  # a right denied becomes AccessDenied
+                raise self._refusals.explain(first, doing) from first
+            raise TransientError(f"{doing}: {first}")
 
     def close(self) -> None:
         """Flush and disconnect."""

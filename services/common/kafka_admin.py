@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -40,6 +41,21 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.ssl_cafile is not None:
         options["ssl_cafile"] = str(settings.ssl_cafile)
     return options
+
+
+Operation = Literal["read", "write", "create"]
+
+
+@dataclass(frozen=True)
+class KafkaGrant:
+    """One ACL that allows ``principal`` (a SASL user name) ``operation`` on a topic or a consumer group,
+    named exactly or by prefix. Kafka's READ and WRITE imply DESCRIBE."""
+
+    principal: str
+    resource: Literal["topic", "group"]
+    name: str
+    operation: Operation
+    prefixed: bool = False
 
 
 class KafkaAdmin:
@@ -103,6 +119,41 @@ class KafkaAdmin:
             if doomed:
                 with suppress(UnknownTopicOrPartitionError):
                     client.delete_topics(doomed, timeout_ms=int(self.timeout_s * 1000))
+
+    def grant(self, grants: Iterable[KafkaGrant]) -> None:
+        """Create these ACLs (those that exist already are left as they are).
+
+        Raises:
+            AccessDenied: this client may not alter ACLs (it is no super user).
+            TransientError: the broker failed to create an ACL for another reason.
+        """
+        from kafka.admin import (
+            ACL,
+            ACLOperation,
+            ACLPermissionType,
+            ACLResourcePatternType,
+            ResourcePattern,
+            ResourceType,
+        )
+
+        acls = [
+            ACL(
+                principal=f"User:{g.principal}",
+                host="*",
+                operation=ACLOperation[g.operation.upper()],
+                permission_type=ACLPermissionType.ALLOW,
+                resource_pattern=ResourcePattern(
+                    ResourceType[g.resource.upper()],
+                    g.name,
+                    ACLResourcePatternType.PREFIXED if g.prefixed else ACLResourcePatternType.LITERAL,
+                ),
+            )
+            for g in grants
+        ]
+        with self._client() as client:
+            failed = client.create_acls(acls)["failed"]
+            if failed:  # raised in here, so that a refusal is explained like any other
+                raise failed[0](f"{len(failed)} of {len(acls)} ACLs not created")
 
     def partition_count(self, topic: str) -> int:
         """Number of partitions of ``topic``."""

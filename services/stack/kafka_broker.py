@@ -13,7 +13,14 @@ from pathlib import Path
 from services.common.errors import StackError
 from services.common.kafka_admin import KafkaAdmin
 from services.common.settings import Settings
-from services.stack.security import BROKER, SCRAM_MECHANISM, StackSecurity, write_private
+from services.stack.security import (
+    BROKER,
+    KAFKA_SUPER_USERS,
+    SCRAM_MECHANISM,
+    StackSecurity,
+    kafka_grants,
+    write_private,
+)
 from services.stack.service import StackService
 
 _POM = "kafka-pom.xml"
@@ -191,6 +198,10 @@ class KafkaBroker(StackService):
             f"ssl.keystore.location={sec.keystore_path}",
             "ssl.truststore.type=PEM",
             f"ssl.truststore.location={sec.ca_path}",
+            # Only what an ACL allows (kafka_grants); the super users may do anything.
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            "super.users=" + ";".join(f"User:{user}" for user in KAFKA_SUPER_USERS),
         ]
 
     def _format(self, data: Path) -> None:
@@ -240,11 +251,14 @@ class KafkaBroker(StackService):
         return KafkaAdmin(self.settings.kafka).broker_ready()
 
     def after_healthy(self) -> None:
-        KafkaAdmin(self.settings.kafka).ensure_topics(
+        admin = KafkaAdmin(self.settings.kafka)
+        admin.ensure_topics(
             self.settings.topics.all(),
             partitions=self.settings.kafka.partitions,
             replication_factor=self.settings.kafka.replication_factor,
         )
+        if self.security is not None:
+            admin.grant(kafka_grants(self.settings))
 
 
 def _cluster_id() -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from services.common.errors import StackError
+from services.common.kafka_admin import KafkaGrant, Operation
 from services.common.settings import Settings, settings_env
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -33,6 +34,10 @@ REDIS_RIGHTS: dict[str, str | None] = {
     "client": "+@read +@connection -@dangerous",
 }
 IDENTITIES = (BROKER, *REDIS_RIGHTS)
+# Kafka lets these do anything: the broker between its own listeners, the stack to create topics and ACLs.
+# The controller listener authenticates the broker by its certificate, whose subject is this name.
+SERVER_SUBJECT = "CN=dlstream local stack"
+KAFKA_SUPER_USERS = (BROKER, "stack", SERVER_SUBJECT)
 _DAYS = "825"
 
 
@@ -153,6 +158,45 @@ class StackSecurity:
         return lines
 
 
+def kafka_grants(settings: Settings) -> list[KafkaGrant]:
+    """What each identity may do in Kafka; nothing else is allowed (the broker denies what no ACL allows).
+
+    - ``inference`` reads the request topics and writes predictions and dead letters, in its group;
+    - ``drift`` reads predictions and labels and writes alerts, in its group;
+    - ``client`` writes requests and labels and reads predictions, dead letters and alerts, without a group.
+
+    Faust creates its own topics (``<app id>-__assignor-__leader``, changelogs) named after the service's
+    group, so each service may create and use the topics that its group's name prefixes.
+    """
+    t = settings.topics
+    modalities = ("image", "audio", "text")
+    requests = [t.request(m) for m in modalities]
+    predictions = [t.prediction(m) for m in modalities]
+
+    def topics(principal: str, operation: Operation, names: Iterable[str]) -> list[KafkaGrant]:
+        return [KafkaGrant(principal, "topic", n, operation) for n in names]
+
+    def group(principal: str, group_id: str) -> list[KafkaGrant]:
+        own = [KafkaGrant(principal, "group", group_id, "read")]
+        return own + [
+            KafkaGrant(principal, "topic", f"{group_id}-", op, prefixed=True) for op in _FAUST_TOPIC_OPS
+        ]
+
+    return [
+        *topics("inference", "read", requests),
+        *topics("inference", "write", [*predictions, t.dlq]),
+        *group("inference", settings.inference.group_id),
+        *topics("drift", "read", [*predictions, t.labels]),
+        *topics("drift", "write", [t.alerts]),
+        *group("drift", settings.drift.group_id),
+        *topics("client", "write", [*requests, t.labels]),
+        *topics("client", "read", [*predictions, t.dlq, t.alerts]),
+    ]
+
+
+_FAUST_TOPIC_OPS: tuple[Operation, ...] = ("create", "read", "write")
+
+
 def issue_certificates(folder: Path, hosts: Iterable[str], *, ca_name: str, days: str) -> None:
     """A CA (``ca.pem``, ``ca.key``) and a server certificate it signs (``server.pem``, ``server.key``) for
     ``hosts`` (IP addresses or DNS names), good for server and client authentication; keys mode 0600.
@@ -175,7 +219,7 @@ def issue_certificates(folder: Path, hosts: Iterable[str], *, ca_name: str, days
     )  # fmt: skip
     _openssl(
         "req", "-newkey", "rsa:2048", "-noenc", "-keyout", str(key), "-out", str(csr),
-        "-subj", "/CN=dlstream local stack",
+        "-subj", f"/{SERVER_SUBJECT}",
     )  # fmt: skip
     _openssl(
         "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),

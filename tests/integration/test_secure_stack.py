@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from pipelines.drifted import drifted_digits
 from pipelines.samples import held_out_payloads
+from services.client.publisher import Publisher
 from services.common.contract import DriftAlert
 from services.common.errors import AccessDenied
 from services.common.kafka_admin import KafkaAdmin
@@ -184,6 +185,24 @@ def test_a_wrong_password_or_a_client_without_tls_is_refused_with_a_clear_error(
     # The client's ACL user reads dlstream's keys and writes nothing.
     with pytest.raises(AccessDenied, match="no permissions") as denied:
         with_store(client, lambda store: store.publish_references({("digits", "9"): "{}"}))
+    errors.append(str(denied.value))
+
+    # In Kafka the client publishes requests and labels and reads outcomes; nothing else.
+    with pytest.raises(AccessDenied, match="denied user 'client' a right") as denied:
+        KafkaAdmin(client.kafka, timeout_s=10).delete_topics([client.topics.alerts])
+    errors.append(str(denied.value))
+    with pytest.raises(AccessDenied, match="denied user 'client' a right") as denied:
+        KafkaAdmin(client.kafka, timeout_s=10).ensure_topics(["made.up"], partitions=1)
+    errors.append(str(denied.value))
+    with Publisher(client) as publisher:
+        publisher.send_record(client.topics.alerts, None, b"{}", [])
+        with pytest.raises(AccessDenied, match="denied user 'client' a right") as denied:
+            publisher.flush(timeout_s=30)
+    errors.append(str(denied.value))
+    # Nor may the worker read what the monitor consumes, or take the monitor's group.
+    worker = security.apply(secure_stack.settings, "inference")
+    with pytest.raises(AccessDenied, match="denied user 'inference' a right") as denied:
+        KafkaAdmin(worker.kafka, timeout_s=10).ensure_topics([f"{worker.drift.group_id}-x"], partitions=1)
     errors.append(str(denied.value))
 
     # The CLI says the same in one line (exit code 2), without a traceback.

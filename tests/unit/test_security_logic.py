@@ -16,7 +16,7 @@ from services.common.errors import AccessDenied, TransientError
 from services.common.kafka_refusals import kafka_failure
 from services.common.redis_store import redis_failure
 from services.common.settings import load_settings, settings_env
-from services.stack.security import IDENTITIES, REDIS_RIGHTS, StackSecurity
+from services.stack.security import IDENTITIES, KAFKA_SUPER_USERS, REDIS_RIGHTS, StackSecurity, kafka_grants
 
 
 def _secrets(folder: Path, **files: str) -> Path:
@@ -133,3 +133,44 @@ def test_redis_refusals_are_named_and_a_lost_connection_stays_transient() -> Non
     lost = redis_failure(RedisConnectionError("reset"), "Redis", settings)
     assert isinstance(lost, TransientError)
     assert str(lost) == "Redis: reset"
+
+
+def test_each_kafka_identity_is_granted_only_what_its_service_uses() -> None:
+    settings = load_settings(environment="test")
+    t = settings.topics
+    grants = kafka_grants(settings)
+    allowed = {(g.principal, g.resource, g.name, g.operation, g.prefixed) for g in grants}
+    assert len(allowed) == len(grants)
+
+    def may(who: str, operation: str, topic: str) -> bool:
+        return (who, "topic", topic, operation, False) in allowed or any(
+            g.principal == who and g.prefixed and g.operation == operation and topic.startswith(g.name)
+            for g in grants
+            if g.resource == "topic"
+        )
+
+    assert may("inference", "read", t.image)
+    assert may("inference", "write", t.prediction("audio"))
+    assert may("inference", "write", t.dlq)
+    assert not may("inference", "read", t.labels)
+    assert not may("inference", "write", t.alerts)
+    assert may("drift", "read", t.prediction("text"))
+    assert may("drift", "read", t.labels)
+    assert may("drift", "write", t.alerts)
+    assert not may("drift", "write", t.prediction("text"))
+    assert may("client", "write", t.text)
+    assert may("client", "write", t.labels)
+    assert may("client", "read", t.dlq)
+    assert may("client", "read", t.alerts)
+    assert not may("client", "write", t.prediction("image"))
+    assert not may("client", "write", t.alerts)
+    # Faust's own topics, named after the service's group, and that group; the client has no group.
+    leader = f"{settings.inference.group_id}-__assignor-__leader"
+    assert may("inference", "create", leader)
+    assert not may("drift", "create", leader)
+    groups = {(g.principal, g.name) for g in grants if g.resource == "group"}
+    assert groups == {("inference", settings.inference.group_id), ("drift", settings.drift.group_id)}
+    # Nobody is granted anything on the cluster (creating ACLs, deleting topics): that is the super users'.
+    assert {g.resource for g in grants} == {"topic", "group"}
+    assert "stack" in KAFKA_SUPER_USERS
+    assert not any(g.principal == "stack" for g in grants)
