@@ -1,4 +1,4 @@
-"""A socket leak of kafka-python's connection set-up, closed.
+"""A socket leak of kafka-python's connection set-up, closed, and a response it drops, delivered.
 
 kafka-python 3.0 (``kafka.net.inet.KafkaNetSocket.sock_connect``) opens a non-blocking socket and waits for it
 to connect; when that wait times out, fails, or is abandoned because the client closes meanwhile, the socket
@@ -6,6 +6,11 @@ is left open until the garbage collector finds it. On a busy machine this happen
 (the SDK's subscribe, topic administration) and leaks one descriptor per occurrence.
 :func:`close_failed_connects` wraps the method so that the socket is closed whenever the connect does not
 hand it over, and a TLS transport whose handshake fails is closed too.
+
+Its transports also drop the bytes of a read that ends with the peer closing the connection. A broker that
+refuses a password sends its SASL error and then closes; when the client reads both at once (a busy machine),
+the error is lost and the refusal looks like a broken connection until the bootstrap times out. The bytes are
+now handed over first, and the close is seen on the next read.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def close_failed_connects() -> None:
     setattr(sock_connect, _MARK, True)
     KafkaNetSocket.sock_connect = sock_connect
     _close_failed_tls_handshakes()
+    _deliver_data_before_disconnect()
 
 
 def _close_failed_tls_handshakes() -> None:
@@ -58,3 +64,23 @@ def _close_failed_tls_handshakes() -> None:
 
     setattr(handshake, _MARK, True)
     KafkaSSLTransport.handshake = handshake
+
+
+def _deliver_data_before_disconnect() -> None:
+    from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
+
+    for transport in (KafkaTCPTransport, KafkaSSLTransport):
+        original = transport.__dict__.get("_sock_recv")
+        if original is None or getattr(original, _MARK, False):
+            continue
+        transport._sock_recv = _received_first(original)
+
+
+def _received_first(original: Any) -> Any:
+    def _sock_recv(self: Any) -> tuple[bytes, Any]:
+        data, error = original(self)
+        # The socket stays at end of file, so the next read reports the close.
+        return (data, None) if data and error is not None else (data, error)
+
+    setattr(_sock_recv, _MARK, True)
+    return _sock_recv

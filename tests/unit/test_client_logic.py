@@ -180,3 +180,31 @@ def test_a_failed_kafka_tls_handshake_closes_its_transport() -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         asyncio.run(KafkaSSLTransport.handshake(transport))
     assert transport.closed
+
+
+def test_bytes_read_just_before_the_broker_closes_are_delivered_before_the_close() -> None:
+    import socket
+
+    from kafka.net.transport import KafkaTCPTransport
+
+    from services.common.kafka_sockets import close_failed_connects
+
+    close_failed_connects()
+    close_failed_connects()
+    ours, broker = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        broker.sendall(b"a SASL error response")
+        broker.close()  # the refusing broker closes right after answering
+
+        class Transport:
+            _sock = ours
+
+        transport = Transport()
+        data, error = KafkaTCPTransport._sock_recv(transport)
+        assert (data, error) == (b"a SASL error response", None)
+        data, error = KafkaTCPTransport._sock_recv(transport)  # the next read sees the close
+        assert data == b""
+        assert error is not None
+    finally:
+        ours.close()
