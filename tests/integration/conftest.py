@@ -30,6 +30,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """An unclosed socket's warning fails whichever test collects it; say where it was opened."""
+    from tests.socket_origins import trace_socket_origins
+
+    trace_socket_origins()
+
+
 def stack_settings(run_dir: Path) -> Settings:
     """Settings of a private stack on free ports, with a Redis password so the auth path is exercised."""
     kafka, controller, redis_port, http, grpc, metrics = free_ports(6)
