@@ -7,7 +7,7 @@ The Kubernetes binaries are built once from the Go module proxy into ``~/.cache/
 published ``v0.x`` release; a plain ``go install`` refuses k8s.io/kubernetes's own replace directives); kwok
 comes from ``go install``; etcd from Debian's ``etcd-server``.
 
-    python -m tests.k8s.cluster build     # binaries and images (7 to 18 minutes cold on 2 cores)
+    python -m tests.k8s.cluster build     # binaries, Strimzi's CRDs and images (7 to 18 minutes cold)
     python -m tests.k8s.cluster up DIR    # a cluster in DIR; prints the kubeconfig's path
     python -m tests.k8s.cluster down DIR
 """
@@ -333,9 +333,11 @@ def kubeconfig_text(server: str, ca: Path, user: str, token: str) -> str:
 def main(argv: list[str]) -> int:
     """``build``, ``up DIR`` or ``down DIR``."""
     if argv[:1] == ["build"]:
+        from tests.k8s.crds import strimzi_crds
         from tests.k8s.node import build_images
 
         print(build_binaries())
+        print(strimzi_crds())
         for tag, archive in build_images().items():
             print(tag, archive)
         return 0

@@ -4,11 +4,12 @@ the CRDs the manifests use."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.k8s.cluster import LocalCluster
+from tests.k8s.cluster import ClusterError, LocalCluster
 from tests.k8s.crds import all_crds
 
 pytestmark = pytest.mark.k8s
@@ -21,9 +22,36 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         local.up()
         local.add_nodes(3, gpu=2)
-        crds = {"apiVersion": "v1", "kind": "List", "items": all_crds()}
-        local.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(crds))
-        local.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
+        crds = all_crds()
+        listed = {"apiVersion": "v1", "kind": "List", "items": crds}
+        local.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(listed))
+        wait_established(local, [crd["metadata"]["name"] for crd in crds])
         yield local
     finally:
         local.down()
+
+
+def wait_established(cluster: LocalCluster, names: list[str], timeout_s: float = 180.0) -> None:
+    """Wait until the API server serves every CRD of ``names`` (``kubectl wait`` fails instead of waiting on a
+    CRD it sees before the server has set any condition on it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = json.loads(cluster.kubectl("get", "crd", "-o", "json").stdout)["items"]
+        conditions = {
+            crd["metadata"]["name"]: {c["type"]: c for c in (crd.get("status") or {}).get("conditions") or []}
+            for crd in listed
+        }
+        refused = [
+            f"{name}: {c['message']}"
+            for name in names
+            for c in conditions.get(name, {}).values()
+            if (c["type"], c["status"]) in (("NonStructuralSchema", "True"), ("NamesAccepted", "False"))
+        ]
+        if refused:
+            raise ClusterError(f"CRDs refused: {refused}")
+        waiting = [n for n in names if conditions.get(n, {}).get("Established", {}).get("status") != "True"]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"CRDs not established after {timeout_s:.0f} s: {waiting}")
+        time.sleep(0.5)

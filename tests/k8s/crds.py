@@ -1,9 +1,9 @@
 """The CustomResourceDefinitions the manifests of ``k8s/`` need, for the local control plane.
 
 KEDA's and the Prometheus operator's are their real CRDs, read from their Go modules (the module zips carry
-the repositories' YAML). Strimzi publishes no CRD file to a package registry reachable here, so its three
-kinds get CRDs with the real group, versions, names and scope and a schema that keeps unknown fields; their
-contents are validated offline against Strimzi's schemas (``tests/deploy``).
+the repositories' YAML). Strimzi publishes its CRD files only with its GitHub releases, so they are generated
+here the way Strimzi's own build generates them: its ``crd-generator`` run over the classes of its ``api``
+artifact, both from Maven Central (cached under ``~/.cache/dlstream/k8s``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.k8s.cluster import CACHE, run
 
 KEDA = (
     "github.com/kedacore/keda/v2",
@@ -27,7 +29,22 @@ PROMETHEUS = (
     "example/prometheus-operator-crd",
     ("servicemonitors",),
 )
-STRIMZI_KINDS = (("Kafka", "kafkas"), ("KafkaNodePool", "kafkanodepools"), ("KafkaTopic", "kafkatopics"))
+# The last Strimzi release whose crd-generator runs on Java 17 (1.x needs 21).
+STRIMZI_VERSION = "0.45.0"
+STRIMZI_KINDS = {
+    "kafkas": "io.strimzi.api.kafka.model.kafka.Kafka",
+    "kafkanodepools": "io.strimzi.api.kafka.model.nodepool.KafkaNodePool",
+    "kafkatopics": "io.strimzi.api.kafka.model.topic.KafkaTopic",
+}
+_STRIMZI_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dlstream.k8s</groupId><artifactId>strimzi-crds</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>io.strimzi</groupId><artifactId>api</artifactId><version>{v}</version></dependency>
+    <dependency><groupId>io.strimzi</groupId><artifactId>crd-generator</artifactId><version>{v}</version></dependency>
+  </dependencies>
+</project>
+"""
 
 
 def _module_dir(module: str, version: str) -> Path:
@@ -50,27 +67,32 @@ def _module_crds(module: str, version: str, folder: str, plurals: tuple[str, ...
     return crds
 
 
-def _strimzi_crd(kind: str, plural: str) -> dict[str, Any]:
-    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kafka.strimzi.io"},
-        "spec": {
-            "group": "kafka.strimzi.io",
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower()},
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": "v1beta2",
-                    "served": True,
-                    "storage": True,
-                    "schema": schema,
-                    "subresources": {"status": {}},
-                }
-            ],
-        },
-    }
+def strimzi_crds() -> Path:
+    """The folder of Strimzi's CRDs (``<plural>.yaml``), generated when missing."""
+    folder = CACHE.parent / f"strimzi-{STRIMZI_VERSION}"
+    if all((folder / f"{plural}.yaml").exists() for plural in STRIMZI_KINDS):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    pom = folder / "pom.xml"
+    pom.write_text(_STRIMZI_POM.format(v=STRIMZI_VERSION))
+    lib = folder / "lib"
+    run(
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+        timeout_s=900,
+    )
+    partial = {plural: folder / f"{plural}.partial.yaml" for plural in STRIMZI_KINDS}
+    run(
+        [
+            "java", "-cp", f"{lib}/*", "io.strimzi.crdgenerator.CrdGenerator",
+            "--yaml", "--crd-api-version", "v1", "--api-versions", "v1beta2", "--storage-version", "v1beta2",
+            "--label", "strimzi.io/crd-install:true",
+            *(f"{STRIMZI_KINDS[plural]}={path}" for plural, path in partial.items()),
+        ],
+        timeout_s=600,
+    )  # fmt: skip
+    for plural, path in partial.items():
+        path.rename(folder / f"{plural}.yaml")
+    return folder
 
 
 def all_crds() -> list[dict[str, Any]]:
@@ -78,5 +100,5 @@ def all_crds() -> list[dict[str, Any]]:
     return [
         *_module_crds(*KEDA),
         *_module_crds(*PROMETHEUS),
-        *(_strimzi_crd(kind, plural) for kind, plural in STRIMZI_KINDS),
+        *(yaml.safe_load((strimzi_crds() / f"{plural}.yaml").read_text()) for plural in STRIMZI_KINDS),
     ]

@@ -144,3 +144,17 @@ def test_the_drift_identity_creates_a_retraining_job_and_nothing_else(
         result = cluster.kubectl("-n", namespace, *args, token=token, check=False)
         assert result.returncode != 0, what
         assert "(Forbidden)" in result.stderr, (what, result.stderr)
+
+
+def test_strimzi_resources_are_held_to_strimzis_own_schema(cluster: LocalCluster) -> None:
+    # A topic with a misspelt field and a count of the wrong type: refused by the API server, as by Strimzi's.
+    topic = next(o for o in render("cpu") if o["kind"] == "KafkaTopic")
+    topic["metadata"]["namespace"] = "default"
+    topic["spec"] = {**topic["spec"], "partitions": "six", "replicationFactor": 1}
+    listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": [topic]})
+    refused = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=listing, check=False
+    )
+    assert refused.returncode != 0
+    assert "spec.partitions" in refused.stderr, refused.stderr
+    assert "replicationFactor" in refused.stderr, refused.stderr
