@@ -25,6 +25,7 @@ IMAGES = CACHE.parent / "images"
 BASE = "localhost/debian-python:bookworm"
 PAUSE = "localhost/pause:3.10"
 WORKER = "localhost/dlstream"
+TRAINER = "localhost/dlstream-trainer"
 NODE_NAME = "kubelet-node"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -91,24 +92,40 @@ def build_images() -> dict[str, Path]:
         run(["podman", "save", "--format", "oci-archive", "-o", str(pause_tar), PAUSE])
 
     tag = f"{WORKER}:{_worker_digest()}"
-    worker_tar = IMAGES / f"dlstream-{tag.rpartition(':')[2]}.oci.tar"
-    if not worker_tar.exists():
-        # No intermediate images kept: each build of a changed tree would leave half a gigabyte behind.
-        argv = ["podman", "build", "--isolation=chroot", "--layers=false", f"--build-arg=PYTHON_IMAGE={BASE}"]
-        if HOST_CA.exists():  # a TLS-inspecting proxy's CA, if the host trusts one
-            argv += [
-                "-v",
-                f"{HOST_CA.parent}:/etc/ssl/host-certs:ro",
-                f"--build-arg=PIP_CERT=/etc/ssl/host-certs/{HOST_CA.name}",
-            ]
-        run([*argv, "-f", "docker/Dockerfile", "--target", "runtime", "-t", tag, "."], cwd=PROJECT_ROOT)
-        run(["podman", "save", "--format", "oci-archive", "-o", str(worker_tar), tag])
-        for stale in IMAGES.glob("dlstream-*.oci.tar"):
-            if stale != worker_tar:
-                stale.unlink()
-                old_tag = f"{WORKER}:{stale.name.removeprefix('dlstream-').removesuffix('.oci.tar')}"
-                subprocess.run(["podman", "rmi", old_tag], capture_output=True, check=False)
+    worker_tar = _image(tag, "runtime", IMAGES / f"dlstream-{tag.rpartition(':')[2]}.oci.tar")
     return {PAUSE: pause_tar, tag: worker_tar}
+
+
+def build_trainer_image() -> dict[str, Path]:
+    """The trainer image (target ``trainer``: the ``models`` extra, PyPI's CUDA torch, about 7 GB) as an OCI
+    archive, built when missing; its tag. Not part of ``cluster build``: it takes 12 minutes and 14 GB."""
+    build_images()  # its base
+    tag = f"{TRAINER}:{_worker_digest()}"
+    return {tag: _image(tag, "trainer", IMAGES / f"trainer-{tag.rpartition(':')[2]}.oci.tar")}
+
+
+def _image(tag: str, target: str, archive: Path) -> Path:
+    """``archive``: the Dockerfile's ``target`` built on the Debian base as ``tag`` and saved; older archives
+    of the same name pattern and their images removed."""
+    if archive.exists():
+        return archive
+    # No intermediate images kept: each build of a changed tree would leave them behind.
+    argv = ["podman", "build", "--isolation=chroot", "--layers=false", f"--build-arg=PYTHON_IMAGE={BASE}"]
+    if HOST_CA.exists():  # a TLS-inspecting proxy's CA, if the host trusts one
+        argv += [
+            "-v",
+            f"{HOST_CA.parent}:/etc/ssl/host-certs:ro",
+            f"--build-arg=PIP_CERT=/etc/ssl/host-certs/{HOST_CA.name}",
+        ]
+    run([*argv, "-f", "docker/Dockerfile", "--target", target, "-t", tag, "."], cwd=PROJECT_ROOT)
+    run(["podman", "save", "--format", "oci-archive", "-o", str(archive), tag])
+    prefix = archive.name.removesuffix(".oci.tar").rpartition("-")[0]
+    for stale in IMAGES.glob(f"{prefix}-*.oci.tar"):
+        if stale != archive:
+            stale.unlink()
+            old_tag = f"{tag.rpartition(':')[0]}:{stale.name.removesuffix('.oci.tar').rpartition('-')[2]}"
+            subprocess.run(["podman", "rmi", old_tag], capture_output=True, check=False)
+    return archive
 
 
 class RealNode:
