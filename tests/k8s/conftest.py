@@ -1,5 +1,6 @@
-"""One local Kubernetes control plane per test session (see :mod:`tests.k8s.cluster`), with fake nodes and
-the CRDs the manifests use."""
+"""One local Kubernetes control plane for this tier (see :mod:`tests.k8s.cluster`), with fake nodes and the
+CRDs the manifests use; stopped when the tier's last test ends, not at the end of the session, so that it does
+not run beside the integration tests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.k8s.crds import all_crds
 pytestmark = pytest.mark.k8s
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The running cluster: three kwok nodes, two of them with a GPU; KEDA, Prometheus and Strimzi CRDs."""
     local = LocalCluster(tmp_path_factory.mktemp("k8s"))

@@ -241,6 +241,18 @@ class RealNode:
         while not self._ready():
             self._check_alive(deadline, f"node {NODE_NAME} Ready")
 
+    def _delete_containers(self) -> None:
+        # Containers outlive the kubelet, and their shims (sessions of their own) outlive containerd: a pod
+        # still running when a test ends (or is interrupted) would go on without either.
+        ctr = ["ctr", f"--address={self.socket}", "-n", "k8s.io"]
+        listed = subprocess.run(
+            [*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=60, check=False
+        )
+        for task in listed.stdout.split():
+            subprocess.run(
+                [*ctr, "tasks", "delete", "--force", task], capture_output=True, timeout=60, check=False
+            )
+
     def _ready(self) -> bool:
         result = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
         if result.returncode != 0:
@@ -257,9 +269,11 @@ class RealNode:
         time.sleep(0.5)
 
     def down(self, timeout_s: float = 30.0) -> None:
-        """Stop the kubelet, then containerd (its shims and containers are in its process group or are
-        stopped with the pods first)."""
+        """Stop the kubelet, delete the containers still running (their shims are not in containerd's process
+        group), then stop containerd."""
         for record in reversed(self.records):
+            if record.name == "containerd":
+                self._delete_containers()
             self.processes.stop(record, timeout_s)
         self.records.clear()
         # The kubelet mounts its root folder (and pod volumes) and leaves the mounts behind when it stops.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ def test_the_model_build_job_runs_the_trainer_image_on_a_real_node(
     models = tmp_path / "model-repo"
     models.mkdir()
     models.chmod(0o777)  # the Job runs as uid 10001
+    # Keys of their own: the stack already published the references of the repository it was started with.
+    redis = redis.model_copy(
+        update={"drift": redis.drift.model_copy(update={"key_prefix": f"trainer-pod:{uuid.uuid4().hex}"})}
+    )
     job = model_build_job(image, models, redis)
     began = time.monotonic()
     try:
