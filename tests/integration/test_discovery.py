@@ -84,8 +84,8 @@ def test_models_loaded_and_unloaded_while_a_worker_runs(
         # Unloaded: its events wait, then are dead-lettered; the other modalities flow during the wait.
         unload(settings.triton, "imagenet")
         orphans = _photos(5)
+        sent_at = time.time()  # before the send: the worker may have them before the flush returns
         send_and_flush(deployed, orphans)
-        sent_at = time.time()
         others: list[Sample] = []
         while time.time() - sent_at < WAIT_S * 0.75:
             batch = [s for m in Modality for s in held_out_events(m, 4, source="tests/others")]
