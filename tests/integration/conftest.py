@@ -11,6 +11,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,22 @@ def settings(local_stack: LocalStack) -> Settings:
 def ensure_models_built(repo: Path) -> None:
     """Build the models that have no version yet (a fresh clone has none), before Triton starts."""
     build_models(repo, [])
+
+
+@contextmanager
+def partial_stack(run_dir: Path, services: tuple[str, ...]) -> Iterator[Settings]:
+    """A stack of only ``services`` on free ports in ``run_dir`` (models built first if Triton is one of
+    them); its settings while it runs."""
+    settings = stack_settings(run_dir)
+    settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"services": services})})
+    stack = LocalStack(settings, project_root=PROJECT_ROOT)
+    if "triton" in services:
+        ensure_models_built(PROJECT_ROOT / settings.triton.model_repository)
+    try:
+        stack.up()
+        yield stack.settings
+    finally:
+        stack.down()
 
 
 def _slug(text: str) -> str:

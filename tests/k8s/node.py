@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.common.net import free_ports
@@ -281,3 +283,16 @@ class RealNode:
         ours = [m for m in mounts if m == str(self.dir) or m.startswith(f"{self.dir}/")]
         for mount in sorted(ours, key=len, reverse=True):
             subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
+
+
+@contextmanager
+def running_node(
+    cluster: LocalCluster, folder: Path, images: dict[str, Path], timeout_s: float = 300.0
+) -> Iterator[RealNode]:
+    """A :class:`RealNode` with ``images``, up while the block runs, then stopped."""
+    real = RealNode(cluster, folder)
+    try:
+        real.up(images, timeout_s)
+        yield real
+    finally:
+        real.down()

@@ -19,11 +19,10 @@ import pytest
 
 from services.common.settings import Settings
 from services.drift.store import with_store
-from services.stack.local_stack import LocalStack
 from tests.deploy.conftest import render
-from tests.integration.conftest import PROJECT_ROOT, stack_settings
+from tests.integration.conftest import partial_stack
 from tests.k8s.cluster import LocalCluster
-from tests.k8s.node import NODE_NAME, RealNode, build_images, build_trainer_image
+from tests.k8s.node import NODE_NAME, RealNode, build_images, build_trainer_image, running_node
 
 MODEL = "text_topics"
 
@@ -35,28 +34,17 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A Redis of this module (the Job publishes the reference statistics there)."""
-    settings = stack_settings(tmp_path_factory.mktemp("trainer-stack"))
-    settings = settings.model_copy(
-        update={"stack": settings.stack.model_copy(update={"services": ("redis",)})}
-    )
-    stack = LocalStack(settings, project_root=PROJECT_ROOT)
-    try:
-        stack.up()
-        yield stack.settings
-    finally:
-        stack.down()
+    with partial_stack(tmp_path_factory.mktemp("trainer-stack"), ("redis",)) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
 def node(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealNode, str]]:
     """A real node with the trainer image in its runtime; the image's tag."""
     trainer = build_trainer_image()
-    real = RealNode(cluster, tmp_path_factory.mktemp("trainer-node"))
-    try:
-        real.up({**build_images(), **trainer}, timeout_s=1200)
+    images = {**build_images(), **trainer}
+    with running_node(cluster, tmp_path_factory.mktemp("trainer-node"), images, timeout_s=1200) as real:
         yield real, next(iter(trainer))
-    finally:
-        real.down()
 
 
 def model_build_job(image: str, models: Path, settings: Settings) -> dict[str, Any]:

@@ -11,8 +11,7 @@ import pytest
 from services.common.contract import Modality
 from services.common.kafka_admin import KafkaAdmin
 from services.common.settings import Settings, settings_env
-from services.stack.local_stack import LocalStack
-from tests.integration.conftest import PROJECT_ROOT, TopicFactory, ensure_models_built, stack_settings
+from tests.integration.conftest import TopicFactory, partial_stack
 from tests.integration.workers import (
     deployment_settings,
     held_out_events,
@@ -20,7 +19,7 @@ from tests.integration.workers import (
     wait_for_predictions,
 )
 from tests.k8s.cluster import LocalCluster
-from tests.k8s.node import NODE_NAME, RealNode, build_images
+from tests.k8s.node import NODE_NAME, RealNode, build_images, running_node
 
 EVENTS = 100
 
@@ -28,29 +27,16 @@ EVENTS = 100
 @pytest.fixture(scope="module")
 def kafka_and_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Kafka and Triton of this module on free ports (the worker pod needs nothing else)."""
-    settings = stack_settings(tmp_path_factory.mktemp("pod-stack"))
-    settings = settings.model_copy(
-        update={"stack": settings.stack.model_copy(update={"services": ("kafka", "triton")})}
-    )
-    stack = LocalStack(settings, project_root=PROJECT_ROOT)
-    ensure_models_built(PROJECT_ROOT / settings.triton.model_repository)
-    try:
-        stack.up()
-        yield stack.settings
-    finally:
-        stack.down()
+    with partial_stack(tmp_path_factory.mktemp("pod-stack"), ("kafka", "triton")) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
 def node(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealNode, str]]:
     """A real node with the worker image in its runtime; the image's tag."""
     images = build_images()
-    real = RealNode(cluster, tmp_path_factory.mktemp("node"))
-    try:
-        real.up(images)
+    with running_node(cluster, tmp_path_factory.mktemp("node"), images) as real:
         yield real, next(tag for tag in images if "dlstream" in tag)
-    finally:
-        real.down()
 
 
 @pytest.mark.timeout(1200)  # the images are built here when `cluster build` has not built them
