@@ -102,3 +102,11 @@ def test_a_worker_stuck_after_sigterm_exits_at_its_deadline(tmp_path: Path) -> N
     assert done.returncode == EXIT_STOP_DEADLINE, done.stderr
     assert time.monotonic() - began < 30
     assert "worker.stop_deadline" in done.stdout + done.stderr
+
+
+def test_aiokafka_still_has_the_sender_the_sink_stops_first() -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.producer.sender import Sender
+
+    assert callable(getattr(Sender, "close", None)), "aiokafka changed its sender; see KafkaSink.stop"
+    assert "_sender" in AIOKafkaProducer.__init__.__code__.co_names, "see KafkaSink.stop"
