@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from services.common.contract import Modality
 from services.common.errors import StackError
 from services.common.kafka_admin import KafkaGrant, Operation
 from services.common.settings import Settings, settings_env
@@ -38,6 +39,8 @@ IDENTITIES = (BROKER, *REDIS_RIGHTS)
 # The controller listener authenticates the broker by its certificate, whose subject is this name.
 SERVER_SUBJECT = "CN=dlstream local stack"
 KAFKA_SUPER_USERS = (BROKER, "stack", SERVER_SUBJECT)
+# What a service may do with the topics its group's name prefixes (Faust creates and uses them).
+_FAUST_TOPIC_OPS: tuple[Operation, ...] = ("create", "read", "write")
 _DAYS = "825"
 
 
@@ -169,9 +172,8 @@ def kafka_grants(settings: Settings) -> list[KafkaGrant]:
     group, so each service may create and use the topics that its group's name prefixes.
     """
     t = settings.topics
-    modalities = ("image", "audio", "text")
-    requests = [t.request(m) for m in modalities]
-    predictions = [t.prediction(m) for m in modalities]
+    requests = [t.request(m) for m in Modality]
+    predictions = [t.prediction(m) for m in Modality]
 
     def topics(principal: str, operation: Operation, names: Iterable[str]) -> list[KafkaGrant]:
         return [KafkaGrant(principal, "topic", n, operation) for n in names]
@@ -192,9 +194,6 @@ def kafka_grants(settings: Settings) -> list[KafkaGrant]:
         *topics("client", "write", [*requests, t.labels]),
         *topics("client", "read", [*predictions, t.dlq, t.alerts]),
     ]
-
-
-_FAUST_TOPIC_OPS: tuple[Operation, ...] = ("create", "read", "write")
 
 
 def issue_certificates(folder: Path, hosts: Iterable[str], *, ca_name: str, days: str) -> None:

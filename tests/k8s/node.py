@@ -93,24 +93,24 @@ def build_images() -> dict[str, Path]:
         run(["podman", "import", "--change", 'ENTRYPOINT ["/pause"]', str(flat), PAUSE])
         run(["podman", "save", "--format", "oci-archive", "-o", str(pause_tar), PAUSE])
 
-    tag = f"{WORKER}:{_worker_digest()}"
-    worker_tar = _image(tag, "runtime", IMAGES / f"dlstream-{tag.rpartition(':')[2]}.oci.tar")
-    return {PAUSE: pause_tar, tag: worker_tar}
+    return {PAUSE: pause_tar, **_image(WORKER, "runtime", "dlstream")}
 
 
 def build_trainer_image() -> dict[str, Path]:
     """The trainer image (target ``trainer``: the ``models`` extra, PyPI's CUDA torch, about 7 GB) as an OCI
     archive, built when missing; its tag. Not part of ``cluster build``: it takes 12 minutes and 14 GB."""
     build_images()  # its base
-    tag = f"{TRAINER}:{_worker_digest()}"
-    return {tag: _image(tag, "trainer", IMAGES / f"trainer-{tag.rpartition(':')[2]}.oci.tar")}
+    return _image(TRAINER, "trainer", "trainer")
 
 
-def _image(tag: str, target: str, archive: Path) -> Path:
-    """``archive``: the Dockerfile's ``target`` built on the Debian base as ``tag`` and saved; older archives
-    of the same name pattern and their images removed."""
+def _image(repository: str, target: str, prefix: str) -> dict[str, Path]:
+    """The Dockerfile's ``target`` built on the Debian base as ``<repository>:<digest>`` and saved as
+    ``<prefix>-<digest>.oci.tar`` unless that archive exists; older archives of ``prefix`` and their images
+    removed. Its tag and archive."""
+    digest = _worker_digest()
+    tag, archive = f"{repository}:{digest}", IMAGES / f"{prefix}-{digest}.oci.tar"
     if archive.exists():
-        return archive
+        return {tag: archive}
     # No intermediate images kept: each build of a changed tree would leave them behind.
     argv = ["podman", "build", "--isolation=chroot", "--layers=false", f"--build-arg=PYTHON_IMAGE={BASE}"]
     if HOST_CA.exists():  # a TLS-inspecting proxy's CA, if the host trusts one
@@ -121,13 +121,12 @@ def _image(tag: str, target: str, archive: Path) -> Path:
         ]
     run([*argv, "-f", "docker/Dockerfile", "--target", target, "-t", tag, "."], cwd=PROJECT_ROOT)
     run(["podman", "save", "--format", "oci-archive", "-o", str(archive), tag])
-    prefix = archive.name.removesuffix(".oci.tar").rpartition("-")[0]
     for stale in IMAGES.glob(f"{prefix}-*.oci.tar"):
         if stale != archive:
             stale.unlink()
-            old_tag = f"{tag.rpartition(':')[0]}:{stale.name.removesuffix('.oci.tar').rpartition('-')[2]}"
-            subprocess.run(["podman", "rmi", old_tag], capture_output=True, check=False)
-    return archive
+            old = stale.name.removeprefix(f"{prefix}-").removesuffix(".oci.tar")
+            subprocess.run(["podman", "rmi", f"{repository}:{old}"], capture_output=True, check=False)
+    return {tag: archive}
 
 
 class RealNode:
