@@ -11,10 +11,17 @@ Its transports also drop the bytes of a read that ends with the peer closing the
 refuses a password sends its SASL error and then closes; when the client reads both at once (a busy machine),
 the error is lost and the refusal looks like a broken connection until the bootstrap times out. The bytes are
 now handed over first, and the close is seen on the next read.
+
+A transport closed while a write waits for the socket (a client closing just after queueing a heartbeat or a
+leave-group request) defers the socket's close to the end of that flush; when the client then shuts its IO
+loop down, the flush is cancelled and the socket is never closed. It is now closed when that flush ends
+without finishing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import socket
 from typing import Any
 
@@ -43,6 +50,7 @@ def close_failed_connects() -> None:
     KafkaNetSocket.sock_connect = sock_connect
     _close_failed_tls_handshakes()
     _deliver_data_before_disconnect()
+    _close_when_a_closing_flush_is_cancelled()
 
 
 def _close_failed_tls_handshakes() -> None:
@@ -84,3 +92,31 @@ def _received_first(original: Any) -> Any:
 
     setattr(_sock_recv, _MARK, True)
     return _sock_recv
+
+
+def _close_when_a_closing_flush_is_cancelled() -> None:
+    from kafka.net.transport import KafkaTCPTransport
+
+    original = KafkaTCPTransport._write_to_sock
+    if getattr(original, _MARK, False):
+        return
+
+    async def _write_to_sock(self: Any) -> None:
+        try:
+            await original(self)
+        except BaseException:  # the IO loop cancelled the flush, or the socket failed
+            if self._closed:
+                _close_socket(self)
+            raise
+
+    setattr(_write_to_sock, _MARK, True)
+    KafkaTCPTransport._write_to_sock = _write_to_sock
+
+
+def _close_socket(transport: Any) -> None:
+    sock, transport._sock = transport._sock, None
+    if sock is None:
+        return
+    with contextlib.suppress(KeyError, ValueError, RuntimeError):
+        transport._net.unregister_event(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    sock.close()

@@ -182,6 +182,31 @@ def test_a_failed_kafka_tls_handshake_closes_its_transport() -> None:
     assert transport.closed
 
 
+def test_a_transport_closed_during_its_flush_closes_its_socket_when_the_io_loop_shuts_down() -> None:
+    import socket
+
+    from kafka.net.selector import NetworkSelector
+    from kafka.net.transport import KafkaTCPTransport
+
+    from services.common.kafka_sockets import close_failed_connects
+
+    close_failed_connects()
+    close_failed_connects()
+    ours, broker = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        net = NetworkSelector()
+        transport = KafkaTCPTransport(net, ours)
+        transport.write(b"a leave-group request")
+        net._poll_once()  # the flush now waits for the socket to be writable
+        transport.close()  # a client closing: the socket's close waits for the flush
+        net.close()  # and the client's IO loop ends, cancelling the flush
+        assert ours.fileno() == -1
+    finally:
+        ours.close()
+        broker.close()
+
+
 def test_bytes_read_just_before_the_broker_closes_are_delivered_before_the_close() -> None:
     import socket
 
