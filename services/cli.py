@@ -12,6 +12,7 @@ import click
 
 from services.common.config_docs import markdown_table
 from services.common.contract import Modality
+from services.common.cpu_sharing import share_cores_while_waiting
 from services.common.errors import DlstreamError
 from services.common.logs import configure_logging
 from services.common.settings import Settings, load_settings
@@ -119,6 +120,8 @@ def _print_status(statuses: list[ServiceStatus], as_json: bool) -> None:
 @cli.group()
 def models() -> None:
     """Build and inspect the models of the Triton repository."""
+    # Builds and retraining jobs run beside the stack's own processes.
+    share_cores_while_waiting()
 
 
 @models.command("build")

@@ -1,0 +1,54 @@
+"""The OpenMP wait policy that training commands set before torch loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _policy_after(preamble: str, preset: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    code = (
+        f"{preamble}\n"
+        "import os\n"
+        "from services.common.cpu_sharing import share_cores_while_waiting\n"
+        "share_cores_while_waiting()\n"
+        "print(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("preamble", "preset", "expected"),
+    [
+        ("", None, "PASSIVE"),  # before torch loads: its threads will sleep while they wait
+        ("", "ACTIVE", "ACTIVE"),  # the user's own choice stands
+        ("import torch", None, "unset"),  # too late to matter: left alone rather than claimed
+    ],
+)
+def test_the_wait_policy_is_set_only_before_torch_loads_and_never_over_a_choice(
+    preamble: str, preset: str | None, expected: str
+) -> None:
+    assert _policy_after(preamble, preset) == expected
+
+
+def test_the_models_commands_set_it() -> None:
+    runner = (
+        "from click.testing import CliRunner\n"
+        "from services.cli import cli\n"
+        "assert CliRunner().invoke(cli, ['models', 'build', '--help']).exit_code == 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = runner + "import os\nprint(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert (out.returncode, out.stdout.strip()) == (0, "PASSIVE"), out.stderr
