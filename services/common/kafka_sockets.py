@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+from collections.abc import Callable
 from typing import Any
 
 _MARK = "_dlstream_closes_failed_connects"
@@ -31,11 +32,29 @@ _MARK = "_dlstream_closes_failed_connects"
 def close_failed_connects() -> None:
     """Make kafka-python close a socket whose connect fails or is abandoned (idempotent)."""
     from kafka.net.inet import KafkaNetSocket
+    from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
-    original = KafkaNetSocket.sock_connect
-    if getattr(original, _MARK, False):
+    _wrap_once(KafkaNetSocket, "sock_connect", _closing_failed_connects)
+    # The connection manager builds the TLS transport, then awaits its handshake; when the handshake fails
+    # (an untrusted certificate, a server that is no TLS server, a broker gone mid-handshake) it raises
+    # without closing the transport, and its socket waits for the garbage collector.
+    _wrap_once(KafkaSSLTransport, "handshake", _closing_failed_handshakes)
+    for transport in (KafkaTCPTransport, KafkaSSLTransport):
+        _wrap_once(transport, "_sock_recv", _received_first)
+    _wrap_once(KafkaTCPTransport, "_write_to_sock", _closing_when_a_closing_flush_is_cancelled)
+
+
+def _wrap_once(owner: type, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Replace ``owner``'s own ``name`` by ``wrap(original)``, unless it has none or is wrapped already."""
+    original = owner.__dict__.get(name)
+    if original is None or getattr(original, _MARK, False):
         return
+    wrapper = wrap(original)
+    setattr(wrapper, _MARK, True)
+    setattr(owner, name, wrapper)
 
+
+def _closing_failed_connects(original: Any) -> Any:
     async def sock_connect(
         self: Any, net: Any, sock: socket.socket, sockaddr: Any, timeout_at: float | None = None
     ) -> socket.socket:
@@ -46,23 +65,10 @@ def close_failed_connects() -> None:
             raise
         return connected
 
-    setattr(sock_connect, _MARK, True)
-    KafkaNetSocket.sock_connect = sock_connect
-    _close_failed_tls_handshakes()
-    _deliver_data_before_disconnect()
-    _close_when_a_closing_flush_is_cancelled()
+    return sock_connect
 
 
-def _close_failed_tls_handshakes() -> None:
-    # The connection manager builds the TLS transport, then awaits its handshake; when the handshake fails
-    # (an untrusted certificate, a server that is no TLS server, a broker gone mid-handshake) it raises
-    # without closing the transport, and its socket waits for the garbage collector.
-    from kafka.net.transport import KafkaSSLTransport
-
-    original = KafkaSSLTransport.handshake
-    if getattr(original, _MARK, False):
-        return
-
+def _closing_failed_handshakes(original: Any) -> Any:
     async def handshake(self: Any) -> None:
         try:
             await original(self)
@@ -70,18 +76,7 @@ def _close_failed_tls_handshakes() -> None:
             self.close()
             raise
 
-    setattr(handshake, _MARK, True)
-    KafkaSSLTransport.handshake = handshake
-
-
-def _deliver_data_before_disconnect() -> None:
-    from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
-
-    for transport in (KafkaTCPTransport, KafkaSSLTransport):
-        original = transport.__dict__.get("_sock_recv")
-        if original is None or getattr(original, _MARK, False):
-            continue
-        transport._sock_recv = _received_first(original)
+    return handshake
 
 
 def _received_first(original: Any) -> Any:
@@ -90,17 +85,10 @@ def _received_first(original: Any) -> Any:
         # The socket stays at end of file, so the next read reports the close.
         return (data, None) if data and error is not None else (data, error)
 
-    setattr(_sock_recv, _MARK, True)
     return _sock_recv
 
 
-def _close_when_a_closing_flush_is_cancelled() -> None:
-    from kafka.net.transport import KafkaTCPTransport
-
-    original = KafkaTCPTransport._write_to_sock
-    if getattr(original, _MARK, False):
-        return
-
+def _closing_when_a_closing_flush_is_cancelled(original: Any) -> Any:
     async def _write_to_sock(self: Any) -> None:
         try:
             await original(self)
@@ -109,8 +97,7 @@ def _close_when_a_closing_flush_is_cancelled() -> None:
                 _close_socket(self)
             raise
 
-    setattr(_write_to_sock, _MARK, True)
-    KafkaTCPTransport._write_to_sock = _write_to_sock
+    return _write_to_sock
 
 
 def _close_socket(transport: Any) -> None:
