@@ -1,4 +1,4 @@
-"""Training steps of the digits network per second, with torch's OpenMP threads spinning (the default) or
+"""Seconds per training step of the digits network, with torch's OpenMP threads spinning (the default) or
 sleeping (``OMP_WAIT_POLICY=PASSIVE``) while they wait, alone and beside a second training process.
 
     .venv/bin/python scripts/omp_wait_policy.py [--steps 15] [--rounds 2]
@@ -15,6 +15,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from services.common.cpu_sharing import WAIT_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,15 +46,20 @@ print((time.perf_counter() - started) / steps)
 """
 
 
-def seconds_per_step(policy: str | None, steps: int) -> float:
-    """Seconds per training step of a fresh process under ``policy`` (None: OpenMP's default)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy is not None:
-        env["OMP_WAIT_POLICY"] = policy
+def _environment(policy: str) -> dict[str, str]:
+    """This process's environment with ``policy`` as the wait policy ("default": none set, OpenMP's own)."""
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
+    if policy != "default":
+        env[WAIT_POLICY] = policy
+    return env
+
+
+def seconds_per_step(policy: str, steps: int) -> float:
+    """Seconds per training step of a fresh process under ``policy`` ("default" or an OpenMP policy)."""
     out = subprocess.run(
         [sys.executable, "-c", STEPS, str(steps)],
         cwd=ROOT,
-        env=env,
+        env=_environment(policy),
         capture_output=True,
         text=True,
         check=True,
@@ -72,13 +79,13 @@ def main() -> None:
     for condition in results:
         competitor = None
         if condition == "beside_a_training":
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-            competitor = subprocess.Popen([sys.executable, "-c", STEPS, "0"], cwd=ROOT, env=env)
+            competitor = subprocess.Popen(
+                [sys.executable, "-c", STEPS, "0"], cwd=ROOT, env=_environment("default")
+            )
         try:
             for _ in range(args.rounds):
                 for policy in ("default", "PASSIVE"):
-                    value = seconds_per_step(None if policy == "default" else policy, args.steps)
-                    results[condition].setdefault(policy, []).append(value)
+                    results[condition].setdefault(policy, []).append(seconds_per_step(policy, args.steps))
         finally:
             if competitor is not None:
                 competitor.kill()

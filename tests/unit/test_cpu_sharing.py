@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from services.common.cpu_sharing import WAIT_POLICY
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _policy_after(preamble: str, preset: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def _run(code: str, preset: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter whose wait policy is ``preset`` (None: not set)."""
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
     if preset is not None:
-        env["OMP_WAIT_POLICY"] = preset
+        env[WAIT_POLICY] = preset
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def _policy_after(preamble: str, preset: str | None) -> str:
     code = (
         f"{preamble}\n"
         "import os\n"
@@ -23,7 +30,7 @@ def _policy_after(preamble: str, preset: str | None) -> str:
         "share_cores_while_waiting()\n"
         "print(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    out = _run(code, preset)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -48,7 +55,5 @@ def test_the_models_commands_set_it() -> None:
         "from services.cli import cli\n"
         "assert CliRunner().invoke(cli, ['models', 'build', '--help']).exit_code == 0\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = runner + "import os\nprint(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    out = _run(runner + "import os\nprint(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n")
     assert (out.returncode, out.stdout.strip()) == (0, "PASSIVE"), out.stderr
