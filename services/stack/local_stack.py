@@ -7,6 +7,7 @@ separate invocations of the CLI, and a second stack with another run directory a
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -35,7 +36,9 @@ class ServiceStatus:
     """What ``status`` reports for one service."""
 
     name: str
-    state: str  # "running", "unhealthy", "dead" (recorded but gone) or "stopped" (never started)
+    # "running", "unhealthy", "crashed" (its log says so, its process lingers), "dead" (recorded but gone)
+    # or "stopped" (never started)
+    state: str
     pid: int | None
     ports: dict[str, tuple[str, int]]
     log_path: str
@@ -109,12 +112,19 @@ class LocalStack:
         return self.status()
 
     def start(self, name: str) -> None:
-        """Start one service unless its recorded child is still running, then wait for health."""
+        """Start one service unless its recorded child is still running, then wait for health. A child
+        that crashed but lingers is killed (with its process group) and started again."""
         service = self.services[name]
         record = self.record(name)
         if record is not None and is_running(record):
-            self._wait_healthy(service, record)
-            return
+            crash = self.crash(name)
+            if crash is None:
+                self._wait_healthy(service, record)
+                return
+            log.warning(
+                "stack.replacing_crashed", service=name, pid=record.pid, crash=crash, log=record.log_path
+            )
+            self.processes.signal(record, signal.SIGKILL)
         for purpose, (host, port) in service.ports().items():
             if port_open(host, port):
                 raise StackError(f"{name} {purpose} port {host}:{port} is already in use by another process")
@@ -145,8 +155,16 @@ class LocalStack:
                 raise StackError(f"{service.name} not healthy after {limit}s; see {service.log_path}")
             time.sleep(0.25)
 
+    def crash(self, name: str) -> str | None:
+        """The line in which the recorded child of ``name`` reported its crash, if it did."""
+        pattern = self.services[name].crash_line
+        record = self.record(name)
+        if pattern is None or record is None:
+            return None
+        return first_match(Path(record.log_path), record.log_offset, pattern)
+
     def status(self) -> list[ServiceStatus]:
-        """The state of each service: running, unhealthy, dead (recorded but gone) or stopped."""
+        """The state of each service: running, unhealthy, crashed, dead (recorded but gone) or stopped."""
         result = []
         for name, service in self.services.items():
             record = self.record(name)
@@ -154,6 +172,8 @@ class LocalStack:
                 state, pid = "stopped", None
             elif not is_running(record):
                 state, pid = "dead", record.pid
+            elif self.crash(name) is not None:
+                state, pid = "crashed", record.pid
             else:
                 state, pid = ("running" if service.healthy() else "unhealthy"), record.pid
             result.append(ServiceStatus(name, state, pid, service.ports(), str(service.log_path)))
@@ -172,6 +192,7 @@ class LocalStack:
         if record is None:
             return
         self.processes.stop(record, self.settings.stack.stop_timeout_s)
+        self.services[name].after_stop()
         self._record_path(name).unlink(missing_ok=True)
         log.info("stack.stopped", service=name, pid=record.pid)
 
@@ -186,6 +207,20 @@ class LocalStack:
         if service is None:
             raise StackError(f"unknown service {name!r}; choose from {', '.join(self.services)}")
         yield from tail(service.log_path, lines).splitlines()
+
+
+def first_match(path: Path, offset: int, pattern: re.Pattern[str]) -> str | None:
+    """The first line of ``path`` from byte ``offset`` on that ``pattern`` matches, if any."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            for raw in f:
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                if pattern.search(line):
+                    return line
+    except FileNotFoundError:
+        pass
+    return None
 
 
 def tail(path: Path, lines: int) -> str:

@@ -29,6 +29,7 @@ class ProcessRecord:
     start_ticks: int
     argv: list[str]
     log_path: str
+    log_offset: int = 0  # where this child's output begins in its log (logs are appended across restarts)
 
     def save(self, path: Path) -> None:
         """Write the record atomically as JSON."""
@@ -121,6 +122,7 @@ class ProcessGroup:
         """Start ``argv`` detached from the terminal, output appended to ``log_path``."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
+            offset = log.seek(0, os.SEEK_END)
             try:
                 proc = subprocess.Popen(
                     list(argv),
@@ -138,7 +140,7 @@ class ProcessGroup:
         if ticks is None:
             proc.wait()
             raise StackError(f"{name} exited at once with code {proc.returncode}; see {log_path}")
-        return ProcessRecord(name, proc.pid, ticks, list(argv), str(log_path))
+        return ProcessRecord(name, proc.pid, ticks, list(argv), str(log_path), offset)
 
     def reap(self) -> None:
         """Collect the exit status of children of this process that have ended."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -11,6 +12,8 @@ class StackService(ABC):
     """A server the local stack starts, checks and stops."""
 
     name: str
+    #: A line the server prints once it has crashed, also when its process lives on (hung in its exit).
+    crash_line: re.Pattern[str] | None = None
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / self.name
@@ -45,3 +48,6 @@ class StackService(ABC):
 
     def after_healthy(self) -> None:  # noqa: B027 - optional hook
         """Work that needs the running server (e.g. creating topics)."""
+
+    def after_stop(self) -> None:  # noqa: B027 - optional hook
+        """Remove what a stopped (or killed) server leaves behind outside its run folder."""

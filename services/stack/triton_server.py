@@ -8,8 +8,10 @@ install; the wheel's private shared libraries go on LD_LIBRARY_PATH.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from services.stack.service import StackService
 
 # The wheel's backend stub links the distribution's libpython (Debian: /usr/lib/x86_64-linux-gnu).
 SYSTEM_PREFIX = "/usr"
+SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - where shm_open keeps its regions; only names are read here
 
 
 def pytriton_root() -> Path:
@@ -47,11 +50,22 @@ class TritonServer(StackService):
     """One tritonserver process in explicit model-control mode."""
 
     name = "triton"
+    # Triton's handler of a fatal signal prints this, then exits; the Python backend's intermittent crash
+    # (boost::interprocess::lock_exception in ModelInstanceExecute) can leave it hung in that exit, the
+    # process alive and some models no longer answering. SIGTERM's "Signal (15)" is a normal stop.
+    crash_line = re.compile(r"^Signal \((4|6|7|8|11)\) received\.")
 
     def __init__(self, run_dir: Path, settings: Settings, *, repository: Path) -> None:
         super().__init__(run_dir)
         self.settings = settings
         self.repository = repository
+
+    @property
+    def shm_prefix(self) -> str:
+        """The names of this stack's Python-backend shared-memory regions begin with this, so those a
+        killed Triton leaves in /dev/shm are found and removed, and never taken for another stack's."""
+        digest = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:12]
+        return f"dlstream_{digest}_"
 
     def ports(self) -> dict[str, tuple[str, int]]:
         t = self.settings.triton
@@ -83,6 +97,7 @@ class TritonServer(StackService):
 
     def prepare(self) -> None:
         self.install()
+        self.after_stop()  # regions of a Triton that was killed or crashed
         if not self.repository.is_dir():
             raise StackError(f"model repository {self.repository} does not exist")
         root = pytriton_root() / "tritonserver"
@@ -118,6 +133,7 @@ class TritonServer(StackService):
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
             "--log-verbose=0",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         argv += [f"--load-model={name}" for name in loadable_models(self.repository)]
         return argv
@@ -133,6 +149,10 @@ class TritonServer(StackService):
         env["OMP_NUM_THREADS"] = str(self.settings.triton.model_threads())
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         return env
+
+    def after_stop(self) -> None:
+        for region in SHARED_MEMORY.glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def healthy(self) -> bool:
         t = self.settings.triton
