@@ -38,13 +38,20 @@ class TritonDiscovery:
         self._client: Any = client  # made on first use, inside the event loop that uses it
         self._configs: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
         self.catalog = ModelCatalog(overrides=self.overrides)
+        self._asked = False  # whether any refresh got an answer (the first failure is logged as well)
 
     async def refresh(self) -> ModelCatalog:
-        """Ask Triton which models are ready and read the configs of those that changed."""
+        """Ask Triton which models are ready and read the configs of those that changed.
+
+        Each call is bounded by ``request_timeout_s``: a Triton that accepts connections but no longer
+        answers (hung after a crash) is unreachable, not a refresh that never returns.
+        """
         if self._client is None:
             self._client = grpc_client(self.settings)
+        timeout = self.settings.request_timeout_s
         try:
-            index = (await self._client.get_model_repository_index(as_json=True)).get("models", [])
+            reply = await self._client.get_model_repository_index(as_json=True, client_timeout=timeout)
+            index = reply.get("models", [])
             ready: dict[str, tuple[str, ...]] = {}
             for entry in index:
                 if entry.get("state") == READY:
@@ -54,7 +61,10 @@ class TritonDiscovery:
                 cached = self._configs.get(name)
                 if cached is None or cached[0] != versions:
                     try:
-                        config = (await self._client.get_model_config(name, as_json=True)).get("config", {})
+                        reply = await self._client.get_model_config(
+                            name, as_json=True, client_timeout=timeout
+                        )
+                        config = reply.get("config", {})
                     except InferenceServerException as exc:
                         log.warning("discovery.config_failed", model=name, error=str(exc))
                         continue  # unloaded between the two calls; seen again on the next refresh
@@ -62,8 +72,9 @@ class TritonDiscovery:
                     self._configs[name] = cached
                 configs[name] = cached[1]
         except InferenceServerException as exc:
-            if self.catalog.reachable:
-                log.warning("discovery.triton_unreachable", error=str(exc))
+            if self.catalog.reachable or not self._asked:
+                log.warning("discovery.triton_unreachable", url=self.settings.grpc_url, error=str(exc))
+            self._asked = True
             self.catalog = ModelCatalog(
                 models=self.catalog.models,
                 loading=self.catalog.loading,
@@ -72,6 +83,9 @@ class TritonDiscovery:
                 reachable=False,
             )
             return self.catalog
+        if not self.catalog.reachable and self._asked:
+            log.info("discovery.triton_reachable", url=self.settings.grpc_url)
+        self._asked = True
         for name in set(self._configs) - set(ready):
             del self._configs[name]
         catalog = catalog_from_triton(index, configs, overrides=self.overrides)
