@@ -73,6 +73,34 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         stack.down()
 
 
+# What was found broken in the session's stack before a test, and started again; the summary lists it.
+REVIVED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _session_stack_serving(request: pytest.FixtureRequest) -> None:
+    """Before a test on the session's stack, start again what crashed, died or stopped answering there
+    (Triton's Python backend crashes now and then, see the README's fault section), so one crash fails the
+    test it happened in, not every later test; the terminal summary says which service and why."""
+    if "local_stack" not in request.fixturenames or os.environ.get("DLSTREAM_TEST_ATTACH") == "1":
+        return
+    stack: LocalStack = request.getfixturevalue("local_stack")
+    broken = [s for s in stack.status() if not s.ok]
+    if not broken:
+        return
+    found = ", ".join(f"{s.name} {s.state} ({stack.crash(s.name) or 'see ' + s.log_path})" for s in broken)
+    REVIVED.append(f"before {request.node.nodeid}: {found}")
+    stack.up()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the services of the session's stack that had to be started again."""
+    if REVIVED:
+        terminalreporter.section("session stack: services started again")
+        for line in REVIVED:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def settings(local_stack: LocalStack) -> Settings:
     """Settings pointing at the session's stack."""
