@@ -38,7 +38,7 @@ class TritonDiscovery:
         self._client: Any = client  # made on first use, inside the event loop that uses it
         self._configs: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
         self.catalog = ModelCatalog(overrides=self.overrides)
-        self._asked = False  # whether any refresh got an answer (the first failure is logged as well)
+        self._asked = False  # whether a refresh has run: the first one's failure is logged as well
 
     async def refresh(self) -> ModelCatalog:
         """Ask Triton which models are ready and read the configs of those that changed.

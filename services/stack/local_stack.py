@@ -42,6 +42,7 @@ class ServiceStatus:
     pid: int | None
     ports: dict[str, tuple[str, int]]
     log_path: str
+    crash: str | None = None  # the line in which a crashed service reported its crash
 
     @property
     def ok(self) -> bool:
@@ -117,7 +118,7 @@ class LocalStack:
         service = self.services[name]
         record = self.record(name)
         if record is not None and is_running(record):
-            crash = self.crash(name)
+            crash = _crash(service, record)
             if crash is None:
                 self._wait_healthy(service, record)
                 return
@@ -155,28 +156,21 @@ class LocalStack:
                 raise StackError(f"{service.name} not healthy after {limit}s; see {service.log_path}")
             time.sleep(0.25)
 
-    def crash(self, name: str) -> str | None:
-        """The line in which the recorded child of ``name`` reported its crash, if it did."""
-        pattern = self.services[name].crash_line
-        record = self.record(name)
-        if pattern is None or record is None:
-            return None
-        return first_match(Path(record.log_path), record.log_offset, pattern)
-
     def status(self) -> list[ServiceStatus]:
         """The state of each service: running, unhealthy, crashed, dead (recorded but gone) or stopped."""
         result = []
         for name, service in self.services.items():
             record = self.record(name)
+            crash = None
             if record is None:
                 state, pid = "stopped", None
             elif not is_running(record):
                 state, pid = "dead", record.pid
-            elif self.crash(name) is not None:
+            elif (crash := _crash(service, record)) is not None:
                 state, pid = "crashed", record.pid
             else:
                 state, pid = ("running" if service.healthy() else "unhealthy"), record.pid
-            result.append(ServiceStatus(name, state, pid, service.ports(), str(service.log_path)))
+            result.append(ServiceStatus(name, state, pid, service.ports(), str(service.log_path), crash))
         return result
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
@@ -207,6 +201,13 @@ class LocalStack:
         if service is None:
             raise StackError(f"unknown service {name!r}; choose from {', '.join(self.services)}")
         yield from tail(service.log_path, lines).splitlines()
+
+
+def _crash(service: StackService, record: ProcessRecord) -> str | None:
+    """The line in which the recorded child reported its crash, if the service has such a line and it did."""
+    if service.crash_line is None:
+        return None
+    return first_match(Path(record.log_path), record.log_offset, service.crash_line)
 
 
 def first_match(path: Path, offset: int, pattern: re.Pattern[str]) -> str | None:

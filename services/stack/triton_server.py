@@ -97,7 +97,7 @@ class TritonServer(StackService):
 
     def prepare(self) -> None:
         self.install()
-        self.after_stop()  # regions of a Triton that was killed or crashed
+        self._remove_shm_regions()  # those of a Triton that was killed or crashed
         if not self.repository.is_dir():
             raise StackError(f"model repository {self.repository} does not exist")
         root = pytriton_root() / "tritonserver"
@@ -151,6 +151,9 @@ class TritonServer(StackService):
         return env
 
     def after_stop(self) -> None:
+        self._remove_shm_regions()
+
+    def _remove_shm_regions(self) -> None:
         for region in SHARED_MEMORY.glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
 

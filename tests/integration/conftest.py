@@ -88,7 +88,7 @@ def _session_stack_serving(request: pytest.FixtureRequest) -> None:
     broken = [s for s in stack.status() if not s.ok]
     if not broken:
         return
-    found = ", ".join(f"{s.name} {s.state} ({stack.crash(s.name) or 'see ' + s.log_path})" for s in broken)
+    found = ", ".join(f"{s.name} {s.state} ({s.crash or 'see ' + s.log_path})" for s in broken)
     REVIVED.append(f"before {request.node.nodeid}: {found}")
     stack.up()
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from services.common.settings import load_settings
-from services.stack.local_stack import LocalStack, first_match
+from services.stack.local_stack import LocalStack, ServiceStatus, first_match
 from services.stack.process import group_members, is_running
 from services.stack.service import StackService
 from services.stack.triton_server import TritonServer
@@ -51,8 +51,8 @@ class Lingering(StackService):
         self.stops += 1
 
 
-def _state(stack: LocalStack) -> str:
-    return {s.name: s.state for s in stack.status()}["triton"]
+def _status(stack: LocalStack) -> ServiceStatus:
+    return {s.name: s for s in stack.status()}["triton"]
 
 
 def test_a_crashed_lingering_service_is_reported_and_replaced_with_its_group(tmp_path: Path) -> None:
@@ -66,8 +66,8 @@ def test_a_crashed_lingering_service_is_reported_and_replaced_with_its_group(tmp
         stack.up()
         crashed = stack.record("triton")
         assert crashed is not None
-        assert _state(stack) == "crashed"
-        assert stack.crash("triton") == "Signal (11) received."
+        assert _status(stack).state == "crashed"
+        assert _status(stack).crash == "Signal (11) received."
         members = group_members(crashed.pid)
         assert len(members) == 2  # the server and its own child
 
@@ -81,7 +81,8 @@ def test_a_crashed_lingering_service_is_reported_and_replaced_with_its_group(tmp
         # The old crash line is still in the appended log, before the new child's output.
         assert replaced.log_offset > 0
         assert first_match(service.log_path, 0, TritonServer.crash_line) == "Signal (11) received."
-        assert _state(stack) == "running"
+        assert _status(stack).state == "running"
+        assert _status(stack).crash is None
     finally:
         stack.down()
     assert service.stops == 1
