@@ -11,7 +11,7 @@ help: ## list the targets
 setup: ## install apt packages, the venv, the Kafka jars and the CRD schema packages (idempotent)
 	@scripts/setup.sh
 
-models: setup ## build the models that are not built yet (all four from nothing: about 5 minutes)
+models: setup ## build the models that are not built yet (all four from nothing: about 5 minutes; restored from the build cache when their inputs are unchanged)
 	$(VENV)/dlstream models build
 
 up: models ## the main job: build missing models, start Kafka, Redis, Triton and a worker, stream a demo set

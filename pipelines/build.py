@@ -28,12 +28,14 @@ CARD_METRICS = ("accuracy", "samples", "classes", "evaluation")
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build reports: where it wrote, and its held-out metrics."""
+    """What a build reports: where it wrote, its held-out metrics, and whether it was restored from the
+    build cache rather than trained."""
 
     model: str
     version: int
     path: Path
     metrics: dict[str, Any]
+    cached: bool = False
 
 
 def card_for(spec: ModelSpec, *, version: int, labels: list[str], metrics: dict[str, Any]) -> ModelCard:

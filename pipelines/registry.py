@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from pipelines.build import BuildResult, build_spec, read_metrics
+from pipelines.build_cache import BuildCache
 from pipelines.spec import ModelSpec
 from services.common.card import CARD_FILE
 
@@ -35,18 +37,37 @@ def load_spec(name: str) -> ModelSpec:
     return spec
 
 
-def build_models(repo: Path, names: list[str], *, seed: int = 0, replace: bool = False) -> list[BuildResult]:
+def build_models(
+    repo: Path,
+    names: list[str],
+    *,
+    seed: int = 0,
+    replace: bool = False,
+    cache: BuildCache | None = None,
+) -> list[BuildResult]:
     """Build the named plugins (all when empty) as version 1; one built with a card is kept unless
-    ``replace`` (a version without a card was built by an older dlstream and is built again)."""
+    ``replace`` (a version without a card was built by an older dlstream and is built again).
+
+    With a ``cache``, a version whose build inputs are unchanged is restored from it (``replace`` builds
+    anew), and each fresh build is kept in it.
+    """
     known = plugins()
     unknown = [n for n in names if n not in known]
     if unknown:
         raise KeyError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    loaded_before = set(sys.modules)
     results: list[BuildResult] = []
     for name in names or list(known):
         version_dir = repo / name / "1"
         if (version_dir / CARD_FILE).exists() and not replace:
             results.append(BuildResult(name, 1, version_dir, read_metrics(version_dir)))
             continue
-        results.append(build_spec(load_spec(name), repo, version=1, seed=seed, replace=True))
+        spec = load_spec(name)
+        if cache is None:
+            results.append(build_spec(spec, repo, version=1, seed=seed, replace=True))
+        else:
+            module = known[name].module
+            results.append(
+                cache.build(spec, module, repo, seed=seed, replace=replace, loaded_before=loaded_before)
+            )
     return results

@@ -47,7 +47,9 @@ class ModelSpec:
     ``training`` is a pretrained network used as is (``network`` loads it). ``held_out(seed)`` gives the raw
     payloads a producer would send (and their label indices when known): builds evaluate on them through the
     declared preprocessing, the demo, tests and benchmarks stream them. ``evaluate`` adds metrics of its own
-    from the held-out probabilities (for models without labelled held-out data).
+    from the held-out probabilities (for models without labelled held-out data). ``data_version()`` names
+    what the data depends on outside Python (a tool's version, a data file's digest): it is part of the key
+    under which :mod:`pipelines.build_cache` keeps the build.
     """
 
     name: str
@@ -61,6 +63,7 @@ class ModelSpec:
     default: bool = False
     description: str = ""
     extra_metrics: dict[str, Any] = field(default_factory=dict)
+    data_version: Callable[[], str] | None = None
 
     @property
     def retrainable(self) -> bool:

@@ -127,22 +127,30 @@ def models() -> None:
 @models.command("build")
 @click.option("--model", "names", multiple=True, help="Model to build (repeatable); all when omitted.")
 @click.option("--seed", default=0, show_default=True, help="Seed of data splits, initialisation and order.")
-@click.option("--replace", is_flag=True, help="Rebuild a version that already exists.")
+@click.option("--replace", is_flag=True, help="Rebuild a version that already exists (not from the cache).")
+@click.option(
+    "--no-cache", is_flag=True, help="Train even when the build cache holds a build of the same inputs."
+)
 @click.option("--publish", is_flag=True, help="Then publish the reference statistics to Redis.")
 @click.pass_context
-def models_build(ctx: click.Context, names: tuple[str, ...], seed: int, replace: bool, publish: bool) -> None:
+def models_build(
+    ctx: click.Context, names: tuple[str, ...], seed: int, replace: bool, no_cache: bool, publish: bool
+) -> None:
     """Train, evaluate and export the registered model plugins (version 1) that are not built yet, with
-    their cards and Triton configs; prints held-out accuracy."""
+    their cards and Triton configs; prints held-out accuracy. A build whose inputs (code, installed
+    packages, data, seed) match one kept in the build cache (``<stack.cache_dir>/builds``) is restored."""
+    from pipelines.build_cache import BuildCache
     from pipelines.registry import build_models
 
     repo = _repository(ctx)
-    for result in build_models(repo, list(names), seed=seed, replace=replace):
+    cache = None if no_cache else BuildCache(_settings(ctx).stack.cache_dir / "builds")
+    for result in build_models(repo, list(names), seed=seed, replace=replace, cache=cache):
         metrics = result.metrics
         evaluation = metrics.get("evaluation", "held-out samples")
+        how = "restored from the build cache" if result.cached else f"{metrics['build_seconds']}s"
         click.echo(
             f"{result.model:<14} v{result.version}  accuracy {metrics['accuracy']:.4f} on "
-            f"{metrics['samples']} {evaluation}, {metrics['classes']} classes, "
-            f"{metrics['build_seconds']}s  -> {result.path}"
+            f"{metrics['samples']} {evaluation}, {metrics['classes']} classes, {how}  -> {result.path}"
         )
     if publish:
         from pipelines.publish import publish_references

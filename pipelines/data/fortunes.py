@@ -46,3 +46,14 @@ def load_fortunes(
         texts.extend(entries)
         labels.extend([index] * len(entries))
     return texts, labels
+
+
+def fortunes_digest(categories: tuple[str, ...] = CATEGORIES, directory: Path = FORTUNES_DIR) -> str:
+    """SHA-256 over the category files: another ``fortunes`` release changes the data set."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in categories:
+        path = directory / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b"missing") + b"\0")
+    return digest.hexdigest()

@@ -59,6 +59,15 @@ def held_out(seed: int) -> Payloads:
     return [clip.wav for clip in clips], [clip.label for clip in clips]
 
 
+def data_version() -> str:
+    """espeak-ng's version line: another release speaks the digits differently."""
+    import subprocess
+
+    from pipelines.data.spoken_digits import espeak
+
+    return subprocess.run([espeak(), "--version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 SPEC = ModelSpec(
     name="speech_digits",
     modality=Modality.AUDIO,
@@ -75,4 +84,5 @@ SPEC = ModelSpec(
     default=True,
     description="CNN on log-mel spectrograms of spoken digits (WAV, any common rate).",
     extra_metrics={"evaluation": "voices (espeak-ng variants) never seen in training"},
+    data_version=data_version,
 )

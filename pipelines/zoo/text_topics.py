@@ -54,6 +54,13 @@ def held_out(seed: int) -> Payloads:
     return [texts[i].encode() for i in test], labels_array[test].tolist()
 
 
+def data_version() -> str:
+    """The digest of the fortune files the texts come from."""
+    from pipelines.data.fortunes import fortunes_digest
+
+    return fortunes_digest()
+
+
 SPEC = ModelSpec(
     name="text_topics",
     modality=Modality.TEXT,
@@ -71,4 +78,5 @@ SPEC = ModelSpec(
     default=True,
     description="MiniLM sentence encoder (pretrained) with a trained head over 10 fortune categories.",
     extra_metrics={"evaluation": "held-out fortunes", "encoder": "all-MiniLM-L6-v2"},
+    data_version=data_version,
 )

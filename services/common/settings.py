@@ -314,7 +314,7 @@ class StackSettings(_Group):
     run_dir: Path = Field(Path(".dlstream/run"), description="Pids, logs, configs and data of the stack.")
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "dlstream",
-        description="Downloaded Kafka jars (kept across runs).",
+        description="Downloaded Kafka jars and kept model builds (`builds/`), across runs and clones.",
     )
     kafka_controller_port: int | None = Field(
         None, description="KRaft controller port; default is the broker port + 1."

@@ -51,7 +51,7 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
     repository = tmp_path / "repository"
     repository.mkdir()
     build = subprocess.run(
-        [sys.executable, "-m", "services.cli", "models", "build", "--model", "shapes"],
+        [sys.executable, "-m", "services.cli", "models", "build", "--model", "shapes", "--no-cache"],
         cwd=PROJECT_ROOT,
         env={
             **os.environ,
