@@ -66,6 +66,14 @@ def _module_files(names: Iterable[str]) -> set[Path]:
     return files
 
 
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(folder)): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
 @dataclass(frozen=True)
 class BuildCache:
     """Built versions under ``root/<model>/<digest>/`` (the version's files and a manifest)."""
@@ -146,6 +154,10 @@ class BuildCache:
         shutil.rmtree(staging, ignore_errors=True)
         model_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(entry / "version", staging)
+        if _file_sizes(staging) != manifest.get("files"):  # damaged, or pruned while it was copied
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
         final = model_dir / "1"
         if final.exists():
             old = model_dir / ".1.old"
@@ -169,11 +181,15 @@ class BuildCache:
             if not any(path.is_relative_to(root) for root in hashed)
         }
         final = self.entry(model, key)
+        if (final / MANIFEST).exists():  # a build of the same inputs is kept already, and may be being read
+            os.utime(final)
+            return final
         staging = final.with_name(f".{key}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(version_dir, staging / "version", ignore=shutil.ignore_patterns("__pycache__"))
-        (staging / MANIFEST).write_text(json.dumps({"format": FORMAT, "modules": modules}, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
+        document = {"format": FORMAT, "modules": modules, "files": _file_sizes(staging / "version")}
+        (staging / MANIFEST).write_text(json.dumps(document, indent=2))
+        shutil.rmtree(final, ignore_errors=True)  # an entry without a manifest is an interrupted store
         try:
             staging.rename(final)
         except OSError:  # another build stored the same key meanwhile; theirs is as good

@@ -102,6 +102,10 @@ def test_the_same_inputs_are_restored_and_a_changed_helper_or_data_builds_again(
     assert (restored / "1" / "model.pt").read_bytes() == (built / "1" / "model.pt").read_bytes()
 
     assert not _build(cache, tmp_path / "c", spec, replace=True)
+    # An entry that lost a file is not restored; the build that replaces it is kept instead.
+    (manifests[0].parent / "version" / "model.pt").unlink()
+    assert not _build(cache, tmp_path / "c", spec)
+    assert _build(cache, tmp_path / "c", spec)
     (plugin / "tiny_helper.py").write_text(HELPER.replace("SCALE = 1.0", "SCALE = 0.9"))
     assert not _build(cache, tmp_path / "d", spec)
     assert not _build(cache, tmp_path / "e", replace(spec, data_version=lambda: "data-2"))
