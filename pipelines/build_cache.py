@@ -128,6 +128,10 @@ class BuildCache:
                 log.info("build_cache.restored", model=spec.name, entry=str(entry))
                 return BuildResult(spec.name, 1, restored, read_metrics(restored), cached=True)
         result = build_spec(spec, repo, version=1, seed=seed, replace=True)
+        if self.key(spec, module, seed=seed) != key:
+            # The sources changed while it trained: the build may be of neither version of them.
+            log.warning("build_cache.sources_changed", model=spec.name)
+            return result
         try:
             self.store(spec.name, key, result.path, loaded_before=loaded_before)
         except OSError as exc:  # a read-only home (a container) keeps the build, not a copy of it

@@ -112,6 +112,17 @@ def test_the_same_inputs_are_restored_and_a_changed_helper_or_data_builds_again(
     assert _build(cache, tmp_path / "f", replace(spec, data_version=lambda: "data-2"))
 
 
+def test_a_build_whose_sources_changed_while_it_ran_is_not_kept(
+    plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    spec = _spec()
+    keys = iter(["before", "after"])
+    monkeypatch.setattr(BuildCache, "key", lambda *_, **__: next(keys))
+    assert not _build(cache, tmp_path / "repo", spec)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_cache_that_cannot_be_written_keeps_the_build(plugin: Path, tmp_path: Path) -> None:
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder would be")
