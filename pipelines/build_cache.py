@@ -19,12 +19,14 @@ import sys
 import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import import_module
 from importlib.metadata import distributions
 from pathlib import Path
 
 import structlog
 
 from pipelines.build import BuildResult, build_spec, read_metrics
+from pipelines.export import rename_into_place
 from pipelines.spec import ModelSpec
 from pipelines.triton_config import write_configs
 from services.common.card import read_card
@@ -42,8 +44,7 @@ def file_digest(path: Path) -> str:
 
 
 def _package_dir(package: str) -> Path:
-    module = sys.modules.get(package) or __import__(package, fromlist=["_"])
-    return Path(next(iter(module.__path__))).resolve()
+    return Path(next(iter(import_module(package).__path__))).resolve()
 
 
 def _installed() -> list[str]:
@@ -98,7 +99,7 @@ class BuildCache:
                 if not path.is_file() or "__pycache__" in path.parts:
                     continue
                 parts.append(f"{package}/{path.relative_to(folder)}={file_digest(path)}")
-        module_file = getattr(sys.modules.get(module) or __import__(module, fromlist=["_"]), "__file__", None)
+        module_file = getattr(import_module(module), "__file__", None)
         if module_file:
             parts.append(f"module={module}={file_digest(Path(module_file))}")
         digest.update("\n".join(parts).encode())
@@ -162,15 +163,7 @@ class BuildCache:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(entry, ignore_errors=True)
             return None
-        final = model_dir / "1"
-        if final.exists():
-            old = model_dir / ".1.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            staging.rename(final)
-            shutil.rmtree(old)
-        else:
-            staging.rename(final)
+        final = rename_into_place(staging, model_dir / "1")
         os.utime(entry)  # the entries kept are the ones used most recently
         write_configs(model_dir, read_card(final))
         return final

@@ -62,8 +62,15 @@ def write_version(
         (staging / name).write_text(json.dumps(document, indent=2))
     for name, source in artifacts.items():
         shutil.move(str(source), staging / name)
+    return rename_into_place(staging, final)
+
+
+def rename_into_place(staging: Path, final: Path) -> Path:
+    """Put the complete folder ``staging`` at ``final`` by renames, replacing what was there: a reader sees
+    the old folder or the new one, never half of either."""
     if final.exists():
-        old = model_dir / f".{version}.old"
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a replacement that was interrupted
         final.rename(old)
         staging.rename(final)
         shutil.rmtree(old)

@@ -63,6 +63,11 @@ def voice_variants() -> list[str]:
     return sorted(names - EXCLUDED_VARIANTS)
 
 
+def espeak_version() -> str:
+    """espeak-ng's version line: another release speaks the digits differently."""
+    return subprocess.run([espeak(), "--version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def synthesise(word: str, accent: str, variant: str, speed: int, pitch: int, workdir: Path) -> bytes:
     """One utterance as a 22,050 Hz mono 16-bit WAV."""
     out = workdir / f"{word}-{accent}-{variant}-{speed}-{pitch}.wav"
@@ -85,15 +90,17 @@ class SpokenDigits:
 def data_cache_dir() -> Path:
     """Where synthesised data sets are kept: ``data/`` under ``DLSTREAM_STACK__CACHE_DIR``
     (``~/.cache/dlstream``)."""
+    from services.common.settings import default_cache_dir
+
     root = os.environ.get("DLSTREAM_STACK__CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "dlstream") / "data"
+    return (Path(root) if root else default_cache_dir()) / "data"
 
 
 def _cache_file(seed: int, parameters: tuple[object, ...]) -> Path:
     """The data set's file: its digest covers espeak-ng's version and voices, this module and the plan."""
-    listing = subprocess.run([espeak(), "--version"], capture_output=True, text=True, check=True).stdout
     digest = hashlib.sha256()
-    for part in (listing, ",".join(voice_variants()), Path(__file__).read_text(), repr((seed, *parameters))):
+    plan = repr((seed, *parameters))
+    for part in (espeak_version(), ",".join(voice_variants()), Path(__file__).read_text(), plan):
         digest.update(part.encode() + b"\0")
     return data_cache_dir() / "spoken_digits" / f"{digest.hexdigest()[:32]}.bin"
 

@@ -61,11 +61,9 @@ def held_out(seed: int) -> Payloads:
 
 def data_version() -> str:
     """espeak-ng's version line: another release speaks the digits differently."""
-    import subprocess
+    from pipelines.data.spoken_digits import espeak_version
 
-    from pipelines.data.spoken_digits import espeak
-
-    return subprocess.run([espeak(), "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    return espeak_version()
 
 
 SPEC = ModelSpec(

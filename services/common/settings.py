@@ -308,12 +308,17 @@ class RetrainSettings(_Group):
     seed: int = Field(0, description="Seed of the split, initialisation and data order.")
 
 
+def default_cache_dir() -> Path:
+    """``~/.cache/dlstream``: where ``DLSTREAM_STACK__CACHE_DIR`` points unless it is set."""
+    return Path.home() / ".cache" / "dlstream"
+
+
 class StackSettings(_Group):
     """The local stack started by ``dlstream stack up`` (no Docker)."""
 
     run_dir: Path = Field(Path(".dlstream/run"), description="Pids, logs, configs and data of the stack.")
     cache_dir: Path = Field(
-        default_factory=lambda: Path.home() / ".cache" / "dlstream",
+        default_factory=default_cache_dir,
         description="Downloaded Kafka jars and kept model builds (`builds/`), across runs and clones.",
     )
     kafka_controller_port: int | None = Field(
