@@ -92,56 +92,67 @@ class Recording:
 
 
 # KEYS: versions hash, counted hash, row widths hash.
-# ARGV: n, label ttl, state ttl, cap, key prefix, then one string of length-prefixed fields
-# (``length_prefixed``): per prediction its request id, seen encoding, row ("" for none) and version name.
+# ARGV: n, label ttl, state ttl, cap, key prefix, one string of length-prefixed fields (``length_prefixed``:
+# per prediction its request id and seen encoding), the number of predictions without a window (they come
+# first), then per version with windows: its name, its number of predictions (next in order), its row width
+# and their rows as one string.
 # The per-prediction keys are made here from the prefix (a script over many request ids was never confined
 # to one Cluster slot). Early labels are looked for only while some may be parked (``park_labels`` keeps a
 # marker at least as long as any of them).
-# A version's rows are one string of fixed-width rows: a window is read as one value, not one per row.
+# A version's rows are one string of fixed-width rows: a window is read as one value, not one per row. They
+# arrive as one string too, appended whole unless some prediction of the batch was seen before.
 # Returns which predictions were new ("1"/"0" per prediction), the early labels found (index, label), and
 # per version its number of rows.
 RECORD_PREDICTIONS = """
 local n, label_ttl, state_ttl, cap, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local blob, pos = ARGV[6], 1
-local parked = redis.call('EXISTS', prefix .. ':early-labels-parked') == 1
-local fresh, early, keys, added, widths, order = {}, {}, {}, {}, {}, {}
-local id, seen, row, version
+local call, blob, pos = redis.call, ARGV[6], 1
+local parked = call('EXISTS', prefix .. ':early-labels-parked') == 1
+local seen_prefix = prefix .. ':seen:'
+local fresh, early, repeated = {}, {}, false
+local id, seen
 for i = 1, n do
-  id, seen, row, version, pos = struct.unpack('>I4c0I4c0I4c0I4c0', blob, pos)
-  local new = redis.call('SET', prefix .. ':seen:' .. id, seen, 'NX', 'EX', label_ttl)
-  fresh[i] = new and '1' or '0'
+  id, seen, pos = struct.unpack('>I4c0I4c0', blob, pos)
+  if call('SET', seen_prefix .. id, seen, 'NX', 'EX', label_ttl) then
+    fresh[i] = '1'
+  else
+    fresh[i], repeated = '0', true
+  end
   if parked then
-    local label = redis.call('GETDEL', prefix .. ':early-label:' .. id)
+    local label = call('GETDEL', prefix .. ':early-label:' .. id)
     if label then
       early[#early + 1] = i
       early[#early + 1] = label
     end
   end
-  if row ~= '' then
-    if not keys[version] then
-      keys[version], added[version], widths[version] = prefix .. ':window-rows:' .. version, {}, #row
-      order[#order + 1] = version
-    end
-    if new then table.insert(added[version], row) end
-  end
 end
 local lengths = {}
-for _, version in ipairs(order) do
-  local rows, new_rows, width = keys[version], added[version], widths[version]
-  if #new_rows > 0 then
-    redis.call('APPEND', rows, table.concat(new_rows))
-    redis.call('HINCRBY', KEYS[2], version, #new_rows)
+local first, at = tonumber(ARGV[7]) + 1, 8
+while at <= #ARGV do
+  local version, count, width, rows = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+  local key = prefix .. ':window-rows:' .. version
+  local added = rows
+  if repeated then
+    local kept = {}
+    for i = 0, count - 1 do
+      if fresh[first + i] == '1' then kept[#kept + 1] = string.sub(rows, i * width + 1, (i + 1) * width) end
+    end
+    added = table.concat(kept)
   end
-  redis.call('HSET', KEYS[3], version, width)
-  redis.call('EXPIRE', KEYS[3], state_ttl)
-  local length = math.floor(redis.call('STRLEN', rows) / width)
+  if #added > 0 then
+    call('APPEND', key, added)
+    call('HINCRBY', KEYS[2], version, #added / width)
+  end
+  call('HSET', KEYS[3], version, width)
+  call('EXPIRE', KEYS[3], state_ttl)
+  local length = math.floor(call('STRLEN', key) / width)
   lengths[#lengths + 1] = version
   lengths[#lengths + 1] = length
   if length > cap then
-    redis.call('SET', rows, redis.call('GETRANGE', rows, (length - cap) * width, -1))
+    call('SET', key, call('GETRANGE', key, (length - cap) * width, -1))
   end
-  redis.call('EXPIRE', rows, state_ttl)
-  redis.call('HSETNX', KEYS[1], version, '{}')
+  call('EXPIRE', key, state_ttl)
+  call('HSETNX', KEYS[1], version, '{}')
+  first, at = first + count, at + 4
 end
 return {table.concat(fresh), early, lengths}
 """
@@ -239,28 +250,39 @@ class DriftStore:
         """
         cap = 2 * self.settings.window_size + self.settings.max_batch
         keys = [self.key("versions"), self.key("counted"), self.key("row-widths")]
+        # Predictions without a window first, then those of each version together, their rows joined.
+        bare: list[int] = []
+        by_version: dict[str, list[int]] = {}
+        for i, item in enumerate(batch):
+            if item.row is None:
+                bare.append(i)
+            else:
+                seen = item.seen
+                by_version.setdefault(f"{seen.model}:{seen.version}", []).append(i)
+        order = bare + [i for members in by_version.values() for i in members]
         fields: list[bytes] = []
-        for item in batch:
-            seen = item.seen
-            version = f"{seen.model}:{seen.version}".encode()
-            fields += [item.request_id.encode(), seen.encode().encode(), item.row or b"", version]
-        # One argument for the whole batch: packing thousands of arguments cost more than the script.
+        for i in order:
+            fields += [batch[i].request_id.encode(), batch[i].seen.encode().encode()]
+        # One argument for the ids: packing thousands of arguments cost more than the script.
         args: list[Any] = [len(batch), self.settings.label_ttl_s, self.settings.state_ttl_s, cap, self.prefix]
+        args += [length_prefixed(fields), len(bare)]
+        for name, members in by_version.items():
+            rows = [batch[i].row or b"" for i in members]
+            args += [name, len(members), len(rows[0]), b"".join(rows)]
         pipe = self.client.pipeline(transaction=False)
-        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args, length_prefixed(fields))
+        pipe.eval(RECORD_PREDICTIONS, len(keys), *keys, *args)
         fresh, early, lengths = (await self._execute(pipe))[0]
-        by_version: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str], int] = {}
         for name, length in zip(lengths[0::2], lengths[1::2], strict=True):
             model, version = name.decode().rsplit(":", 1)
-            by_version[(model, version)] = min(int(length), cap)
+            counts[(model, version)] = min(int(length), cap)
+        is_fresh = [False] * len(batch)
+        for position, flag in zip(order, fresh, strict=True):
+            is_fresh[position] = flag == ord("1")
         early_labels: list[str | None] = [None] * len(batch)
         for index, label in zip(early[0::2], early[1::2], strict=True):
-            early_labels[int(index) - 1] = label.decode()
-        return Recording(
-            fresh=[flag == ord("1") for flag in fresh],
-            early_labels=early_labels,
-            lengths=by_version,
-        )
+            early_labels[order[int(index) - 1]] = label.decode()
+        return Recording(fresh=is_fresh, early_labels=early_labels, lengths=counts)
 
     async def park_labels(self, labels: Sequence[tuple[str, str]]) -> list[Seen | None]:
         """Keep ``(request id, label)`` whose prediction was not seen yet, to be joined when it is.

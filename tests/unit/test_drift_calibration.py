@@ -8,7 +8,7 @@ import pytest
 
 from services.bench.drift import set_aside
 from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert
-from services.drift.detectors import Array
+from services.drift.detectors import CHUNK_ROWS, Array, ReferenceIndex
 from services.drift.windows import Reference, WindowRows, evaluate_window
 
 CLASSES = 10
@@ -143,3 +143,21 @@ def test_the_bench_sets_aside_two_windows_and_keeps_half_for_the_reference() -> 
     assert set_aside(600, 50) == 200
     assert set_aside(600, 200) is None  # 400 aside would leave a third
     assert set_aside(393, 200) is None
+
+
+@pytest.mark.parametrize(("rows", "dims"), [(CHUNK_ROWS + 45, 8), (40, 3)])
+def test_nearest_reference_rows_are_those_of_a_full_sort(rows: int, dims: int) -> None:
+    rng = np.random.default_rng(dims)
+    sample = rng.normal(size=(300, dims))
+    sample[1] = sample[0]  # a duplicate: leaving a row out must not leave out its twin
+    queries = rng.normal(size=(rows, dims))
+    index = ReferenceIndex.build(sample)
+    for points, own in ((queries, False), (sample, True)):
+        distance, nearest = index.nearest(points, 3, own=own)
+        full = np.sqrt(((points[:, None, :] - sample[None, :, :]) ** 2).sum(2))
+        if own:
+            np.fill_diagonal(full, np.inf)
+        expected = np.sort(full, axis=1)[:, :3]
+        np.testing.assert_allclose(np.take_along_axis(full, nearest, 1), expected, atol=1e-12)
+        np.testing.assert_allclose(distance, expected[:, 2], atol=1e-12)
+    assert index.nearest(sample, 3, own=True)[0][0] > 0.0  # row 0's twin counts once, as its nearest
