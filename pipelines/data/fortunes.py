@@ -19,7 +19,6 @@ CATEGORIES = (
     "sports",
     "pets",
 )
-MAX_PER_CATEGORY = 300
 MIN_CHARS = 20
 
 
@@ -34,15 +33,13 @@ def read_category(name: str, directory: Path = FORTUNES_DIR) -> list[str]:
 
 
 def load_fortunes(
-    categories: tuple[str, ...] = CATEGORIES,
-    max_per_category: int = MAX_PER_CATEGORY,
-    directory: Path = FORTUNES_DIR,
+    categories: tuple[str, ...] = CATEGORIES, directory: Path = FORTUNES_DIR
 ) -> tuple[list[str], list[int]]:
-    """Texts and category indices: per category the first ``max_per_category`` entries in file order."""
+    """Texts and category indices: every entry of each category, in file order."""
     texts: list[str] = []
     labels: list[int] = []
     for index, name in enumerate(categories):
-        entries = read_category(name, directory)[:max_per_category]
+        entries = read_category(name, directory)
         texts.extend(entries)
         labels.extend([index] * len(entries))
     return texts, labels
