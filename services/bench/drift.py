@@ -16,7 +16,8 @@ draws of it, so the exact binomial interval over all windows is an honest interv
 is reported as well.
 
 The cost per prediction is the monitor's wall time over each split's stream; the median over the splits is
-the figure (a stall of a shared machine hits a few splits, not the median), with the mean and spread beside it.
+the figure (a stall of a shared machine hits a few splits, not the median), with the mean and spread
+beside it.
 """
 
 from __future__ import annotations
