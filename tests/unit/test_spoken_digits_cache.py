@@ -18,9 +18,9 @@ def test_a_kept_data_set_reads_back_equal_and_a_cut_one_is_not_read(
     assert len(kept) == 1
     assert make_spoken_digits(0, test_only=True) == made
 
-    parameters = (0.2, 4, 3, True)
+    parameters = (0.2, 4, 6, True)
     assert kept[0] == _cache_file(0, parameters)
     assert _cache_file(1, parameters) != kept[0]
-    assert _cache_file(0, (0.2, 4, 3, False)) != kept[0]
+    assert _cache_file(0, (0.2, 4, 6, False)) != kept[0]
     kept[0].write_bytes(kept[0].read_bytes()[:-100])
     assert _read_clips(kept[0]) is None
