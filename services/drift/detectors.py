@@ -65,9 +65,6 @@ class ReferenceIndex:
         """The index of ``reference`` (one row per embedding)."""
         return cls(reference, np.ascontiguousarray(-2.0 * reference.T), (reference * reference).sum(1))
 
-    def __len__(self) -> int:
-        return len(self.reference)
-
     def nearest(self, rows: Array, k: int, *, own: bool = False) -> tuple[Array, npt.NDArray[np.int64]]:
         """Each row's distance to its ``k``-th nearest reference row and the indices of its ``k`` nearest,
         nearest first (``own``: the rows are the reference itself, each leaving itself out)."""
