@@ -254,7 +254,9 @@ class DriftSettings(_Group):
     max_batch: int = Field(500, ge=1, description="Most predictions the monitor takes at once.")
     max_wait_ms: float = Field(200.0, gt=0, description="Longest wait to fill a batch.")
     label_ttl_s: int = Field(
-        7 * 24 * 3600, ge=60, description="How long a prediction waits in Redis for its label."
+        7 * 24 * 3600,
+        ge=60,
+        description="How long a prediction waits in Redis for its label (at least; at most twice as long).",
     )
     state_ttl_s: int = Field(
         30 * 24 * 3600, ge=60, description="Expiry of a model version's windows and state when idle."

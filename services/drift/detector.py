@@ -9,7 +9,6 @@ Saving and restoring the state is a string, kept in Redis by the monitor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,13 +62,14 @@ class VersionDetector:
         return self.state.to_json()
 
     def update(
-        self, rows: Sequence[bytes], *, open_alert_version: str | None, cooling_down: bool
+        self, rows: bytes, width: int, *, open_alert_version: str | None, cooling_down: bool
     ) -> Judgement:
-        """Test one full window of rows, count it, and decide: raise the model's alert, resolve the open one
-        (``open_alert_version`` is its version, None when none is open), or nothing."""
+        """Test one full window of rows (one string of rows of ``width`` bytes), count it, and decide: raise
+        the model's alert, resolve the open one (``open_alert_version`` is its version, None when none is
+        open), or nothing."""
         settings = self.settings
         result = evaluate_window(
-            decode_rows(list(rows)),
+            decode_rows(rows, width),
             self.calibration,
             false_alarm_rate=settings.false_alarm_rate,
             seed=self.state.windows,

@@ -29,14 +29,25 @@ def test_a_batch_recorded_twice_adds_its_rows_once_and_reports_the_lengths_again
     seen = Seen("m", "1", "a", "image")
     batch = [Recorded(f"r{i}", seen, f"row{i}".encode()) for i in range(6)]
     batch.append(Recorded("no-window", Seen("m", "2", "a", "image"), None))
+    batch.append(Recorded("r0", seen, b"row0"))  # the same request twice in one batch
 
     async def run(store: DriftStore) -> None:
         first = await store.record_predictions(batch)
         again = await store.record_predictions(batch)  # a retry after the answer was lost
-        assert first.fresh == [True] * 7
-        assert again.fresh == [False] * 7
+        assert first.fresh == [True] * 7 + [False]
+        assert again.fresh == [False] * 8
         assert first.lengths == again.lengths == {("m", "1"): 6}
         assert await store.client.hget(store.key("counted"), "m:1") == b"6"
+        assert await store.lookup_seen(["r5", "no-window", "unknown"]) == [seen, batch[6].seen, None]
+        # Remembered in the hash of the current half label ttl, kept for one to one and a half ttl; a label
+        # still finds a prediction of two periods before, and a redelivery of it is no new row.
+        (key,) = [k async for k in store.client.scan_iter(match=store.key("seen", "*"))]
+        ttl = deployed.drift.label_ttl_s
+        assert ttl - 10 <= await store.client.ttl(key) <= 1.5 * ttl
+        older = store.key("seen", str(int(key.decode().rsplit(":", 1)[1]) - 2))
+        await store.client.hset(older, "old", seen.encode())
+        assert await store.lookup_seen(["old"]) == [seen]
+        assert (await store.record_predictions([Recorded("old", seen, b"row9")])).fresh == [False]
         await _forget(store)
 
     with_store(deployed, run)
@@ -75,10 +86,12 @@ def test_window_outcomes_are_saved_once_however_often_they_are_retried(
     seen = Seen("m", "1", "a", "image")
 
     async def run(store: DriftStore) -> None:
-        await store.record_predictions([Recorded(f"r{i}", seen, f"row{i}".encode()) for i in range(6)])
-        peeked = await store.peek_windows("m", "1", 2)  # asks for two, the list holds one full window
-        assert peeked.rows[:4] == [f"row{i}".encode() for i in range(4)]
-        assert peeked.windows == 0
+        recording = await store.record_predictions(
+            [Recorded(f"r{i}", seen, f"row{i}".encode()) for i in range(6)]
+        )
+        peeked = recording.full[("m", "1")]  # the one full window of the six rows
+        assert peeked.rows == b"row0row1row2row3"
+        assert (peeked.count, peeked.windows, peeked.state, peeked.open_alert) == (4, 0, None, None)
         alert = '{"id": "a"}'
         for attempt in range(2):  # the second is a retry whose first answer was lost: saved already
             saved = await store.save_window_outcomes(
@@ -88,8 +101,10 @@ def test_window_outcomes_are_saved_once_however_often_they_are_retried(
         assert await store.client.get(store.key("window-rows", "m", "1")) == b"row4row5"
         assert await store.client.lrange(store.key("alerts"), 0, -1) == [alert.encode()]
         assert await store.client.get(store.key("alert", "open", "m")) == alert.encode()
-        nxt = await store.peek_windows("m", "1", 1)
-        assert nxt.windows == 1
+        more = await store.record_predictions([Recorded(f"r{i}", seen, f"row{i}".encode()) for i in (6, 7)])
+        nxt = more.full[("m", "1")]
+        assert (nxt.rows, nxt.windows, nxt.state) == (b"row4row5row6row7", 1, b"{}")
+        assert nxt.open_alert == alert.encode()
         summary = await store.client.hget(store.key("versions"), "m:1")
         assert summary is not None
         assert json.loads(summary) == {"windows": 1}

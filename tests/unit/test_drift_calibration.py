@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from services.bench.drift import set_aside
-from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert
+from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert, tie_breaks
 from services.drift.detectors import CHUNK_ROWS, Array, ReferenceIndex
-from services.drift.windows import Reference, WindowRows, evaluate_window
+from services.drift.windows import Reference, WindowRows, confidence_histogram, evaluate_window
 
 CLASSES = 10
 LABELS = [str(i) for i in range(CLASSES)]
@@ -161,3 +161,29 @@ def test_nearest_reference_rows_are_those_of_a_full_sort(rows: int, dims: int) -
         np.testing.assert_allclose(np.take_along_axis(full, nearest, 1), expected, atol=1e-12)
         np.testing.assert_allclose(distance, expected[:, 2], atol=1e-12)
     assert index.nearest(sample, 3, own=True)[0][0] > 0.0  # row 0's twin counts once, as its nearest
+
+
+def test_tie_breaks_are_uniform_and_the_same_for_the_same_seed() -> None:
+    draws = np.concatenate([tie_breaks(seed, 9) for seed in range(5000)])
+    assert ((draws >= 0.0) & (draws < 1.0)).all()
+    counts = np.histogram(draws, bins=10, range=(0.0, 1.0))[0]
+    assert np.abs(counts / len(draws) - 0.1).max() < 0.01
+    assert (tie_breaks(7, 3) == tie_breaks(7, 9)[:3]).all()
+    assert not (tie_breaks(7, 3) == tie_breaks(8, 3)).any()
+
+
+def test_the_confidence_histogram_is_numpys_including_values_on_the_edges() -> None:
+    rng = np.random.default_rng(9)
+    edges = np.linspace(0.0, 1.0, 21)
+    for values in (rng.random(1000), rng.random(1000).round(2), edges, np.array([-0.1, 1.1, 0.5])):
+        expected = np.histogram(values, bins=20, range=(0.0, 1.0))[0]
+        assert confidence_histogram(values).tolist() == expected.tolist()
+
+
+def test_a_windows_feature_means_are_the_mean_of_its_features() -> None:
+    rng = np.random.default_rng(10)
+    features = reference(rng).feature_map()
+    softmax, embedding = traffic(rng, 200, prior_shift=0.3, offset=0.5)
+    classes, confidence = softmax.argmax(1), softmax.max(1)
+    expected = features.features(classes, confidence, embedding).mean(0)
+    np.testing.assert_allclose(features.means(classes, confidence, embedding), expected, atol=1e-15)

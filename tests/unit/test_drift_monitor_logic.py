@@ -39,12 +39,14 @@ def _prediction(probabilities: list[float] | None, embedding: list[float]) -> Pr
 
 
 def test_rows_round_trip_with_and_without_probabilities() -> None:
-    full = decode_rows([encode_row(_prediction([0.1, 0.7, 0.1, 0.1], [1.0, 2.0]), 1)] * 3)
+    row = encode_row(_prediction([0.1, 0.7, 0.1, 0.1], [1.0, 2.0]), 1)
+    full = decode_rows(row * 3, len(row))
     assert full.classes.tolist() == [1, 1, 1]
     assert full.probabilities is not None
     assert full.probabilities.shape == (3, 4)
     assert full.embedding.tolist()[0] == [1.0, 2.0]
-    bare = decode_rows([encode_row(_prediction(None, [0.5, 0.25, 0.125]), 2)])
+    row = encode_row(_prediction(None, [0.5, 0.25, 0.125]), 2)
+    bare = decode_rows(row, len(row))
     assert bare.probabilities is None
     assert bare.embedding.shape == (1, 3)
     assert bare.confidence[0] == pytest.approx(0.7)

@@ -70,18 +70,21 @@ class MemoryStore:
                     self.rows.setdefault(key, []).append(item.row)
                     self.counted[key] = self.counted.get(key, 0) + 1
                 lengths[key] = len(self.rows.get(key, []))
+        full = {}
+        for key in lengths:
+            rows = self.rows.get(key, [])
+            if len(rows) >= WINDOW:
+                model = key[0]
+                full[key] = PeekedWindows(
+                    rows=b"".join(rows[: len(rows) // WINDOW * WINDOW]),
+                    width=len(rows[0]),
+                    state=self.state.get(key, "").encode() or None,
+                    open_alert=self.open_alert[model].encode() if model in self.open_alert else None,
+                    cooling_down=False,
+                    windows=self.windows.get(key, 0),
+                )
         self._answered("record_predictions")
-        return Recording(fresh=fresh, early_labels=[None] * len(batch), lengths=lengths)
-
-    async def peek_windows(self, model: str, version: str, count: int) -> PeekedWindows:
-        key = (model, version)
-        return PeekedWindows(
-            rows=self.rows.get(key, [])[: count * WINDOW],
-            state=self.state.get(key, "").encode() or None,
-            open_alert=self.open_alert[model].encode() if model in self.open_alert else None,
-            cooling_down=False,
-            windows=self.windows.get(key, 0),
-        )
+        return Recording(fresh=fresh, early_labels=[None] * len(batch), lengths=lengths, full=full)
 
     async def save_window_outcomes(
         self,
