@@ -215,9 +215,9 @@ return {table.concat(fresh), early, lengths, full}
 
 # KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown, window history,
 # row widths hash.
-# ARGV: windows when peeked, windows judged, their rows, state, state ttl, version name, summary, cooldown
-# seconds (0: none), history length, the number of window records, the records, then per alert its status
-# ("open" or "resolved") and JSON, in order.
+# ARGV: windows judged before these were read, windows judged now, their rows, state, state ttl, version
+# name, summary, cooldown seconds (0: none), history length, the number of window records, the records, then
+# per alert its status ("open" or "resolved") and JSON, in order.
 SAVE_WINDOW_OUTCOMES = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
 redis.call('INCRBY', KEYS[1], ARGV[2])
@@ -422,7 +422,7 @@ class DriftStore:
         """Take ``judged`` windows off the list and store the version's state and summary, a record of each
         window for the report (the newest ``HISTORY`` are kept), and the alerts they raised or resolved
         (``(status, alert JSON)`` in order), atomically; only if no outcome was saved since the windows were
-        peeked (False then: an earlier attempt whose answer was lost saved them)."""
+        read (False then: an earlier attempt whose answer was lost saved them)."""
         keys = [
             self.key("windows", model, version),
             self.key("window-rows", model, version),
