@@ -256,7 +256,8 @@ class DriftSettings(_Group):
     label_ttl_s: int = Field(
         7 * 24 * 3600,
         ge=60,
-        description="How long a prediction waits in Redis for its label (at least; at most twice as long).",
+        description="How long a prediction waits in Redis for its label (at least; at most one and a half "
+        "times as long).",
     )
     state_ttl_s: int = Field(
         30 * 24 * 3600, ge=60, description="Expiry of a model version's windows and state when idle."
