@@ -105,49 +105,60 @@ class Recording:
     full: dict[tuple[str, str], PeekedWindows] = field(default_factory=dict)
 
 
+# Lua shared by the scripts that remember and look up predictions. Predictions are remembered in one hash
+# per period of half the label ttl (Redis's clock), kept until three periods have begun: a label finds its
+# prediction for at least one ttl and at most one and a half, and Redis holds at most one and a half ttl of
+# predictions (125 bytes each, against 182 as a key each). ``seen_hashes`` gives the hashes to look in,
+# the current one first, and when the current one expires; ``find_seen`` the seen encoding (false where
+# none) of ``ids[first..last]`` in any of them, numbered from 1.
+SEEN_HASHES = """
+local function seen_hashes(prefix, label_ttl)
+  local span = label_ttl / 2
+  local period = math.floor(tonumber(redis.call('TIME')[1]) / span)
+  local hashes = {}
+  for back = 0, 2 do hashes[#hashes + 1] = prefix .. ':seen:' .. (period - back) end
+  return hashes, math.ceil((period + 3) * span)
+end
+local function find_seen(hashes, ids, first, last)
+  local found = {}
+  for s = first, last, 1000 do
+    local upto = math.min(s + 999, last)
+    for _, hash in ipairs(hashes) do
+      local part = redis.call('HMGET', hash, unpack(ids, s, upto))
+      for j = 1, #part do found[s - first + j] = found[s - first + j] or part[j] end
+    end
+  end
+  return found
+end
+"""
+
 # KEYS: versions hash, counted hash, row widths hash.
 # ARGV: n, label ttl, state ttl, cap, key prefix, window size, one string of length-prefixed fields
 # (``length_prefixed``: per prediction its request id and seen encoding), the number of predictions without
 # a window (they come first), then per version with windows: its model, its version, its number of
 # predictions (next in order), its row width and their rows as one string.
-# Predictions are remembered in one hash per period of half the label ttl (Redis's clock), kept until three
-# periods have begun: a label finds its prediction for at least one ttl and at most one and a half, and
-# Redis holds at most one and a half ttl of predictions (125 bytes each, against 182 as a key each). A few
-# HMGETs and one HSET per batch instead of a SET per prediction: Redis spent 5.4 against 7.0 us per
-# prediction in the script (medians of 8 runs of 40 batches of 500). The keys are made here from the prefix
-# (a script over many request ids was never confined to one Cluster slot). Early labels
-# are looked for only while some may be parked (``park_labels`` keeps a marker at least as long as any).
+# Predictions are remembered in the hashes of SEEN_HASHES. A few HMGETs and one HSET per batch instead of a
+# SET per prediction: Redis spent 5.4 against 7.0 us per prediction in the script (medians of 8 runs of 40
+# batches of 500). The keys are made here from the prefix (a script over many request ids was never
+# confined to one Cluster slot). Early labels are looked for only while some may be parked (``park_labels``
+# keeps a marker at least as long as any).
 # A version's rows are one string of fixed-width rows, appended whole unless some prediction of the batch
 # was seen before; its full windows are read back in the same call with their judging context.
 # Returns which predictions were new ("1"/"0" per prediction), the early labels found (index, label), per
 # version its number of rows, and per version with a full window: its name, the full windows' rows, its
 # detector state, the model's open alert, whether the model's alert cooldown runs, and the windows judged.
-RECORD_PREDICTIONS = """
+RECORD_PREDICTIONS = (
+    SEEN_HASHES
+    + """
 local n, label_ttl, state_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local prefix, size, call, blob, pos = ARGV[5], tonumber(ARGV[6]), redis.call, ARGV[7], 1
 local parked = call('EXISTS', prefix .. ':early-labels-parked') == 1
-local span = label_ttl / 2
-local period = math.floor(tonumber(call('TIME')[1]) / span)
-local current = prefix .. ':seen:' .. period
-local function chunks(command, key, items, step)
-  local out = {}
-  for s = 1, #items, step do
-    local part = call(command, key, unpack(items, s, math.min(s + step - 1, #items)))
-    if type(part) == 'table' then
-      for j = 1, #part do out[s + j - 1] = part[j] end
-    end
-  end
-  return out
-end
+local hashes, expires = seen_hashes(prefix, label_ttl)
 local ids, seens = {}, {}
 for i = 1, n do
   ids[i], seens[i], pos = struct.unpack('>I4c0I4c0', blob, pos)
 end
-local known = {}
-for back = 0, 2 do
-  local found = chunks('HMGET', prefix .. ':seen:' .. (period - back), ids, 1000)
-  for i = 1, n do known[i] = known[i] or found[i] end
-end
+local known = find_seen(hashes, ids, 1, n)
 local fresh, early, repeated, new, taken = {}, {}, false, {}, {}
 for i = 1, n do
   local id = ids[i]
@@ -166,10 +177,10 @@ for i = 1, n do
     end
   end
 end
-if #new > 0 then
-  chunks('HSET', current, new, 1000)
-  call('EXPIREAT', current, math.ceil((period + 3) * span))
+for s = 1, #new, 1000 do
+  call('HSET', hashes[1], unpack(new, s, math.min(s + 999, #new)))
 end
+if #new > 0 then call('EXPIREAT', hashes[1], expires) end
 local lengths, full = {}, {}
 local first, at = tonumber(ARGV[8]) + 1, 9
 while at <= #ARGV do
@@ -212,6 +223,7 @@ while at <= #ARGV do
 end
 return {table.concat(fresh), early, lengths, full}
 """
+)
 
 # KEYS: windows counter, rows, state, versions hash, open alert, alert history, cooldown, window history,
 # row widths hash.
@@ -248,20 +260,13 @@ return 1
 
 
 # ARGV: label ttl, key prefix, request ids. Returns each id's seen encoding (nil where none), looked up in
-# the hashes of the current and the two previous periods (see RECORD_PREDICTIONS).
-LOOKUP_SEEN = """
-local label_ttl, prefix = tonumber(ARGV[1]), ARGV[2]
-local period = math.floor(tonumber(redis.call('TIME')[1]) / (label_ttl / 2))
-local found = {}
-for s = 3, #ARGV, 1000 do
-  local last = math.min(s + 999, #ARGV)
-  for back = 0, 2 do
-    local part = redis.call('HMGET', prefix .. ':seen:' .. (period - back), unpack(ARGV, s, last))
-    for j = 1, #part do found[s + j - 3] = found[s + j - 3] or part[j] end
-  end
-end
-return found
+# the hashes of SEEN_HASHES.
+LOOKUP_SEEN = (
+    SEEN_HASHES
+    + """
+return find_seen(seen_hashes(ARGV[2], tonumber(ARGV[1])), ARGV, 3, #ARGV)
 """
+)
 
 
 def _ids_and_seen(batch: Sequence[Recorded], order: Sequence[int]) -> bytes:
