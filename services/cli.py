@@ -774,7 +774,7 @@ def bench_soak_cmd(
 )
 @click.option(
     "--splits",
-    default=250,
+    default=1000,
     show_default=True,
     help="Reference / calibration / traffic splits; the windows are spread over them.",
 )

@@ -18,6 +18,7 @@ one pass over its rows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,18 +187,42 @@ class FeatureMap:
         return tuple(names)
 
     def features(
-        self, classes: npt.NDArray[np.int64], confidence: Array, embedding: Array, *, own: bool = False
+        self,
+        classes: npt.NDArray[np.int64],
+        confidence: Array,
+        embedding: Array,
+        *,
+        own: bool = False,
+        scores: bool = False,
     ) -> Array:
         """One row of features per prediction: ``[one-hot class, confidence <= grid, outlier]``. ``own``:
-        the predictions are the reference sample's, each measured against the others."""
+        the predictions are the reference sample's, each measured against the others. ``scores``: the last
+        column holds the outlier score itself rather than whether it exceeds the radius."""
         parts = []
         if self.class_shares is not None:
             parts.append(np.eye(self.classes)[np.clip(classes, 0, self.classes - 1)])
         parts.append((confidence[:, None] <= self.grid[None, :]).astype(np.float64))
         if self.embedding is not None:
-            scores = neighbour_scores(embedding, self.embedding, self.spacing, own=own)
-            parts.append((scores > self.radius)[:, None].astype(np.float64))
+            score = neighbour_scores(embedding, self.embedding, self.spacing, own=own)
+            parts.append((score if scores else (score > self.radius).astype(np.float64))[:, None])
         return np.hstack(parts)
+
+    @property
+    def reference_columns(self) -> int:
+        """How many leading feature columns the reference's own statistics are means of (the class and
+        confidence columns; the outlier column is measured against the reference, not compared with it)."""
+        return (self.classes if self.class_shares is not None else 0) + len(self.grid)
+
+    def reference_shares(self, means: Array, sizes: Sequence[int]) -> tuple[Array | None, Array]:
+        """The class and confidence shares that :meth:`fit` would give a reference whose components'
+        feature means are ``means`` (``[..., components, reference_columns]``) from ``sizes`` predictions
+        each: ``(class_shares, grid_shares)``, the first None without a class test."""
+        at = self.classes if self.class_shares is not None else 0
+        shares = None
+        if at:
+            counts = means[..., :at] * np.asarray(sizes, dtype=np.float64)[:, None] + PSEUDO_COUNT
+            shares = counts / counts.sum(axis=-1, keepdims=True)
+        return shares, means[..., at : at + len(self.grid)]
 
     def means(self, classes: npt.NDArray[np.int64], confidence: Array, embedding: Array) -> Array:
         """The mean of :meth:`features` over one window's predictions, counted without building them (the
@@ -212,20 +237,24 @@ class FeatureMap:
             parts.append(np.array([np.count_nonzero(scores > self.radius) / n]))
         return np.concatenate(parts)
 
-    def statistics(self, means: Array, window_size: int) -> Array:
+    def statistics(
+        self, means: Array, window_size: int, reference: tuple[Array | None, Array] | None = None
+    ) -> Array:
         """The tests' statistics (one column per test) of windows whose feature means are ``means``
-        (one row per window); larger is more drifted."""
+        (one row per window); larger is more drifted. ``reference``: each window's own reference shares
+        (:meth:`reference_shares`, one per window) instead of this map's."""
+        class_shares, grid_shares = reference or (self.class_shares, self.grid_shares)
         columns = []
         at = 0
-        if self.class_shares is not None:
+        if class_shares is not None:
             k = self.classes
-            expected = self.weights @ self.class_shares  # [mixes, classes]
-            gap = means[:, None, :k] - expected[None, :, :]
-            columns.append(window_size * (gap * gap / expected[None, :, :]).sum(2).min(1))
+            expected = np.matmul(self.weights, class_shares)  # [mixes, classes], or one per window
+            gap = means[:, None, :k] - expected
+            columns.append(window_size * (gap * gap / expected).sum(2).min(1))
             at = k
         g = len(self.grid)
-        below = self.weights @ self.grid_shares  # [mixes, grid]
-        columns.append(np.abs(means[:, None, at : at + g] - below[None, :, :]).max(2).min(1))
+        below = np.matmul(self.weights, grid_shares)  # [mixes, grid], or one per window
+        columns.append(np.abs(means[:, None, at : at + g] - below).max(2).min(1))
         if self.embedding is not None:
             columns.append(means[:, at + g])
         return np.stack(columns, axis=1)

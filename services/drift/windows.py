@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.common.contract import PredictionData
-from services.drift.calibration import Calibration
+from services.drift.calibration import Calibration, HeldOut
 from services.drift.detectors import FeatureMap, WindowTest
 
 Array = npt.NDArray[np.float64]
@@ -144,23 +144,35 @@ class Reference:
         """The null distribution of the tests at ``window_size``: windows of undrifted traffic are drawn from
         the reference and calibration samples together (the best estimate of that traffic; each reference
         prediction measured against the rest of the reference), and from each component alone when the
-        reference has several."""
+        reference has several; each against a reference drawn from them as the build drew this one."""
         features = self.feature_map()
         rows = np.vstack(
             [
-                features.features(softmax.argmax(axis=1), softmax.max(axis=1), embedding, own=own)
+                features.features(
+                    softmax.argmax(axis=1), softmax.max(axis=1), embedding, own=own, scores=True
+                )
                 for softmax, embedding, own in (
                     (self.softmax, self.embedding, True),
                     (self.calibration_softmax, self.calibration_embedding, False),
                 )
             ]
         )
-        kinds = [rows]
+        reference = np.zeros(len(self.softmax), dtype=np.int64)
+        calibration = np.zeros(len(self.calibration_softmax), dtype=np.int64)
         if self.components is not None and self.calibration_components is not None:
-            parts = np.concatenate([self.components, self.calibration_components])
-            if parts.max() > 0:
-                kinds += [rows[parts == c] for c in range(int(parts.max()) + 1)]
-        return Calibration.measure(features, kinds, window_size=window_size, windows=windows)
+            reference, calibration = self.components, self.calibration_components
+        components = np.concatenate([reference, calibration])
+        count = int(components.max()) + 1
+        # How many held-out scores exceed the radius they set: the traffic's share above it is Beta.
+        n = len(self.calibration_softmax)
+        above = int(np.count_nonzero(rows[len(self.softmax) :, -1] > features.radius))
+        held_out = HeldOut(
+            rows=rows,
+            components=components,
+            reference_sizes=tuple(int(np.count_nonzero(reference == c)) for c in range(count)),
+            outlier_mass=(above + 0.5, n - above + 0.5),
+        )
+        return Calibration.measure(features, held_out, window_size=window_size, windows=windows)
 
 
 @dataclass(frozen=True)
