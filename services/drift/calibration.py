@@ -32,6 +32,8 @@ from services.drift.detectors import Array, FeatureMap
 
 # Null windows drawn per chunk (bounds the memory of the counts: chunk x held-out predictions).
 CHUNK = 512
+# Null windows compared with each reference drawn beside them.
+WINDOWS_PER_REFERENCE = 4
 
 
 def _ranked(null: Array, values: Array, uniforms: Array, *, member: bool) -> Array:
@@ -73,12 +75,13 @@ class HeldOut:
         return len(self.rows)
 
 
-def _counts(picks: npt.NDArray[np.int64], n: int) -> Array:
-    """How often each of ``n`` rows is among each window's ``picks`` (one row of counts per window): the
-    window means are then one matrix product, a third of the time of gathering the picked rows."""
+def _cell_counts(cells: npt.NDArray[np.int64], picks: npt.NDArray[np.int64], count: int) -> Array:
+    """How many of each window's ``picks`` (rows of ``cells``) fall in each of ``count`` cells, one row per
+    window: the class and confidence features of a prediction are those of its cell, so a window's means are
+    its counts times the cells' features (a fifth of the time of gathering the picked rows)."""
     windows = len(picks)
-    flat = (picks + (np.arange(windows) * n)[:, None]).ravel()
-    counts: Array = np.bincount(flat, minlength=windows * n).reshape(windows, n).astype(np.float64)
+    flat = (cells[picks] + (np.arange(windows) * count)[:, None]).ravel()
+    counts: Array = np.bincount(flat, minlength=windows * count).reshape(windows, count).astype(np.float64)
     return counts
 
 
@@ -106,32 +109,40 @@ class NullWindows:
         if not kind.any():
             raise ValueError("no calibration predictions")
         outliers = features.embedding is not None
+        columns = features.reference_columns
+        # Predictions with the same class and confidence features form a cell (at most classes x 16).
+        cell_features, inverse = np.unique(held_out.rows[:, :columns], axis=0, return_inverse=True)
+        cells = inverse.reshape(-1)
         scores = held_out.rows[:, -1]
+        # The kind's predictions by ascending outlier score: a pick above a radius is an index above a bound.
         order = np.argsort(scores[kind], kind="stable") if outliers else np.arange(int(kind.sum()))
-        rows = held_out.rows[kind][order]  # ascending outlier score: a pick above a radius is a tail index
-        all_scores = np.sort(scores) if outliers else scores
+        kind_cells, kind_scores = cells[kind][order], scores[kind][order]
+        all_scores = np.sort(scores)
         references = [
-            (held_out.rows[held_out.components == c, : features.reference_columns], size)
-            for c, size in enumerate(held_out.reference_sizes)
+            (cells[held_out.components == c], size) for c, size in enumerate(held_out.reference_sizes)
         ]
-        n = len(rows)
+        n, count = len(kind_cells), len(cell_features)
         statistics = []
         for start in range(0, windows, CHUNK):
             m = min(CHUNK, windows - start)
             picks = rng.integers(0, n, size=(m, window_size))
-            means = _counts(picks, n) @ rows / window_size
+            means = _cell_counts(kind_cells, picks, count) @ cell_features / window_size
             if outliers:
                 above = rng.beta(*held_out.outlier_mass, size=m)
-                radius = np.quantile(all_scores, 1.0 - above)
-                inside = np.searchsorted(rows[:, -1], radius, side="right")
-                means[:, -1] = (picks >= inside[:, None]).mean(axis=1)
+                inside = np.searchsorted(kind_scores, np.quantile(all_scores, 1.0 - above), side="right")
+                means = np.column_stack([means, (picks >= inside[:, None]).mean(axis=1)])
+            # One reference per few windows: each window's pair with its reference is still a fresh draw,
+            # and a reference of 500 costs as much to draw as 10 windows of 50.
+            shared = -(-m // WINDOWS_PER_REFERENCE)
             drawn = np.stack(
                 [
-                    _counts(rng.integers(0, len(pool), size=(m, size)), len(pool)) @ pool / size
+                    _cell_counts(pool, rng.integers(0, len(pool), size=(shared, size)), count)
+                    @ cell_features
+                    / size
                     for pool, size in references
                 ],
                 axis=1,
-            )
+            ).repeat(WINDOWS_PER_REFERENCE, axis=0)[:m]
             reference = features.reference_shares(drawn, [size for _, size in references])
             statistics.append(features.statistics(means, window_size, reference))
         everything = np.vstack(statistics)
