@@ -64,15 +64,34 @@ def tie_breaks(seed: int, count: int) -> Array:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Held-out predictions standing in for undrifted traffic, as the null windows draw on them."""
+    """Held-out predictions standing in for undrifted traffic, as the null windows draw on them: predictions
+    with the same class and confidence features form a cell (at most classes x 16), so a window's means of
+    those features are its counts per cell times the cells' features."""
 
-    rows: Array  # [predictions, features]; the outlier column holds the outlier score itself
+    cells: npt.NDArray[np.int64]  # each prediction's cell
+    cell_features: Array  # [cells, reference columns]
+    scores: Array | None  # each prediction's outlier score; None for a model without an embedding
     components: npt.NDArray[np.int64]  # the reference component each prediction stands for
     reference_sizes: tuple[int, ...]  # the reference's predictions per component
     outlier_mass: tuple[float, float]  # Beta parameters of the traffic's share above the outlier radius
 
+    @classmethod
+    def of(
+        cls,
+        features: FeatureMap,
+        rows: Array,
+        components: npt.NDArray[np.int64],
+        reference_sizes: tuple[int, ...],
+        outlier_mass: tuple[float, float],
+    ) -> HeldOut:
+        """From the predictions' ``rows`` of :meth:`FeatureMap.features` (with ``scores=True``)."""
+        columns = features.reference_columns
+        cell_features, inverse = np.unique(rows[:, :columns], axis=0, return_inverse=True)
+        scores = rows[:, -1] if features.embedding is not None else None
+        return cls(inverse.reshape(-1), cell_features, scores, components, reference_sizes, outlier_mass)
+
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.cells)
 
 
 def _cell_counts(cells: npt.NDArray[np.int64], picks: npt.NDArray[np.int64], count: int) -> Array:
@@ -108,26 +127,20 @@ class NullWindows:
         a reference drawn beside it."""
         if not kind.any():
             raise ValueError("no calibration predictions")
-        outliers = features.embedding is not None
-        columns = features.reference_columns
-        # Predictions with the same class and confidence features form a cell (at most classes x 16).
-        cell_features, inverse = np.unique(held_out.rows[:, :columns], axis=0, return_inverse=True)
-        cells = inverse.reshape(-1)
-        scores = held_out.rows[:, -1]
+        scores, cells, cell_features = held_out.scores, held_out.cells, held_out.cell_features
         # The kind's predictions by ascending outlier score: a pick above a radius is an index above a bound.
-        order = np.argsort(scores[kind], kind="stable") if outliers else np.arange(int(kind.sum()))
-        kind_cells, kind_scores = cells[kind][order], scores[kind][order]
-        all_scores = np.sort(scores)
-        references = [
-            (cells[held_out.components == c], size) for c, size in enumerate(held_out.reference_sizes)
-        ]
+        order = np.arange(int(kind.sum())) if scores is None else np.argsort(scores[kind], kind="stable")
+        kind_cells = cells[kind][order]
+        if scores is not None:
+            kind_scores, all_scores = scores[kind][order], np.sort(scores)
+        references = [cells[held_out.components == c] for c in range(len(held_out.reference_sizes))]
         n, count = len(kind_cells), len(cell_features)
         statistics = []
         for start in range(0, windows, CHUNK):
             m = min(CHUNK, windows - start)
             picks = rng.integers(0, n, size=(m, window_size))
             means = _cell_counts(kind_cells, picks, count) @ cell_features / window_size
-            if outliers:
+            if scores is not None:
                 above = rng.beta(*held_out.outlier_mass, size=m)
                 inside = np.searchsorted(kind_scores, np.quantile(all_scores, 1.0 - above), side="right")
                 means = np.column_stack([means, (picks >= inside[:, None]).mean(axis=1)])
@@ -139,11 +152,11 @@ class NullWindows:
                     _cell_counts(pool, rng.integers(0, len(pool), size=(shared, size)), count)
                     @ cell_features
                     / size
-                    for pool, size in references
+                    for pool, size in zip(references, held_out.reference_sizes, strict=True)
                 ],
                 axis=1,
             ).repeat(WINDOWS_PER_REFERENCE, axis=0)[:m]
-            reference = features.reference_shares(drawn, [size for _, size in references])
+            reference = features.reference_shares(drawn, held_out.reference_sizes)
             statistics.append(features.statistics(means, window_size, reference))
         everything = np.vstack(statistics)
         null = np.sort(everything, axis=0)

@@ -166,11 +166,12 @@ class Reference:
         # How many held-out scores exceed the radius they set: the traffic's share above it is Beta.
         n = len(self.calibration_softmax)
         above = int(np.count_nonzero(rows[len(self.softmax) :, -1] > features.radius))
-        held_out = HeldOut(
-            rows=rows,
-            components=components,
-            reference_sizes=tuple(int(np.count_nonzero(reference == c)) for c in range(count)),
-            outlier_mass=(above + 0.5, n - above + 0.5),
+        held_out = HeldOut.of(
+            features,
+            rows,
+            components,
+            tuple(int(np.count_nonzero(reference == c)) for c in range(count)),
+            (above + 0.5, n - above + 0.5),
         )
         return Calibration.measure(features, held_out, window_size=window_size, windows=windows)
 
