@@ -10,11 +10,11 @@ rank among them.
 
 Each null window is compared with a reference drawn afresh beside it, as the build drew the real one: a
 resample of the held-out predictions of the reference's size, and an outlier radius at the quantile that a
-fresh calibration sample would have put it (the share of traffic above the radius set by ``n`` held-out
-scores, ``m`` of them above it, is Beta(m + 1/2, n - m + 1/2) distributed). Windows are thus as far from
-their reference as live windows are from theirs *because the reference itself is a sample*, so the
-false-alarm rate is the configured one averaged over the reference samples a build may draw; for one
-reference it is lower or higher as that sample happens to lie nearer to or farther from the traffic.
+fresh calibration sample would have put it (the share of traffic above the quantile at position ``h`` of
+``n`` held-out scores is distributed as the mass above that order statistic, Beta(n - h, h + 1)). Windows
+are thus as far from their reference as live windows are from theirs *because the reference itself is a
+sample*, so the false-alarm rate is the configured one averaged over the reference samples a build may draw;
+for one reference it is lower or higher as that sample happens to lie nearer to or farther from the traffic.
 
 The tests are combined by the smallest p-value, itself ranked among the null windows' smallest p-values, so
 the window's false-alarm rate is the configured one rather than a bound on it.

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from services.common.contract import PredictionData
 from services.drift.calibration import Calibration, HeldOut
-from services.drift.detectors import FeatureMap, WindowTest
+from services.drift.detectors import OUTLIER_QUANTILE, FeatureMap, WindowTest
 
 Array = npt.NDArray[np.float64]
 # Predictions and references both carry probabilities rounded to this many decimals: compare like with like.
@@ -163,15 +163,16 @@ class Reference:
             reference, calibration = self.components, self.calibration_components
         components = np.concatenate([reference, calibration])
         count = int(components.max()) + 1
-        # How many held-out scores exceed the radius they set: the traffic's share above it is Beta.
+        # The radius is the held-out scores' quantile at position h (of 0..n-1, interpolated): the traffic's
+        # share above it is distributed as the mass above the (h+1)-th of n order statistics.
         n = len(self.calibration_softmax)
-        above = int(np.count_nonzero(rows[len(self.softmax) :, -1] > features.radius))
+        h = OUTLIER_QUANTILE * (n - 1)
         held_out = HeldOut.of(
             features,
             rows,
             components,
             tuple(int(np.count_nonzero(reference == c)) for c in range(count)),
-            (above + 0.5, n - above + 0.5),
+            (n - h, h + 1.0),
         )
         return Calibration.measure(features, held_out, window_size=window_size, windows=windows)
 
