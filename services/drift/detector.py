@@ -72,7 +72,7 @@ class VersionDetector:
             decode_rows(rows, width),
             self.calibration,
             false_alarm_rate=settings.false_alarm_rate,
-            seed=self.state.windows,
+            seed=self.reference.seed + self.state.windows,
         )
         self.state.update(result)
         action = alert_action(
