@@ -132,7 +132,8 @@ class NullWindows:
         order = np.arange(int(kind.sum())) if scores is None else np.argsort(scores[kind], kind="stable")
         kind_cells = cells[kind][order]
         if scores is not None:
-            kind_scores, all_scores = scores[kind][order], np.sort(scores)
+            # All held-out scores ascending, then +inf: the bound when no score is above the radius.
+            kind_scores, bounds = scores[kind][order], np.append(np.sort(scores), np.inf)
         references = [cells[held_out.components == c] for c in range(len(held_out.reference_sizes))]
         n, count = len(kind_cells), len(cell_features)
         statistics = []
@@ -142,12 +143,11 @@ class NullWindows:
             means = _cell_counts(kind_cells, picks, count) @ cell_features / window_size
             if scores is not None:
                 # Each held-out score stands for the slice of traffic around it; a score is above the radius
-                # when its slice's middle is (a quantile's interpolation counts half a score too many: on
-                # synthetic traffic at windows of 200 the outlier test then flagged 0.044 at 0.05).
+                # when its slice's middle is (a quantile's interpolation counts half a score too many).
                 above = rng.beta(*held_out.outlier_mass, size=m)
-                first = np.floor(len(all_scores) * (1.0 - above) - 0.5).astype(np.int64) + 1
-                bound = np.append(all_scores, np.inf)[np.minimum(first, len(all_scores))]
-                inside = np.searchsorted(kind_scores, bound, side="left")
+                total = len(bounds) - 1
+                first = np.floor(total * (1.0 - above) - 0.5).astype(np.int64) + 1
+                inside = np.searchsorted(kind_scores, bounds[np.minimum(first, total)], side="left")
                 means = np.column_stack([means, (picks >= inside[:, None]).mean(axis=1)])
             # One reference per few windows: each window's pair with its reference is still a fresh draw,
             # and a reference of 500 costs as much to draw as 10 windows of 50.
