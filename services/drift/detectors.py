@@ -41,6 +41,13 @@ MIX_STEPS = 11
 PSEUDO_COUNT = 0.5
 
 
+def _class_shares(counts: npt.NDArray[np.float64] | npt.NDArray[np.int64]) -> Array:
+    """A reference's expected class shares from its class counts (last axis), each with the pseudo-count."""
+    padded = counts + PSEUDO_COUNT
+    shares: Array = padded / padded.sum(axis=-1, keepdims=True)
+    return shares
+
+
 @dataclass(frozen=True, slots=True)
 class WindowTest:
     """One test on one window: its statistic, its calibrated p-value, and test-specific details."""
@@ -154,8 +161,7 @@ class FeatureMap:
         shares = None
         if classes <= MAX_CHI_SQUARE_CLASSES:
             counts = np.stack([np.bincount(predicted[m], minlength=classes)[:classes] for m in members])
-            counts = counts + PSEUDO_COUNT
-            shares = counts / counts.sum(axis=1, keepdims=True)
+            shares = _class_shares(counts)
         levels = np.arange(1, CONFIDENCE_GRID + 1) / (CONFIDENCE_GRID + 1)
         grid = np.unique(np.quantile(confidence, levels))
         grid_shares = np.stack([(confidence[m][:, None] <= grid[None, :]).mean(0) for m in members])
@@ -220,8 +226,7 @@ class FeatureMap:
         at = self.classes if self.class_shares is not None else 0
         shares = None
         if at:
-            counts = means[..., :at] * np.asarray(sizes, dtype=np.float64)[:, None] + PSEUDO_COUNT
-            shares = counts / counts.sum(axis=-1, keepdims=True)
+            shares = _class_shares(means[..., :at] * np.asarray(sizes, dtype=np.float64)[:, None])
         return shares, means[..., at : at + len(self.grid)]
 
     def means(self, classes: npt.NDArray[np.int64], confidence: Array, embedding: Array) -> Array:
