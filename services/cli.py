@@ -773,10 +773,11 @@ def bench_soak_cmd(
     "--windows", default=5000, show_default=True, help="Undrifted windows per model and window size."
 )
 @click.option(
-    "--splits",
-    default=1000,
+    "--windows-per-split",
+    default=5,
     show_default=True,
-    help="Reference / calibration / traffic splits; the windows are spread over them.",
+    help="Most disjoint windows cut from one reference / calibration / traffic split (fewer when its "
+    "traffic holds fewer); the windows are spread over as many splits as that takes.",
 )
 @click.option(
     "--window-size",
@@ -794,7 +795,7 @@ def bench_drift_cmd(
     ctx: click.Context,
     models: tuple[str, ...],
     windows: int,
-    splits: int,
+    windows_per_split: int,
     window_sizes: tuple[int, ...],
     drifted_windows: int,
     as_json: bool,
@@ -807,7 +808,7 @@ def bench_drift_cmd(
         _settings(ctx),
         models=models or MODELS,
         windows=windows,
-        splits=splits,
+        windows_per_split=windows_per_split,
         drifted_windows=drifted_windows,
         window_sizes=window_sizes or (50, 200),
     )

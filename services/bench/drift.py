@@ -2,19 +2,20 @@
 configured one, its power and detection delay on drifted traffic, and its cost per prediction.
 
 Predictions are real: every held-out sample of a model runs through Triton once. The false-alarm rate is
-cross-fitted: in each of ``splits`` random splits of those predictions, a part is set aside as undrifted
-traffic (a third, and at least two windows) and the rest becomes a reference and a calibration sample, exactly
-as a build writes them; a few windows are drawn from the part set aside (without repeats within a window, so
-that each window is a sample of the traffic and not of one finite pool) and fed through the monitor's own code
+cross-fitted: in each of many random splits of those predictions, a part is set aside as undrifted traffic (a
+third, and at least two windows) and the rest becomes a reference and a calibration sample, exactly as a build
+writes them; a few disjoint windows are cut from the part set aside and fed through the monitor's own code
 (rows, Redis, calibration, tests, alert policy) against the real Redis, in the batches its agent takes. Every
 window's p-value is kept, so one stream gives the observed rate at every configured rate.
 
 A single reference's own rate scatters around the configured one by how far that sample happens to lie from
 the traffic, and the windows of one split share that offset. The rate a user can expect is the rate over
-references; with many splits of few windows each (1,000 of 5 by default) the windows are close to independent
-draws of it, so the exact binomial interval over all windows is an honest interval for it (with 20 windows
-per split it was not: the mean over one set of 250 splits lay far outside the interval of another set's). The
-splits' spread is reported as well.
+references, so the windows are spread over as many splits as the cost allows: at most ``windows_per_split``
+(5) each, and as many as the part set aside holds without a prediction in two windows. The exact binomial
+interval over all windows assumes independent windows; how far the splits' windows are from that is measured
+(``design_effect``: the variance of the splits' flagged counts over the binomial one), and the t-interval of
+the splits' mean, which does not assume it, is reported beside it. (Five windows of 200 drawn from the same
+400 predictions shared half of them, and the design effect was 1.45-1.87.)
 
 The cost per prediction is the monitor's wall time over each split's stream; the median over the splits is
 the figure (a stall of a shared machine hits a few splits, not the median), with the mean and spread
@@ -129,9 +130,14 @@ def _windows(
     pool: Sequence[PredictionData], windows: int, size: int, *, seed: int, replace: bool
 ) -> list[PredictionData]:
     """``windows`` windows of ``size`` predictions from ``pool``, each with a new request id; ``replace``:
-    a prediction may repeat within a window."""
+    a prediction may repeat, else no prediction is in two windows."""
     rng = np.random.default_rng(seed)
-    picks = [i for _ in range(windows) for i in rng.choice(len(pool), size=size, replace=replace)]
+    if replace:
+        picks = rng.integers(0, len(pool), size=windows * size).tolist()
+    elif windows * size > len(pool):
+        raise ValueError(f"{windows} disjoint windows of {size} need more than {len(pool)} predictions")
+    else:
+        picks = rng.permutation(len(pool))[: windows * size].tolist()
     return [pool[i].model_copy(update={"request_id": uuid.uuid4().hex}) for i in picks]
 
 
@@ -225,9 +231,16 @@ def _reference_document(
 
 
 def _split_rates(p_values: Sequence[Sequence[float]], rate: float) -> dict[str, Any]:
-    """Each split's observed rate, and the 95 % t-interval of their mean: windows of one split share a
-    reference and a pool of traffic, so the splits, not the windows, are the independent draws."""
-    rates = np.array([float((np.asarray(p) <= rate).mean()) for p in p_values])
+    """Each split's observed rate, the 95 % t-interval of their mean (windows of one split share a
+    reference and a pool of traffic, so the splits, not the windows, are the independent draws), and the
+    design effect: the variance of the flagged count over the splits against the binomial variance that
+    independent windows would give (1 when they are independent; the binomial interval is then honest)."""
+    flagged = np.array([float((np.asarray(p) <= rate).sum()) for p in p_values])
+    sizes = np.array([float(len(p)) for p in p_values])
+    rates = flagged / sizes
+    share = flagged.sum() / sizes.sum()
+    binomial = sizes.sum() * share * (1.0 - share)
+    clustered = len(sizes) / max(len(sizes) - 1, 1) * float(((flagged - sizes * share) ** 2).sum())
     sd = float(rates.std(ddof=1)) if len(rates) > 1 else 0.0
     half = float(stats.t.ppf(0.975, len(rates) - 1)) * sd / np.sqrt(len(rates)) if len(rates) > 1 else 0.0
     low, high = float(rates.mean()) - half, float(rates.mean()) + half
@@ -236,6 +249,7 @@ def _split_rates(p_values: Sequence[Sequence[float]], rate: float) -> dict[str, 
         "between_split_sd": round(sd, 4),
         "split_mean_ci95": [round(max(0.0, low), 4), round(high, 4)],
         "configured_inside_split_ci95": bool(low <= rate <= high),
+        "design_effect": round(clustered / binomial, 2) if binomial > 0 else None,
     }
 
 
@@ -244,7 +258,7 @@ def bench_model(
     model: str,
     *,
     windows: int,
-    splits: int,
+    windows_per_split: int,
     drifted_windows: int,
     window_sizes: Sequence[int],
     progress: Callable[[str], None],
@@ -264,7 +278,6 @@ def bench_model(
         name: [event.data for event in asyncio.run(_predict(settings, served, drifted))]
         for name, drifted in drifted_sets(model, payloads).items()
     }
-    orders = [np.random.default_rng(1000 + k).permutation(len(pool)) for k in range(splits)]
     alert_after = settings.drift.alert_after_windows
     by_size: dict[str, Any] = {}
     for size in window_sizes:
@@ -280,17 +293,20 @@ def bench_model(
                 f"keep half for the reference and calibration",
             }
             continue
+        per_split = max(1, min(windows_per_split, aside // size))
+        splits = -(-windows // per_split)
         streams: list[Stream] = []
         first_document = ""
-        bar = tqdm(orders, desc=f"{model} w{size}", unit="split", leave=False, disable=None)
-        for k, order in enumerate(bar):
+        bar = tqdm(range(splits), desc=f"{model} w{size}", unit="split", leave=False, disable=None)
+        for k in bar:
+            order = np.random.default_rng(1000 + k).permutation(len(pool))
             run = settings.model_copy(
                 update={"drift": drift.model_copy(update={"key_prefix": f"{prefix}:{k}"})}
             )
             document = _reference_document(pool, order[aside:].tolist(), served.labels, k)
             first_document = first_document or document
             traffic = [pool[i] for i in order[:aside]]
-            count = windows // splits + (k < windows % splits)
+            count = min(per_split, windows - k * per_split)
             stream = _windows(traffic, count, size, seed=k, replace=False)
             streams.append(asyncio.run(_feed(run, {(model, version): document}, stream)))
         p_values = [s.p_values for s in streams]
@@ -315,7 +331,8 @@ def bench_model(
                 "reference": len(first["softmax_sample"]),
                 "calibration": len(first["calibration_softmax_sample"]),
             },
-            "windows_per_split": windows / splits,
+            "splits": splits,
+            "windows_per_split": per_split,
             "false_alarms": {
                 str(rate): {
                     **false_alarms(everything, rate, alert_after, size),
@@ -342,8 +359,9 @@ def bench_model(
 
 def set_aside(held_out: int, window_size: int) -> int | None:
     """How many of ``held_out`` predictions a split sets aside as traffic for windows of ``window_size``: a
-    third, and at least two windows' worth so that windows of one split are not all the same predictions;
-    None when that would leave less than half for the reference and calibration."""
+    third, and at least two windows' worth so that a split gives two disjoint windows (one window per split
+    would double the splits, each calibrated afresh); None when that would leave less than half for the
+    reference and calibration."""
     aside = max(held_out // 3, 2 * window_size)
     return aside if held_out - aside >= MIN_REFERENCE_SHARE * held_out else None
 
@@ -362,7 +380,7 @@ def bench_drift(
     *,
     models: Sequence[str] = MODELS,
     windows: int = 5000,
-    splits: int = 1000,
+    windows_per_split: int = 5,
     drifted_windows: int = 100,
     window_sizes: Sequence[int] = (50, 200),
 ) -> dict[str, Any]:
@@ -380,7 +398,7 @@ def bench_drift(
                 settings,
                 model,
                 windows=windows,
-                splits=splits,
+                windows_per_split=windows_per_split,
                 drifted_windows=drifted_windows,
                 window_sizes=window_sizes,
                 progress=progress,
@@ -392,6 +410,7 @@ def bench_drift(
         "configured_false_alarm_rates": list(RATES),
         "alert_after_windows": settings.drift.alert_after_windows,
         "calibration_windows": settings.drift.calibration_windows,
-        "splits": splits,
+        "windows": windows,
+        "max_windows_per_split": windows_per_split,
         "models": results,
     }

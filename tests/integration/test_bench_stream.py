@@ -46,7 +46,7 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
 
 def test_bench_drift_prints_one_json_object_with_the_monitor_figures(settings: Settings) -> None:
     args = ["bench", "drift", "--json", "--model", "digits", "--windows", "40", "--window-size", "50"]
-    result = dlstream(settings, *args, "--splits", "2", "--drifted-windows", "4", timeout_s=300)
+    result = dlstream(settings, *args, "--windows-per-split", "5", "--drifted-windows", "4", timeout_s=300)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     report = json.loads(lines[0])
@@ -56,14 +56,16 @@ def test_bench_drift_prints_one_json_object_with_the_monitor_figures(settings: S
     split = figures["predictions_per_split"]
     assert split["undrifted"] == digits["held_out_predictions"] // 3
     assert split["calibration"] > 0
-    assert figures["windows_per_split"] == 20
+    assert figures["windows_per_split"] == 5
+    assert figures["splits"] == 8
     for rate in ("0.01", "0.05"):
         alarms = figures["false_alarms"][rate]
         assert alarms["windows"] == 40
         low, high = alarms["observed_false_alarm_ci95"]
         assert low <= alarms["observed_false_alarm_rate"] <= high
         assert alarms["expected_windows_to_false_alert"] > 1
-        assert len(alarms["per_split"]) == 2
+        assert len(alarms["per_split"]) == 8
+        assert alarms["design_effect"] is None or alarms["design_effect"] >= 0
     inverted = figures["drifted"]["inverted"]["0.01"]
     assert inverted["windows"] == 4
     assert inverted["detection_rate"] >= 0.75

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.bench.drift import set_aside
+from services.bench.drift import _split_rates, _windows, set_aside
+from services.common.contract import Modality, PredictionData, ScoredLabel, Timing
 from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert, tie_breaks
 from services.drift.detectors import CHUNK_ROWS, Array, ReferenceIndex
 from services.drift.windows import Reference, WindowRows, confidence_histogram, evaluate_window
@@ -144,6 +145,37 @@ def test_the_bench_sets_aside_two_windows_and_keeps_half_for_the_reference() -> 
     assert set_aside(600, 50) == 200
     assert set_aside(600, 200) is None  # 400 aside would leave a third
     assert set_aside(393, 200) is None
+
+
+def test_the_bench_cuts_disjoint_windows_from_a_split_and_refuses_more_than_it_holds() -> None:
+    pool = [
+        PredictionData(
+            request_id=f"r{i}",
+            modality=Modality.IMAGE,
+            model="m",
+            model_version="1",
+            label="0",
+            score=1.0,
+            top_k=[ScoredLabel(label="0", score=1.0)],
+            embedding=[float(i)],
+            timing=Timing(queued_ms=0, inference_ms=0, total_ms=0),
+        )
+        for i in range(10)
+    ]
+    stream = _windows(pool, 2, 5, seed=3, replace=False)
+    assert sorted(p.embedding[0] for p in stream) == [float(i) for i in range(10)]
+    assert len({p.request_id for p in stream}) == 10
+    with pytest.raises(ValueError, match="disjoint windows"):
+        _windows(pool, 3, 4, seed=3, replace=False)
+    assert len(_windows(pool, 3, 4, seed=3, replace=True)) == 12
+
+
+def test_the_design_effect_is_one_for_independent_windows_and_the_windows_per_split_when_all_agree() -> None:
+    rng = np.random.default_rng(5)
+    independent = _split_rates(rng.random((4000, 5)).tolist(), 0.05)
+    assert independent["design_effect"] == pytest.approx(1.0, abs=0.1)
+    together = np.repeat(rng.random((4000, 1)), 5, axis=1)
+    assert _split_rates(together.tolist(), 0.05)["design_effect"] == pytest.approx(5.0, abs=0.3)
 
 
 @pytest.mark.parametrize(("rows", "dims"), [(CHUNK_ROWS + 45, 8), (40, 3)])
