@@ -19,7 +19,7 @@ import torch
 
 from pipelines.preprocess.declared import Preprocessor, preprocessor
 from pipelines.preprocess.errors import PayloadError
-from pipelines.source_models import LoadedModel, load_model_file
+from pipelines.source_models import LoadedModel, ServingModule, load_model_file
 from services.common.card import SourceModel, read_card
 from services.common.triton_client import softmax
 
@@ -40,7 +40,7 @@ class Runner(Protocol):
 class CardRunner:
     """A TorchScript serving module fed by the preprocessing its card declares."""
 
-    module: torch.jit.ScriptModule
+    module: ServingModule
     preprocess: Preprocessor
     device: torch.device
 
@@ -111,7 +111,7 @@ def load_runner(version_dir: Path, device: str) -> Runner:
         return SourceRunner(model, preprocess, card.source, projection)
     torch_device = torch.device(device)
     module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
-    return CardRunner(module.eval(), preprocess, torch_device)
+    return CardRunner(ServingModule(module.eval(), card.name), preprocess, torch_device)
 
 
 def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Outputs | PayloadError]:

@@ -17,6 +17,7 @@ from pipelines.preprocess.declared import image_tensor, preprocessor
 from pipelines.preprocess.errors import PayloadError
 from pipelines.preprocess.image import decode_image, encode_png
 from pipelines.serving import Outputs, run_requests
+from pipelines.source_models import ServingModule
 from pipelines.zoo import digits, imagenet
 from services.common.card import ImagePreprocessing
 
@@ -127,3 +128,50 @@ def test_declared_tokens_pad_and_truncate_to_the_model_inputs(tmp_path: Path) ->
     assert mask[1].tolist() == [1] * 8  # truncated
     with pytest.raises(PayloadError):
         prepare.decode(b"\xff\xfe")
+
+
+def _conv_net() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+    )
+
+
+def test_a_served_module_is_optimised_and_gives_the_outputs_of_the_module_as_loaded() -> None:
+    network = _conv_net().eval()
+    with torch.inference_mode():
+        norm = network[1]
+        assert isinstance(norm, torch.nn.BatchNorm2d)
+        assert norm.running_mean is not None
+        assert norm.running_var is not None
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    batch = torch.randn(3, 1, 8, 8)
+    traced = torch.jit.trace(network, batch)  # type: ignore[no-untyped-call]
+    served = ServingModule(traced, "net")
+    assert served.optimised is not None
+    with torch.inference_mode():
+        assert torch.allclose(served(batch), network(batch), atol=1e-5)
+        assert torch.allclose(served(batch[:1]), network(batch[:1]), atol=1e-5)
+
+
+def test_a_module_the_passes_refuse_or_break_is_served_as_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    traced = torch.jit.trace(_conv_net().eval(), torch.randn(2, 1, 8, 8))  # type: ignore[no-untyped-call]
+
+    def refuse(module: Any) -> Any:
+        raise RuntimeError("unsupported")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.jit, "optimize_for_inference", refuse)
+        refused = ServingModule(traced, "net")
+    assert refused.optimised is None
+    batch = torch.randn(2, 1, 8, 8)
+    assert refused(batch).shape == (2, 4, 8, 8)
+
+    broken = ServingModule(traced, "net")
+    with pytest.raises(RuntimeError):
+        broken(torch.randn(2, 3, 8, 8))  # the inputs are at fault: both forms fail, the optimised one stays
+    assert broken.optimised is not None
+    broken.optimised = refuse  # type: ignore[assignment]
+    assert broken(batch).shape == (2, 4, 8, 8)
+    assert broken.optimised is None
