@@ -175,11 +175,12 @@ async def _feed(
 
 
 def false_alarms(
-    p_values: Sequence[float], rate: float, alert_after: int, window_size: int
+    p_values: Sequence[Sequence[float]], rate: float, alert_after: int, window_size: int
 ) -> dict[str, Any]:
-    """The observed rate of flagged windows with its exact (Clopper-Pearson) 95 % interval, and the false
-    alerts the alert policy raised against the expected number."""
-    flags = np.asarray(p_values) <= rate
+    """The observed rate of flagged windows (``p_values``: each split's stream) with its exact
+    (Clopper-Pearson) 95 % interval, and the false alerts the alert policy raised in the streams against
+    the number independent windows flagged at the configured rate would raise in streams of those lengths."""
+    flags = np.asarray([p for stream in p_values for p in stream]) <= rate
     flagged = int(flags.sum())
     interval = stats.binomtest(flagged, len(flags), rate).proportion_ci(0.95)
     expected = expected_windows_to_false_alert(rate, alert_after)
@@ -192,8 +193,25 @@ def false_alarms(
         "configured_inside_ci95": bool(interval.low <= rate <= interval.high),
         "expected_windows_to_false_alert": round(expected, 1),
         "expected_predictions_to_false_alert": round(expected * window_size),
-        "false_alerts": len(_alert_delays(flags, alert_after)),
+        "false_alerts": sum(len(_alert_delays(np.asarray(s) <= rate, alert_after)) for s in p_values),
+        "expected_false_alerts": round(sum(expected_alerts(rate, alert_after, len(s)) for s in p_values), 2),
     }
+
+
+def expected_alerts(rate: float, alert_after: int, windows: int) -> float:
+    """Alerts expected in a stream of ``windows`` independent windows each flagged at ``rate``, under the
+    policy of ``alert_after`` flagged windows in a row (the streak starting afresh after an alert)."""
+    streak = np.zeros(alert_after)  # probability of each streak length before the window
+    streak[0] = 1.0
+    alerts = 0.0
+    for _ in range(windows):
+        moved = np.zeros(alert_after)
+        moved[0] = (1.0 - rate) * streak.sum()
+        moved[1:] = rate * streak[:-1]
+        alerts += rate * streak[-1]
+        moved[0] += rate * streak[-1]
+        streak = moved
+    return alerts
 
 
 def _alert_delays(flags: Sequence[bool] | np.ndarray[Any, Any], alert_after: int) -> list[int]:
@@ -310,7 +328,6 @@ def bench_model(
             stream = _windows(traffic, count, size, seed=k, replace=False)
             streams.append(asyncio.run(_feed(run, {(model, version): document}, stream)))
         p_values = [s.p_values for s in streams]
-        everything = [p for ps in p_values for p in ps]
         drifted: dict[str, Any] = {}
         for name, drifted_pool in drifted_pools.items():
             progress(f"{model}: {drifted_windows} windows of {size} of {name}")
@@ -335,7 +352,7 @@ def bench_model(
             "windows_per_split": per_split,
             "false_alarms": {
                 str(rate): {
-                    **false_alarms(everything, rate, alert_after, size),
+                    **false_alarms(p_values, rate, alert_after, size),
                     **_split_rates(p_values, rate),
                 }
                 for rate in RATES

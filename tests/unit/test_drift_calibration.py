@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.bench.drift import _split_rates, _windows, set_aside
+from services.bench.drift import _split_rates, _windows, expected_alerts, set_aside
 from services.common.contract import Modality, PredictionData, ScoredLabel, Timing
 from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert, tie_breaks
 from services.drift.detectors import CHUNK_ROWS, Array, ReferenceIndex
@@ -137,6 +137,14 @@ def test_tied_statistics_still_give_uniform_p_values() -> None:
 def test_expected_windows_between_false_alerts() -> None:
     assert expected_windows_to_false_alert(0.05, 1) == pytest.approx(20.0)
     assert expected_windows_to_false_alert(0.01, 2) == pytest.approx(10100.0)
+
+
+def test_expected_alerts_in_short_streams_and_per_window_in_a_long_one() -> None:
+    assert expected_alerts(0.01, 2, 2) == pytest.approx(1e-4)
+    assert expected_alerts(0.01, 2, 1) == 0.0
+    assert expected_alerts(0.3, 1, 10) == pytest.approx(3.0)
+    long = expected_alerts(0.05, 2, 100_000) / 100_000
+    assert long == pytest.approx(1 / expected_windows_to_false_alert(0.05, 2), rel=1e-3)
 
 
 def test_the_bench_sets_aside_two_windows_and_keeps_half_for_the_reference() -> None:
