@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from services.bench.drift import _split_rates, _windows, expected_alerts, set_aside
-from services.common.contract import Modality, PredictionData, ScoredLabel, Timing
 from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert, tie_breaks
 from services.drift.detectors import CHUNK_ROWS, Array, ReferenceIndex
 from services.drift.windows import Reference, WindowRows, confidence_histogram, evaluate_window
+from tests.predictions import prediction_data
 
 CLASSES = 10
 LABELS = [str(i) for i in range(CLASSES)]
@@ -156,20 +156,7 @@ def test_the_bench_sets_aside_two_windows_and_keeps_half_for_the_reference() -> 
 
 
 def test_the_bench_cuts_disjoint_windows_from_a_split_and_refuses_more_than_it_holds() -> None:
-    pool = [
-        PredictionData(
-            request_id=f"r{i}",
-            modality=Modality.IMAGE,
-            model="m",
-            model_version="1",
-            label="0",
-            score=1.0,
-            top_k=[ScoredLabel(label="0", score=1.0)],
-            embedding=[float(i)],
-            timing=Timing(queued_ms=0, inference_ms=0, total_ms=0),
-        )
-        for i in range(10)
-    ]
+    pool = [prediction_data(request_id=f"r{i}", embedding=[float(i)]) for i in range(10)]
     stream = _windows(pool, 2, 5, seed=3, replace=False)
     assert sorted(p.embedding[0] for p in stream) == [float(i) for i in range(10)]
     assert len({p.request_id for p in stream}) == 10

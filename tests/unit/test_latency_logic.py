@@ -15,8 +15,9 @@ from services.bench.latency import (
     p99_bound_ms,
     percentiles,
 )
-from services.common.contract import Modality, PredictionData, PredictionEvent, ScoredLabel, Timing
+from services.common.contract import PredictionEvent, Timing
 from services.inference.batching import ReadyBatches
+from tests.predictions import prediction_data
 
 
 async def trickle(items: list[int], gaps: dict[int, float]) -> AsyncIterator[int]:
@@ -108,16 +109,7 @@ def prediction(total: float, kafka: float | None = 1.0) -> PredictionEvent:
     return PredictionEvent(
         source="test",
         subject="r",
-        data=PredictionData(
-            request_id="r",
-            modality=Modality.IMAGE,
-            model="digits",
-            model_version="1",
-            label="3",
-            score=0.9,
-            top_k=[ScoredLabel(label="3", score=0.9)],
-            timing=timing,
-        ),
+        data=prediction_data(timing=timing),
     )
 
 
