@@ -21,6 +21,7 @@ from pipelines.preprocess.declared import Preprocessor, preprocessor
 from pipelines.preprocess.errors import PayloadError
 from pipelines.source_models import LoadedModel, ServingModule, load_model_file
 from services.common.card import SourceModel, read_card
+from services.common.settings import Settings
 from services.common.triton_client import softmax
 
 Outputs = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
@@ -95,9 +96,12 @@ def read_projection(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np
         return data["mean"].astype(np.float32), data["components"].astype(np.float32)
 
 
-def load_runner(version_dir: Path, device: str) -> Runner:
+def load_runner(version_dir: Path, device: str, *, optimise: bool | None = None) -> Runner:
     """The runner of a version folder: a plugin's serving module (``model.pt``), or an added model file, fed
-    by the preprocessing its card declares."""
+    by the preprocessing its card declares. ``optimise``: TorchScript optimised for inference (see
+    :class:`ServingModule`); None: as ``DLSTREAM_TRITON__OPTIMISE_MODULES`` says."""
+    if optimise is None:
+        optimise = Settings().triton.optimise_modules
     card = read_card(version_dir)
     if card.preprocessing is None:
         raise ValueError(f"{card.name} is a Triton model of its owner; Triton runs it, not this runner")
@@ -106,12 +110,14 @@ def load_runner(version_dir: Path, device: str) -> Runner:
         if card.source_format not in ("onnx", "torchscript"):
             raise ValueError(f"{card.name} is a {card.source_format} model; Triton runs it, not this runner")
         source = card.source
-        model = load_model_file(version_dir / source.file, card.source_format, device, source.inputs)
+        model = load_model_file(
+            version_dir / source.file, card.source_format, device, source.inputs, optimise=optimise
+        )
         projection = read_projection(version_dir / card.source.projection) if card.source.projection else None
         return SourceRunner(model, preprocess, card.source, projection)
     torch_device = torch.device(device)
     module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
-    return CardRunner(ServingModule(module.eval(), card.name), preprocess, torch_device)
+    return CardRunner(ServingModule(module.eval(), card.name, optimise=optimise), preprocess, torch_device)
 
 
 def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Outputs | PayloadError]:

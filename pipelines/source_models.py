@@ -86,10 +86,12 @@ class ServingModule:
     most of Triton's time per event (see the README's latency figures). A module the passes refuse, or whose
     optimised form fails where the module as loaded runs, is served as loaded."""
 
-    def __init__(self, module: torch.jit.ScriptModule, name: str) -> None:
+    def __init__(self, module: torch.jit.ScriptModule, name: str, *, optimise: bool = True) -> None:
         self.module = module
         self.name = name
         self.optimised: torch.jit.ScriptModule | None = None
+        if not optimise:
+            return
         try:
             self.optimised = torch.jit.optimize_for_inference(module)
         except Exception as exc:  # noqa: BLE001 - any refusal of the passes: serve the module as loaded
@@ -112,13 +114,13 @@ class TorchScriptModel(LoadedModel):
 
     format: Format = "torchscript"
 
-    def __init__(self, path: Path, device: str = "cpu") -> None:
+    def __init__(self, path: Path, device: str = "cpu", *, optimise: bool = True) -> None:
         self.device = torch.device(device)
         try:
             module = torch.jit.load(str(path), map_location=self.device).eval()  # type: ignore[no-untyped-call]
         except (RuntimeError, ValueError) as exc:
             raise ModelFileError(f"{path.name} is not a TorchScript module: {exc}") from None
-        self.module = ServingModule(module, path.name)
+        self.module = ServingModule(module, path.name, optimise=optimise)
         self.inputs = []
 
     @torch.inference_mode()
@@ -131,7 +133,7 @@ class TorchScriptModel(LoadedModel):
 
 
 def load_model_file(
-    path: Path, format: Format, device: str = "cpu", inputs: Sequence[str] = ()
+    path: Path, format: Format, device: str = "cpu", inputs: Sequence[str] = (), *, optimise: bool = True
 ) -> LoadedModel:
     """Load a model file.
 
@@ -142,4 +144,4 @@ def load_model_file(
         raise ModelFileError(f"model file {path} does not exist")
     if format == "onnx":
         return OnnxModel(path, device, inputs)
-    return TorchScriptModel(path, device)
+    return TorchScriptModel(path, device, optimise=optimise)

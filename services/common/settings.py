@@ -89,6 +89,11 @@ class TritonSettings(_Group):
         description="HTTP host:port of every Triton replica a promotion must reach, comma-separated; "
         "dns:NAME:PORT stands for every address of NAME (a headless Service). Empty: host:http_port.",
     )
+    optimise_modules: bool = Field(
+        True,
+        description="Serve TorchScript models frozen and optimised for inference (batch norm folded into "
+        "the convolutions, oneDNN kernels); false: as traced, bit for bit.",
+    )
     cpu_threads: int | None = Field(
         None,
         ge=1,

@@ -150,6 +150,7 @@ def test_a_served_module_is_optimised_and_gives_the_outputs_of_the_module_as_loa
     traced = torch.jit.trace(network, batch)  # type: ignore[no-untyped-call]
     served = ServingModule(traced, "net")
     assert served.optimised is not None
+    assert ServingModule(traced, "net", optimise=False).optimised is None
     with torch.inference_mode():
         assert torch.allclose(served(batch), network(batch), atol=1e-5)
         assert torch.allclose(served(batch[:1]), network(batch[:1]), atol=1e-5)
