@@ -180,7 +180,8 @@ def false_alarms(
     """The observed rate of flagged windows (``p_values``: each split's stream) with its exact
     (Clopper-Pearson) 95 % interval, and the false alerts the alert policy raised in the streams against
     the number independent windows flagged at the configured rate would raise in streams of those lengths."""
-    flags = np.asarray([p for stream in p_values for p in stream]) <= rate
+    streams = [np.asarray(stream) <= rate for stream in p_values]
+    flags = np.concatenate(streams) if streams else np.zeros(0, dtype=bool)
     flagged = int(flags.sum())
     interval = stats.binomtest(flagged, len(flags), rate).proportion_ci(0.95)
     expected = expected_windows_to_false_alert(rate, alert_after)
@@ -193,7 +194,7 @@ def false_alarms(
         "configured_inside_ci95": bool(interval.low <= rate <= interval.high),
         "expected_windows_to_false_alert": round(expected, 1),
         "expected_predictions_to_false_alert": round(expected * window_size),
-        "false_alerts": sum(len(_alert_delays(np.asarray(s) <= rate, alert_after)) for s in p_values),
+        "false_alerts": sum(len(_alert_delays(stream, alert_after)) for stream in streams),
         "expected_false_alerts": round(sum(expected_alerts(rate, alert_after, len(s)) for s in p_values), 2),
     }
 
