@@ -134,6 +134,7 @@ class NullWindows:
         if scores is not None:
             # All held-out scores ascending, then +inf: the bound when no score is above the radius.
             kind_scores, bounds = scores[kind][order], np.append(np.sort(scores), np.inf)
+            total = len(bounds) - 1
         references = [cells[held_out.components == c] for c in range(len(held_out.reference_sizes))]
         n, count = len(kind_cells), len(cell_features)
         statistics = []
@@ -145,7 +146,6 @@ class NullWindows:
                 # Each held-out score stands for the slice of traffic around it; a score is above the radius
                 # when its slice's middle is (a quantile's interpolation counts half a score too many).
                 above = rng.beta(*held_out.outlier_mass, size=m)
-                total = len(bounds) - 1
                 first = np.floor(total * (1.0 - above) - 0.5).astype(np.int64) + 1
                 inside = np.searchsorted(kind_scores, bounds[np.minimum(first, total)], side="left")
                 means = np.column_stack([means, (picks >= inside[:, None]).mean(axis=1)])
