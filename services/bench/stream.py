@@ -6,8 +6,8 @@ All figures come from one run on the running stack, one model and the same held-
   pipeline (the SDK's publisher and reader), and Triton's batch-1 latency for the model; ``floor_ms`` is the
   sum of their medians;
 - ``direct_triton_eps``: an asyncio gRPC client sending the payloads as the workers do, ``max_batch`` at a
-  time in concurrent requests of at most ``request_size``, no Kafka; measured before and after each
-  pipeline run;
+  time in concurrent requests of at most ``request_size``, ``triton_depth`` batches at once, no Kafka;
+  measured before and after each pipeline run;
 - ``direct_triton_eps_by_request``: direct Triton for full batches sent one payload per request, as one
   request, and in requests of ``request_size``, side by side;
 - ``pipeline_eps``: events produced in advance, then a real worker (``dlstream inference run``) started;
@@ -91,14 +91,26 @@ async def direct_triton_eps(
     settings: Settings, model: str, payloads: list[bytes], batch: int, request_size: int | None = None
 ) -> float:
     """Payloads per second through Triton, ``batch`` at a time, each batch in concurrent requests of at most
-    ``request_size`` (the workers' setting when None)."""
+    ``request_size`` (the workers' setting when None), with as many batches in Triton at once as a worker
+    has (``triton_depth``)."""
     size = request_size or settings.inference.request_size
+    places = asyncio.Semaphore(settings.inference.triton_depth)
     triton = AsyncTriton(settings.triton)
+
+    async def one(chunk: list[bytes]) -> None:
+        try:
+            await infer_split(triton, model, chunk, size)
+        finally:
+            places.release()
+
     try:
         await infer_split(triton, model, payloads[:batch], size)  # warm-up
         started = time.perf_counter()
+        sent = []
         for i in range(0, len(payloads), batch):
-            await infer_split(triton, model, payloads[i : i + batch], size)
+            await places.acquire()
+            sent.append(asyncio.create_task(one(payloads[i : i + batch])))
+        await asyncio.gather(*sent)
         return len(payloads) / (time.perf_counter() - started)
     finally:
         await triton.close()

@@ -194,11 +194,20 @@ class InferenceSettings(_Group):
         " requests of near-equal size, so Triton reads the next while it runs one (at most the model's"
         " max_batch_size).",
     )
+    triton_depth: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Batches a worker has in Triton at once: the next one is sent while Triton works on one,"
+        " so Triton never waits for the worker between batches (1: the next batch is formed once Triton"
+        " answered).",
+    )
     pipeline_depth: int = Field(
         2,
         ge=1,
         le=8,
-        description="Batches a worker holds at once (one in Triton, the others being produced).",
+        description="1: one batch at a time, end to end; N: besides those in Triton, up to N - 1 batches"
+        " whose outcomes are being produced.",
     )
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web port of a worker (health: /health).")
     bind_host: str = Field(

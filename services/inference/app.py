@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -17,7 +16,8 @@ from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
 from services.inference.batching import ReadyBatches
 from services.inference.metrics import InferenceMetrics
-from services.inference.processor import ConsumedRecord, Decision, InferenceProcessor, Waiting
+from services.inference.pipelining import BatchPipeline
+from services.inference.processor import ConsumedRecord, Decision, InferenceProcessor
 
 
 def consumed(event: Any, *, wall: float, monotonic: float) -> ConsumedRecord:
@@ -75,66 +75,43 @@ def build_app(
             settings, triton.infer_batch, sink, metrics, catalog=lambda: discovery.catalog, state=worker_state
         )
         await discovery.refresh()
-        # Triton works on one batch while the outcomes of earlier ones are produced: the next batch is taken
-        # as soon as Triton is free, so it holds whatever arrived meanwhile (large under load, small when
-        # idle). At most ``pipeline_depth - 1`` batches wait for Kafka's acknowledgement at once.
-        deliveries = asyncio.Semaphore(max(1, inference.pipeline_depth - 1))
-        # Events waiting for their model hold their offsets back, not the stream; their number is bounded.
-        waiting_slots = asyncio.Semaphore(inference.max_waiting)
-        in_flight: set[asyncio.Task[None]] = set()
         # Offsets are committed only for acknowledged events, and events are acknowledged only once their
         # outcome is (``deliver``, ``settle``).
         unacked = stream.noack()
 
+        async def decide(events: list[Any]) -> Decision:
+            wall, now = time.time(), time.monotonic()
+            return await processor.decide([consumed(e, wall=wall, monotonic=now) for e in events])
+
         async def deliver(events: list[Any], decision: Decision) -> None:
-            try:
-                await processor.deliver(decision)
-                # Only now may these offsets be committed.
-                waiting = {w.index for w in decision.waiting}
-                for i, event in enumerate(events):
-                    if i not in waiting:
-                        await unacked.ack(event)
-            finally:
-                deliveries.release()
+            await processor.deliver(decision)
+            # Only now may these offsets be committed.
+            waiting = set(decision.waiting_indices)
+            for i, event in enumerate(events):
+                if i not in waiting:
+                    await unacked.ack(event)
 
-        async def settle(event: Any, waiting: Waiting) -> None:
-            try:
-                await processor.settle(waiting)
-                await unacked.ack(event)
-            finally:
-                waiting_slots.release()
+        async def settle(event: Any, decision: Decision, index: int) -> None:
+            await processor.settle(decision.waiting_at(index))
+            await unacked.ack(event)
 
-        def reap() -> None:
-            for task in [t for t in in_flight if t.done()]:
-                in_flight.discard(task)
-                task.result()  # a bug in a delivery crashes the agent; its events are redelivered
-
+        pipeline: BatchPipeline[Any, Decision] = BatchPipeline(
+            decide=decide,
+            deliver=deliver,
+            settle=settle,
+            triton_depth=inference.triton_depth,
+            pipeline_depth=inference.pipeline_depth,
+            max_waiting=inference.max_waiting,
+        )
         worker_state.started = True
         try:
-            batches = ReadyBatches(
-                unacked.events(),
-                max_batch=inference.max_batch,
-                linger_s=inference.max_wait_ms / 1000,
+            await pipeline.run(
+                ReadyBatches(
+                    unacked.events(), max_batch=inference.max_batch, linger_s=inference.max_wait_ms / 1000
+                )
             )
-            async for events in batches:
-                reap()
-                taken = list(events)
-                wall, now = time.time(), time.monotonic()
-                decision = await processor.decide([consumed(e, wall=wall, monotonic=now) for e in taken])
-                await deliveries.acquire()
-                task = asyncio.create_task(deliver(taken, decision))
-                in_flight.add(task)
-                for waiting in decision.waiting:
-                    await waiting_slots.acquire()
-                    in_flight.add(asyncio.create_task(settle(taken[waiting.index], waiting)))
-                if inference.pipeline_depth == 1:
-                    await task
-            await asyncio.gather(*in_flight)
         finally:
             worker_state.stopping = True
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
             await sink.stop()
             await triton.close()
             await discovery.close()

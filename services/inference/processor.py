@@ -91,6 +91,15 @@ class Decision:
     inference_started: float = 0.0  # wall-clock seconds
     inference_ms: float = 0.0
 
+    @property
+    def waiting_indices(self) -> list[int]:
+        """Positions in the batch of the events that wait for their model."""
+        return [w.index for w in self.waiting]
+
+    def waiting_at(self, index: int) -> Waiting:
+        """The waiting event at position ``index`` of the batch."""
+        return next(w for w in self.waiting if w.index == index)
+
 
 class InferenceProcessor:
     """Decides and produces the outcome of every record of a batch."""

@@ -1,0 +1,132 @@
+"""How a worker overlaps its batches: Triton never waits for the worker, and nothing is held without bound.
+
+A batch goes through three stages: *decide* (validate, route, Triton), *deliver* (produce the outcomes and
+wait for Kafka's acknowledgement, then acknowledge the events so their offsets may be committed) and, for
+events whose model is not served, *settle* (wait for the model apart from the batch). Up to
+``triton_depth`` batches are decided at once: the next batch goes to Triton while it still works on the
+previous one, so Triton reads it the moment it is free instead of idling while the worker receives one
+answer and sends the next request. A batch is formed only when one of those places is free, so events
+that arrive while they are all taken join the next batch (large under load, one event when idle).
+
+Bounds: a batch keeps its place until its delivery has one of ``pipeline_depth - 1`` places, and until each
+of its waiting events has one of ``max_waiting`` places; while all are taken no new batch is formed, the
+batch source stops reading and the consumer stops fetching (backpressure). ``pipeline_depth`` 1: one batch
+at a time, end to end.
+
+No I/O here: the stages are the caller's coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+E = TypeVar("E")
+
+
+class Decided(Protocol):
+    """What deciding a batch gives: the indices of its events that wait for their model."""
+
+    @property
+    def waiting_indices(self) -> Sequence[int]:
+        """Positions in the batch of the events that wait for their model."""
+
+
+D = TypeVar("D", bound=Decided)
+
+
+class BatchPipeline(Generic[E, D]):
+    """Runs ``decide``, ``deliver`` and ``settle`` over the batches of a stream, overlapped and bounded."""
+
+    def __init__(
+        self,
+        *,
+        decide: Callable[[list[E]], Awaitable[D]],
+        deliver: Callable[[list[E], D], Awaitable[None]],
+        settle: Callable[[E, D, int], Awaitable[None]],
+        triton_depth: int,
+        pipeline_depth: int,
+        max_waiting: int,
+    ) -> None:
+        if triton_depth < 1 or pipeline_depth < 1 or max_waiting < 1:
+            raise ValueError("triton_depth, pipeline_depth and max_waiting must be at least 1")
+        self.decide = decide
+        self.deliver = deliver
+        self.settle = settle
+        self.serial = pipeline_depth == 1
+        self._in_triton = asyncio.Semaphore(1 if self.serial else triton_depth)
+        self._deliveries = asyncio.Semaphore(max(1, pipeline_depth - 1))
+        self._waiting = asyncio.Semaphore(max_waiting)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, batches: AsyncIterable[list[E]]) -> None:
+        """Process every batch of ``batches``; returns when all are delivered and settled. A failing stage
+        cancels the rest and raises (its events are not acknowledged, so they are redelivered)."""
+        iterator = aiter(batches)
+        try:
+            while True:
+                self._reap()
+                await self._in_triton.acquire()
+                try:
+                    events = await anext(iterator)
+                except StopAsyncIteration:
+                    self._in_triton.release()
+                    break
+                task = self._spawn(self._batch(events))
+                if self.serial:
+                    await task
+            while self._tasks:
+                running = list(self._tasks)
+                await asyncio.gather(*running)
+                self._tasks.difference_update(running)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+    @property
+    def in_flight(self) -> int:
+        """Batches and waiting events not yet finished."""
+        return sum(1 for task in self._tasks if not task.done())
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        return task
+
+    def _reap(self) -> None:
+        for task in [t for t in self._tasks if t.done()]:
+            self._tasks.discard(task)
+            task.result()  # a failed stage ends the run
+
+    async def _batch(self, events: list[E]) -> None:
+        try:
+            decision = await self.decide(events)
+            await self._deliveries.acquire()
+            delivery = self._deliver(events, decision)
+            if self.serial:
+                await delivery
+            else:
+                self._spawn(delivery)
+            for index in decision.waiting_indices:
+                await self._waiting.acquire()
+                self._spawn(self._settle(events[index], decision, index))
+        finally:
+            self._in_triton.release()
+
+    async def _deliver(self, events: list[E], decision: D) -> None:
+        try:
+            await self.deliver(events, decision)
+        finally:
+            self._deliveries.release()
+
+    async def _settle(self, event: E, decision: D, index: int) -> None:
+        try:
+            await self.settle(event, decision, index)
+        finally:
+            self._waiting.release()
