@@ -13,6 +13,7 @@ from services.common.contract import DriftAlert, Modality
 from services.common.errors import AccessDenied, TransientError
 from services.common.faust_app import add_health_pages, service_app
 from services.common.health import WorkerState
+from services.common.heap import freeze_startup_heap
 from services.common.kafka_sink import KafkaSink
 from services.common.settings import Settings
 from services.drift.intake import take_labels, take_predictions
@@ -88,6 +89,7 @@ def build_app(
             webhook=webhook,
             launcher=launcher,
         )
+        freeze_startup_heap()
 
     @app.agent(predictions)
     async def watch(stream: Any) -> None:

@@ -11,6 +11,7 @@ from services.common.contract import Modality
 from services.common.discovery import TritonDiscovery
 from services.common.faust_app import add_health_pages, service_app
 from services.common.health import WorkerState, partition_lag
+from services.common.heap import freeze_startup_heap
 from services.common.kafka_sink import KafkaSink
 from services.common.settings import Settings
 from services.common.triton_client import AsyncTriton
@@ -75,6 +76,7 @@ def build_app(
             settings, triton.infer_batch, sink, metrics, catalog=lambda: discovery.catalog, state=worker_state
         )
         await discovery.refresh()
+        freeze_startup_heap()
         # Offsets are committed only for acknowledged events, and events are acknowledged only once their
         # outcome is (``deliver``, ``settle``).
         unacked = stream.noack()

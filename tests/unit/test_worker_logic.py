@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from services.common.catalog import catalog_from_triton
 from services.common.contract import KafkaRecord, Modality, PredictionEvent, new_request, parse_request
 from services.common.errors import TransientError
 from services.common.health import WorkerState, partition_lag
+from services.common.heap import freeze_startup_heap
 from services.common.settings import Settings, load_settings, settings_env
 from services.common.triton_client import Inference
 from services.inference.metrics import InferenceMetrics
@@ -142,3 +144,17 @@ def test_back_off_starts_waiting_then_doubles_up_to_the_maximum() -> None:
     assert state.back_off(first, initial_s=0.2, max_s=1.0, now=6.0) == 0.4
     assert state.back_off(0.8, initial_s=0.2, max_s=1.0, now=7.0) == 1.0
     assert state.waiting_stages == 1
+
+
+def test_the_startup_heap_is_frozen_out_of_full_collections() -> None:
+    before = gc.get_freeze_count()
+    try:
+        freeze_startup_heap()
+        frozen = gc.get_freeze_count()
+        assert frozen > before
+        later = [[] for _ in range(100)]
+        gc.collect()
+        assert gc.get_freeze_count() == frozen  # what is created later is collected as before
+        assert later
+    finally:
+        gc.unfreeze()
