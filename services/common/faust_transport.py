@@ -1,13 +1,22 @@
-"""Faust's aiokafka transport with the consumer's fetch wait as a setting.
+"""Faust's aiokafka transport with the consumer's fetch wait as a setting, and commits that never pass an
+event still in work.
 
 Faust builds its worker consumer with ``fetch_max_wait_ms=1500`` fixed in its code. aiokafka sends one
 fetch per broker at a time and leaves out the partitions whose records are still buffered; a record that
 lands on such a partition waits until the fetch in flight returns, which with nothing else arriving is the
 full fetch wait. This transport sets the wait from ``kafka.fetch_max_wait_ms``.
+
+Faust commits the first run of consecutive acknowledged offsets of a partition. Before the partition's first
+commit it does not check that the run starts where the partition's events start, and after one it lets a
+single missing offset pass; so when events are acknowledged out of order (a worker's batches finish in the
+order Triton answers them, an event waiting for its model is acknowledged after its batch), a commit could
+pass an event still in work, and a crash or a stop then lost it. Here a partition's commit stops at the first
+event handed to the stream and not yet acknowledged (:func:`committable_offset`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -25,6 +34,19 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def committable_offset(acked: Sequence[int], pending: Iterable[int]) -> int | None:
+    """The offset a partition may commit: the first offset handed to the stream and not yet acknowledged
+    (``pending``), or one past the last acknowledged when none is pending; None when nothing acknowledged lies
+    before the first pending one. A partition hands its events to the stream in offset order, so every
+    offset below the first pending one is done."""
+    if not acked:
+        return None
+    first_pending = min(pending, default=None)
+    if first_pending is None:
+        return max(acked) + 1
+    return first_pending if min(acked) < first_pending else None
+
+
 def transport_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
     """A Faust transport class whose worker consumers long-poll at most ``fetch_max_wait_ms``."""
 
@@ -36,6 +58,20 @@ def transport_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
     class WaitingConsumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        def _new_offset(self, tp: Any) -> int | None:
+            acked = self._acked[tp]
+            pending = (m.offset for m in list(self._unacked_messages) if m.tp == tp)
+            offset = committable_offset(acked, pending)
+            if offset is None:
+                return None
+            done = [a for a in acked if a < offset]
+            acked[:] = sorted(a for a in acked if a >= offset)
+            self._acked_index[tp].difference_update(done)
+            gap = self._gap.get(tp)
+            if gap:
+                gap.chop(0, offset)
+            return offset
 
     class Transport(faust_aiokafka.Transport):
         Consumer = WaitingConsumer

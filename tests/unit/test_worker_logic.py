@@ -152,7 +152,7 @@ def test_the_startup_heap_is_frozen_out_of_full_collections() -> None:
         freeze_startup_heap()
         frozen = gc.get_freeze_count()
         assert frozen > before
-        later = [[] for _ in range(100)]
+        later: list[list[int]] = [[] for _ in range(100)]
         gc.collect()
         assert gc.get_freeze_count() == frozen  # what is created later is collected as before
         assert later
