@@ -653,7 +653,12 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
 
 @bench.command("stream")
 @click.option("--model", default="digits", show_default=True, help="Image model to measure.")
-@click.option("--events", default=3000, show_default=True, help="Events of each throughput run.")
+@click.option(
+    "--events",
+    default=10000,
+    show_default=True,
+    help="Events of each throughput run (a drain of several seconds: the worker's ramp-up weighs little).",
+)
 @click.option("--naive-events", default=1000, show_default=True, help="Events of the naive agent's run.")
 @click.option("--runs", default=5, show_default=True, help="Throughput runs; the ratio is their median.")
 @click.option("--level-seconds", default=60.0, show_default=True, help="How long each load level is held.")
