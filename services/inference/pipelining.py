@@ -89,11 +89,6 @@ class BatchPipeline(Generic[E, D]):
             if close is not None:
                 await close()
 
-    @property
-    def in_flight(self) -> int:
-        """Batches and waiting events not yet finished."""
-        return sum(1 for task in self._tasks if not task.done())
-
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
