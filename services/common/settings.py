@@ -202,6 +202,13 @@ class InferenceSettings(_Group):
         " so Triton never waits for the worker between batches (1: the next batch is formed once Triton"
         " answered).",
     )
+    triton_just_in_time: bool = Field(
+        True,
+        description="With triton_depth > 1, a batch formed while Triton works on another keeps filling"
+        " until shortly before Triton is expected to free up (learnt from its answers), until a full batch"
+        " waits, or until Triton answers, instead of queueing in Triton (false: it goes as soon as a place is"
+        " free).",
+    )
     pipeline_depth: int = Field(
         2,
         ge=1,

@@ -97,6 +97,9 @@ def build_app(
             await processor.settle(decision.waiting_at(index))
             await unacked.ack(event)
 
+        batches = ReadyBatches(
+            unacked.events(), max_batch=inference.max_batch, linger_s=inference.max_wait_ms / 1000
+        )
         pipeline: BatchPipeline[Any, Decision] = BatchPipeline(
             decide=decide,
             deliver=deliver,
@@ -104,14 +107,12 @@ def build_app(
             triton_depth=inference.triton_depth,
             pipeline_depth=inference.pipeline_depth,
             max_waiting=inference.max_waiting,
+            just_in_time=inference.triton_just_in_time,
+            full=batches.wait_full,
         )
         worker_state.started = True
         try:
-            await pipeline.run(
-                ReadyBatches(
-                    unacked.events(), max_batch=inference.max_batch, linger_s=inference.max_wait_ms / 1000
-                )
-            )
+            await pipeline.run(batches)
         finally:
             worker_state.stopping = True
             await sink.stop()

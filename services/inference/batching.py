@@ -40,6 +40,11 @@ class ReadyBatches(Generic[T]):
         self._queue: asyncio.Queue[object] = asyncio.Queue(capacity or 2 * max_batch)
         self._reader: asyncio.Task[None] | None = None
         self._ended = False
+        self._full = asyncio.Event()
+
+    async def wait_full(self) -> None:
+        """Return once a full batch (or the end of the source) is queued."""
+        await self._full.wait()
 
     async def _read(self) -> None:
         # The end marker may wait for room: the agent keeps taking until it sees it. A cancelled reader (the
@@ -47,11 +52,15 @@ class ReadyBatches(Generic[T]):
         try:
             async for item in self.source:
                 await self._queue.put(item)
+                if self._queue.qsize() >= self.max_batch:
+                    self._full.set()
         except asyncio.CancelledError:
             raise
         except BaseException:
+            self._full.set()
             await self._queue.put(_END)
             raise
+        self._full.set()
         await self._queue.put(_END)
 
     def __aiter__(self) -> AsyncIterator[list[T]]:
@@ -62,6 +71,8 @@ class ReadyBatches(Generic[T]):
         try:
             while not self._ended:
                 batch = await self._take()
+                if self._queue.qsize() < self.max_batch and not self._reader.done():
+                    self._full.clear()
                 if batch:
                     yield batch
             await self._reader  # re-raises what ended the source, if it failed

@@ -8,6 +8,11 @@ previous one, so Triton reads it the moment it is free instead of idling while t
 answer and sends the next request. A batch is formed only when one of those places is free, so events
 that arrive while they are all taken join the next batch (large under load, one event when idle).
 
+With ``just_in_time``, a batch formed while others are in Triton keeps filling until shortly before Triton
+is expected to free up (:mod:`services.inference.dispatch`), until a full batch is waiting, or until a
+batch in Triton is answered, whichever comes first: it is taken at once instead of queueing in Triton, and
+it carries the events that arrived meanwhile.
+
 Bounds: a batch keeps its place until its delivery has one of ``pipeline_depth - 1`` places, and until each
 of its waiting events has one of ``max_waiting`` places; while all are taken no new batch is formed, the
 batch source stops reading and the consumer stops fetching (backpressure). ``pipeline_depth`` 1: one batch
@@ -19,8 +24,11 @@ No I/O here: the stages are the caller's coroutines.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from services.inference.dispatch import BatchTimes, InFlight, hold_until
 
 E = TypeVar("E")
 
@@ -48,6 +56,10 @@ class BatchPipeline(Generic[E, D]):
         triton_depth: int,
         pipeline_depth: int,
         max_waiting: int,
+        just_in_time: bool = True,
+        lead_s: float = 0.002,
+        full: Callable[[], Awaitable[object]] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if triton_depth < 1 or pipeline_depth < 1 or max_waiting < 1:
             raise ValueError("triton_depth, pipeline_depth and max_waiting must be at least 1")
@@ -59,6 +71,14 @@ class BatchPipeline(Generic[E, D]):
         self._deliveries = asyncio.Semaphore(max(1, pipeline_depth - 1))
         self._waiting = asyncio.Semaphore(max_waiting)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.just_in_time = just_in_time
+        self.lead_s = lead_s
+        self.full = full
+        self.clock = clock
+        self.times = BatchTimes()
+        self._in_flight: dict[int, InFlight] = {}
+        self._numbers = itertools.count()
+        self._answered = asyncio.Event()
 
     async def run(self, batches: AsyncIterable[list[E]]) -> None:
         """Process every batch of ``batches``; returns when all are delivered and settled. A failing stage
@@ -68,12 +88,17 @@ class BatchPipeline(Generic[E, D]):
             while True:
                 self._reap()
                 await self._in_triton.acquire()
+                if self.just_in_time and self._in_flight:
+                    await self._hold()
                 try:
                     events = await anext(iterator)
                 except StopAsyncIteration:
                     self._in_triton.release()
                     break
-                task = self._spawn(self._batch(events))
+                # In flight from now on, not from when its task first runs: the next hold counts it.
+                number = next(self._numbers)
+                self._in_flight[number] = InFlight(self._now(), len(events))
+                task = self._spawn(self._batch(events, number))
                 if self.serial:
                     await task
             while self._tasks:
@@ -89,6 +114,28 @@ class BatchPipeline(Generic[E, D]):
             if close is not None:
                 await close()
 
+    def _now(self) -> float:
+        return self.clock() if self.clock is not None else asyncio.get_running_loop().time()
+
+    async def _hold(self) -> None:
+        """Let the next batch fill while Triton is expected to be busy (see the dispatch module)."""
+        full: asyncio.Future[Any] | None = asyncio.ensure_future(self.full()) if self.full else None
+        try:
+            while self._in_flight and not (full is not None and full.done()):
+                now = self._now()
+                in_flight = list(self._in_flight.values())
+                left = hold_until(in_flight, self.times, now=now, lead_s=self.lead_s) - now
+                if left <= 0:
+                    return
+                self._answered.clear()
+                answered = asyncio.ensure_future(self._answered.wait())
+                waits: list[asyncio.Future[Any]] = [answered] if full is None else [answered, full]
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                answered.cancel()
+        finally:
+            if full is not None:
+                full.cancel()
+
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
@@ -99,9 +146,15 @@ class BatchPipeline(Generic[E, D]):
             self._tasks.discard(task)
             task.result()  # a failed stage ends the run
 
-    async def _batch(self, events: list[E]) -> None:
+    async def _batch(self, events: list[E], number: int) -> None:
+        sent = self._in_flight[number]
         try:
-            decision = await self.decide(events)
+            try:
+                decision = await self.decide(events)
+            finally:
+                del self._in_flight[number]
+                self._answered.set()
+            self.times.answered(sent.sent_at, sent.size, self._now())
             await self._deliveries.acquire()
             delivery = self._deliver(events, decision)
             if self.serial:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -75,7 +75,14 @@ class Stages:
 
 
 def pipeline(
-    stages: Stages, *, triton: int = 2, depth: int = 2, waiting: int = 100
+    stages: Stages,
+    *,
+    triton: int = 2,
+    depth: int = 2,
+    waiting: int = 100,
+    just_in_time: bool = True,
+    full: Callable[[], Awaitable[object]] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> BatchPipeline[int, Decided]:
     return BatchPipeline(
         decide=stages.decide,
@@ -84,6 +91,9 @@ def pipeline(
         triton_depth=triton,
         pipeline_depth=depth,
         max_waiting=waiting,
+        just_in_time=just_in_time,
+        full=full,
+        clock=clock,
     )
 
 
@@ -215,3 +225,76 @@ def test_depths_below_one_are_refused() -> None:
     stages = Stages()
     with pytest.raises(ValueError, match="at least 1"):
         pipeline(stages, triton=0)
+
+
+class Clock:
+    """A clock the test moves: Triton's learnt batch time is whatever the test lets pass during a batch."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def learnt_100_s_batches(stages: Stages, clock: Clock) -> None:
+    """Let batch 0 take 100 s by the clock and be answered, and batch 1 go to Triton (and stay there)."""
+    await until(lambda: stages.deciding == 2)
+    clock.now += 100.0
+    stages.gate("decide 0").set()
+    stages.gate("deliver 0").set()
+    await until(lambda: "deliver 0" in stages.order)
+
+
+@pytest.mark.parametrize("just_in_time", [True, False])
+def test_a_batch_formed_while_triton_is_busy_fills_until_triton_is_expected_to_free_up(
+    just_in_time: bool,
+) -> None:
+    async def scenario() -> int:
+        stages, clock = Stages(gated=True), Clock()
+        run = asyncio.create_task(
+            pipeline(stages, just_in_time=just_in_time, clock=clock).run(stages.source(BATCHES))
+        )
+        await learnt_100_s_batches(stages, clock)
+        await everything_ready_ran()
+        # Batch 1 was sent at 100 s and is expected back at 200 s: the next keeps filling until then.
+        pulled_while_busy = stages.pulled
+        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
+            stages.gate(gate).set()
+        await asyncio.wait_for(run, 5)
+        return pulled_while_busy
+
+    assert asyncio.run(scenario()) == (2 if just_in_time else 3)
+
+
+def test_a_held_batch_goes_once_triton_answers() -> None:
+    async def scenario() -> None:
+        stages, clock = Stages(gated=True), Clock()
+        run = asyncio.create_task(pipeline(stages, clock=clock).run(stages.source(BATCHES)))
+        await learnt_100_s_batches(stages, clock)
+        await everything_ready_ran()
+        assert stages.pulled == 2
+        stages.gate("decide 10").set()
+        await until(lambda: stages.pulled == 3)
+        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
+            stages.gate(gate).set()
+        await asyncio.wait_for(run, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_held_batch_goes_once_a_full_batch_waits() -> None:
+    async def scenario() -> None:
+        stages, clock, full = Stages(gated=True), Clock(), asyncio.Event()
+        run = asyncio.create_task(pipeline(stages, clock=clock, full=full.wait).run(stages.source(BATCHES)))
+        await learnt_100_s_batches(stages, clock)
+        await everything_ready_ran()
+        assert stages.pulled == 2
+        full.set()
+        await until(lambda: stages.pulled == 3)
+        assert stages.deciding == 2  # batch 1 is still in Triton
+        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
+            stages.gate(gate).set()
+        await asyncio.wait_for(run, 5)
+
+    asyncio.run(scenario())

@@ -97,6 +97,42 @@ def test_a_full_queue_holds_the_reader_back() -> None:
     assert asyncio.run(run()) <= 8
 
 
+def test_wait_full_returns_once_a_full_batch_is_queued_and_again_only_when_the_next_is() -> None:
+    async def run() -> list[str]:
+        gate = asyncio.Event()
+
+        async def gated() -> AsyncIterator[int]:
+            for i in range(12):
+                if i == 8:
+                    await gate.wait()
+                yield i
+
+        seen: list[str] = []
+        batches = ReadyBatches(gated(), max_batch=4, capacity=16)
+        iterator = aiter(batches)
+        seen.append(f"batch {await anext(iterator)}")
+        await asyncio.wait_for(batches.wait_full(), 5)  # 4 ... 7 queued
+        seen.append(f"batch {await anext(iterator)}")
+        waiting = asyncio.ensure_future(batches.wait_full())
+        await asyncio.sleep(0.05)
+        seen.append(f"full while nothing is queued: {waiting.done()}")
+        gate.set()  # 8 ... 11 come, then the end
+        await asyncio.wait_for(waiting, 5)
+        seen.append("full")
+        async for batch in iterator:
+            seen.append(f"batch {batch}")
+        await asyncio.wait_for(batches.wait_full(), 5)  # the end never leaves a holder waiting
+        return seen
+
+    assert asyncio.run(run()) == [
+        "batch [0, 1, 2, 3]",
+        "batch [4, 5, 6, 7]",
+        "full while nothing is queued: False",
+        "full",
+        "batch [8, 9, 10, 11]",
+    ]
+
+
 def prediction(total: float, kafka: float | None = 1.0) -> PredictionEvent:
     timing = Timing(
         queued_ms=3.0,
