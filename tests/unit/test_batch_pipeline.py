@@ -114,6 +114,18 @@ async def everything_ready_ran() -> None:
 BATCHES = [[10 * b + i for i in range(3)] for b in range(8)]
 
 
+def open_every_gate(stages: Stages) -> None:
+    """Let every batch of BATCHES be decided and delivered."""
+    for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
+        stages.gate(gate).set()
+
+
+async def release_all(stages: Stages, run: asyncio.Task[None]) -> None:
+    """Open every gate and let the run end."""
+    open_every_gate(stages)
+    await asyncio.wait_for(run, 5)
+
+
 @pytest.mark.parametrize(("triton", "depth"), [(1, 1), (1, 2), (2, 2), (3, 4)])
 def test_every_event_is_delivered_once(triton: int, depth: int) -> None:
     stages = Stages()
@@ -132,9 +144,7 @@ def test_the_next_batch_goes_to_triton_while_it_works_on_one_and_is_formed_only_
         assert stages.most_deciding == 2
         stages.gate("decide 0").set()
         await until(lambda: stages.pulled == 3)
-        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
-            stages.gate(gate).set()
-        await asyncio.wait_for(run, 5)
+        await release_all(stages, run)
         return stages
 
     stages = asyncio.run(scenario())
@@ -148,9 +158,7 @@ def test_one_in_triton_waits_for_its_answer_before_forming_the_next() -> None:
         await until(lambda: stages.deciding == 1)
         await everything_ready_ran()
         assert stages.pulled == 1
-        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
-            stages.gate(gate).set()
-        await asyncio.wait_for(run, 5)
+        await release_all(stages, run)
         return stages
 
     assert asyncio.run(scenario()).most_deciding == 1
@@ -190,8 +198,7 @@ def test_waiting_events_are_settled_apart_without_holding_the_delivery_back() ->
     async def scenario() -> Stages:
         stages = Stages(gated=True, waiting={1, 11, 21})
         run = asyncio.create_task(pipeline(stages, waiting=2).run(stages.source(BATCHES)))
-        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
-            stages.gate(gate).set()
+        open_every_gate(stages)
         # Two events wait (the bound); the batch of the third is delivered all the same, then holds its
         # place until a waiting place is free.
         await until(lambda: stages.settling == 2 and 20 in stages.delivered)
@@ -259,9 +266,7 @@ def test_a_batch_formed_while_triton_is_busy_fills_until_triton_is_expected_to_f
         await everything_ready_ran()
         # Batch 1 was sent at 100 s and is expected back at 200 s: the next keeps filling until then.
         pulled_while_busy = stages.pulled
-        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
-            stages.gate(gate).set()
-        await asyncio.wait_for(run, 5)
+        await release_all(stages, run)
         return pulled_while_busy
 
     assert asyncio.run(scenario()) == (2 if just_in_time else 3)
@@ -276,9 +281,7 @@ def test_a_held_batch_goes_once_triton_answers() -> None:
         assert stages.pulled == 2
         stages.gate("decide 10").set()
         await until(lambda: stages.pulled == 3)
-        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
-            stages.gate(gate).set()
-        await asyncio.wait_for(run, 5)
+        await release_all(stages, run)
 
     asyncio.run(scenario())
 
@@ -293,8 +296,6 @@ def test_a_held_batch_goes_once_a_full_batch_waits() -> None:
         full.set()
         await until(lambda: stages.pulled == 3)
         assert stages.deciding == 2  # batch 1 is still in Triton
-        for gate in [f"{s} {10 * b}" for b in range(8) for s in ("decide", "deliver")]:
-            stages.gate(gate).set()
-        await asyncio.wait_for(run, 5)
+        await release_all(stages, run)
 
     asyncio.run(scenario())
