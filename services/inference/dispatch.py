@@ -12,7 +12,7 @@ Pure logic: the caller measures and waits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -71,14 +71,14 @@ class BatchTimes:
         return fixed + per_event * size
 
 
-def hold_until(in_flight: Sequence[InFlight], times: BatchTimes, *, now: float, lead_s: float) -> float:
+def hold_until(in_flight: Iterable[InFlight], times: BatchTimes, *, now: float, lead_s: float) -> float:
     """The time until which the next batch may keep filling: ``lead_s`` before Triton is expected to have
     answered every batch in ``in_flight`` (in the order sent, each started once the one before it was
-    answered), or ``now`` (send at once) when nothing is
-    in flight or no batch was answered yet."""
-    if not in_flight or not times.known:
+    answered), or ``now`` (send at once) when nothing is in flight or no batch was answered yet."""
+    batches = sorted(in_flight, key=lambda b: b.sent_at)
+    if not batches or not times.known:
         return now
     free_at = times.last_answer
-    for batch in sorted(in_flight, key=lambda b: b.sent_at):
+    for batch in batches:
         free_at = max(free_at, batch.sent_at) + times.expected(batch.size)
     return max(now, free_at - lead_s)

@@ -123,8 +123,7 @@ class BatchPipeline(Generic[E, D]):
         try:
             while self._in_flight and not (full is not None and full.done()):
                 now = self._now()
-                in_flight = list(self._in_flight.values())
-                left = hold_until(in_flight, self.times, now=now, lead_s=self.lead_s) - now
+                left = hold_until(self._in_flight.values(), self.times, now=now, lead_s=self.lead_s) - now
                 if left <= 0:
                     return
                 self._answered.clear()
