@@ -662,7 +662,12 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
 @click.option("--naive-events", default=1000, show_default=True, help="Events of the naive agent's run.")
 @click.option("--runs", default=5, show_default=True, help="Throughput runs; the ratio is their median.")
 @click.option("--level-seconds", default=60.0, show_default=True, help="How long each load level is held.")
-@click.option("--idle-events", default=50, show_default=True, help="Single events of the idle latency.")
+@click.option(
+    "--idle-events",
+    default=300,
+    show_default=True,
+    help="Single events of the idle latency (a p99 of fewer is set by the slowest one or two).",
+)
 @click.option(
     "--workers",
     default=1,
