@@ -14,7 +14,8 @@ All figures come from one run on the running stack, one model and the same held-
   the rate is counted between its first and last prediction, so start-up is not in it. Repeated ``runs``
   times on fresh topics; ``overhead_ratio`` is the median of the runs' pipeline / direct ratios;
 - ``idle``: single events, each published after the previous prediction arrived, end to end (``ce_time`` to
-  the prediction in the subscriber's hands);
+  the prediction in the subscriber's hands); measured right after the floor, on a worker of its own, so that
+  the two are taken in the same conditions;
 - ``curve``: p50, p99 and p99.9 end to end at 10, 30, 50, 70 and 90 % of ``pipeline_eps``, each level held
   ``level_seconds``, with the backlog sampled every second, the batch size the worker formed, the breakdown
   of where the time went, and the p99 bound (batch wait + 3 x Triton's latency at that batch size);
@@ -71,6 +72,7 @@ log = structlog.get_logger(__name__)
 LOAD_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SETTLE_SECONDS = 5.0
 ARRIVAL_TIMEOUT_S = 120.0
+IDLE_SETTLE_S = 5.0  # between the warm-up and the idle events (see measure_idle)
 
 
 def rate_between(predictions: list[PredictionEvent]) -> float:
@@ -466,6 +468,25 @@ class LatencyRun:
         return self.collector.arrivals(sent), samples, (total / batches if batches else 0.0)
 
 
+def measure_idle(
+    bench: StreamBench, samples: list[bytes], count: int, *, warm_up: int, settle_s: float = IDLE_SETTLE_S
+) -> list[Arrival]:
+    """``count`` single events through a worker of their own on fresh topics, after ``warm_up`` events and
+    ``settle_s`` seconds without any."""
+    settings = bench.deployment("idle")
+    run = LatencyRun(settings, samples)
+    with bench.process(settings, worker_argv(), "idle"):
+        try:
+            run.start(warm_up=warm_up)
+            # A worker's idle latency is that of one running for a while: in about half of the runs, two to
+            # four of the first events within 1.5 s of the warm-up took ~50 ms in Kafka before the worker had
+            # them; none did after 5 s without events.
+            time.sleep(settle_s)
+            return run.idle(count)
+        finally:
+            run.stop()
+
+
 def bench_stream(
     settings: Settings,
     repository: Path,
@@ -496,6 +517,8 @@ def bench_stream(
         }
         floor_ms = round(statistics.median(kafka_rtt) + statistics.median(triton_1), 1)
         log.info("bench.floor", floor_ms=floor_ms, **{k: v["p50_ms"] for k, v in floor.items()})
+        idle_arrivals = measure_idle(bench, samples, idle_events, warm_up=2 * batch)
+        log.info("bench.idle", **percentiles([a.end_to_end_ms for a in idle_arrivals]))
         by_request_size = request_sizes(settings, model, payloads, batch)
         log.info("bench.request_sizes", **by_request_size)
 
@@ -521,7 +544,6 @@ def bench_stream(
         with bench.process(latency_settings, worker_argv(), "latency"):
             try:
                 run_.start(warm_up=2 * batch)
-                idle_arrivals = run_.idle(idle_events)
                 levels = []
                 for fraction in LOAD_LEVELS:
                     offered = fraction * pipeline
