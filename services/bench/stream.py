@@ -15,7 +15,7 @@ All figures come from one run on the running stack, one model and the same held-
   times on fresh topics; ``overhead_ratio`` is the median of the runs' pipeline / direct ratios;
 - ``idle``: single events, each published after the previous prediction arrived, end to end (``ce_time`` to
   the prediction in the subscriber's hands); measured right after the floor, on a worker of its own, so that
-  the two are taken in the same conditions;
+  the two are taken in the same conditions, starting ``IDLE_SETTLE_S`` after that worker's warm-up;
 - ``curve``: p50, p99 and p99.9 end to end at 10, 30, 50, 70 and 90 % of ``pipeline_eps``, each level held
   ``level_seconds``, with the backlog sampled every second, the batch size the worker formed, the breakdown
   of where the time went, and the p99 bound (batch wait + 3 x Triton's latency at that batch size);
@@ -478,9 +478,9 @@ def measure_idle(
     with bench.process(settings, worker_argv(), "idle"):
         try:
             run.start(warm_up=warm_up)
-            # A worker's idle latency is that of one running for a while: in about half of the runs, two to
-            # four of the first events within 1.5 s of the warm-up took ~50 ms in Kafka before the worker had
-            # them; none did after 5 s without events.
+            # A worker's idle latency is that of one running for a while: in 7 of 19 runs started right after
+            # the warm-up (3 of 3 started 1.5 s after it), one to four events in the first seconds took 33-65
+            # ms in Kafka before the worker had them; none did in 3 runs started 5 s after it.
             time.sleep(settle_s)
             return run.idle(count)
         finally:
