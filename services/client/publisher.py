@@ -58,7 +58,7 @@ class Publisher:
                 **client_options(settings.kafka),
                 acks="all",
                 enable_idempotence=True,
-                linger_ms=5,
+                linger_ms=settings.kafka.publisher_linger_ms,
                 max_request_size=max(1024 * 1024, 2 * settings.contract.max_payload_bytes),
                 client_id="dlstream-publisher",
             )

@@ -1,4 +1,5 @@
-"""The SDK's pure parts: which files a publish sends, pacing, dropping duplicates, dead-letter filters."""
+"""The SDK's pure parts: which files a publish sends, pacing, dropping duplicates, dead-letter filters, and
+the options the publisher gives its producer."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from services.client import publisher
 from services.client.dedup import Deduplicator
 from services.client.dlq import StoredLetter, matches
 from services.client.files import content_type_for, expand_paths
 from services.client.pacing import Pacer
 from services.common.contract import Modality, dead_letter, new_request
 from services.common.errors import ClientError, ContractError, DeadLetterReason
+from services.common.settings import Settings
 
 
 def test_folders_expand_to_their_files_of_the_modality_in_sorted_order(tmp_path: Path) -> None:
@@ -233,3 +236,19 @@ def test_bytes_read_just_before_the_broker_closes_are_delivered_before_the_close
         assert error is not None
     finally:
         ours.close()
+
+
+def test_the_publisher_lingers_as_long_as_the_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[dict[str, object]] = []
+
+    class RecordingProducer:
+        def __init__(self, **options: object) -> None:
+            made.append(options)
+
+    monkeypatch.setattr(publisher, "KafkaProducer", RecordingProducer)
+    monkeypatch.delenv("DLSTREAM_KAFKA__PUBLISHER_LINGER_MS", raising=False)
+    assert Settings().kafka.publisher_linger_ms == 5
+    monkeypatch.setenv("DLSTREAM_KAFKA__PUBLISHER_LINGER_MS", "0")
+    publisher.Publisher(Settings())
+    assert made[0]["linger_ms"] == 0
+    assert made[0]["acks"] == "all"
