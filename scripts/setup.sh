@@ -36,6 +36,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Started by root, the local stack runs Triton as this unprivileged system user (DLSTREAM_STACK__SERVICE_USER).
+if [ "$(id -u)" -eq 0 ] && ! id -u dlstream >/dev/null 2>&1; then
+  echo "setup: adding the system user dlstream (the local stack's Triton runs as it when started by root)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dlstream
+fi
+
 # Triton's Python backend stub links Debian's libpython3.11; the venv must sit on that same interpreter build,
 # or the stub runs Debian's libpython against another build's standard library (C extensions fail to load).
 PYTHON="${PYTHON:-/usr/bin/python3.11}"

@@ -28,8 +28,18 @@ def _repository(ctx: click.Context) -> Path:
     return Path.cwd() / _settings(ctx).triton.model_repository
 
 
-def _stack(ctx: click.Context) -> LocalStack:
-    return LocalStack(_settings(ctx), project_root=Path.cwd())
+def _stack(ctx: click.Context, secure: bool = False) -> LocalStack:
+    settings = _settings(ctx)
+    if secure:
+        settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"secure": True})})
+    return LocalStack(settings, project_root=Path.cwd())
+
+
+_secure_option = click.option(
+    "--secure",
+    is_flag=True,
+    help="The secure stack (in `<run_dir>-secure`); same as DLSTREAM_STACK__SECURE=true.",
+)
 
 
 @click.group()
@@ -57,39 +67,39 @@ def stack_install(ctx: click.Context) -> None:
 @click.option(
     "--secure",
     is_flag=True,
-    help="Kafka over SASL_SSL with SCRAM users, Redis over TLS with ACL users (stays so for this run "
-    "directory); same as DLSTREAM_STACK__SECURE=true.",
+    help="Kafka over SASL_SSL with SCRAM users, Redis over TLS with ACL users, Triton's control API behind "
+    "a key, in a run directory of its own (`<run_dir>-secure`); same as DLSTREAM_STACK__SECURE=true.",
 )
 @click.pass_context
 def stack_up(ctx: click.Context, secure: bool) -> None:
     """Start what is not running and wait until every service is healthy; publish the repository's
     reference statistics to Redis for the drift monitor."""
-    settings = _settings(ctx)
-    if secure:
-        settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"secure": True})})
-    local = LocalStack(settings, project_root=Path.cwd())
+    local = _stack(ctx, secure)
     _print_status(local.up(), as_json=False)
     if local.security is not None:
         click.echo(
             f"secure stack: clients connect with the settings in {local.security.client_env_path}\n"
-            f"  set -a; . {local.security.client_env_path}; set +a"
+            f"  set -a; . {local.security.client_env_path}; set +a\n"
+            f"  models add/rollback/remove (Triton's control key) with {local.security.admin_env_path}"
         )
 
 
 @stack.command("down")
+@_secure_option
 @click.pass_context
-def stack_down(ctx: click.Context) -> None:
+def stack_down(ctx: click.Context, secure: bool) -> None:
     """Stop every process this stack started (by recorded pid, never by name)."""
-    _stack(ctx).down()
+    _stack(ctx, secure).down()
     click.echo("stack stopped")
 
 
 @stack.command("status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@_secure_option
 @click.pass_context
-def stack_status(ctx: click.Context, as_json: bool) -> None:
+def stack_status(ctx: click.Context, as_json: bool, secure: bool) -> None:
     """Report each service; exits 1 when one is dead, unhealthy or stopped."""
-    statuses = _stack(ctx).status()
+    statuses = _stack(ctx, secure).status()
     _print_status(statuses, as_json=as_json)
     if not all(s.ok for s in statuses):
         sys.exit(1)
@@ -98,10 +108,11 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
 @stack.command("logs")
 @click.argument("service", type=click.Choice(["kafka", "redis", "triton", "inference", "drift"]))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many of the last lines.")
+@_secure_option
 @click.pass_context
-def stack_logs(ctx: click.Context, service: str, lines: int) -> None:
+def stack_logs(ctx: click.Context, service: str, lines: int, secure: bool) -> None:
     """Print the last lines of a service's log."""
-    for line in _stack(ctx).log_lines(service, lines):
+    for line in _stack(ctx, secure).log_lines(service, lines):
         click.echo(line)
 
 

@@ -1,7 +1,10 @@
 """Discovery: the catalog of served models, fetched from Triton (gRPC) and kept fresh by polling.
 
-A model's config is fetched again only when its ready versions change, so a refresh is one repository-index
-call when nothing changed. When Triton cannot be asked, the last catalog is kept and marked unreachable.
+The ready versions come from Triton's statistics extension, which lists every ready model version, not from
+the repository index: the index belongs to Triton's control API, which may be behind a key that workers do
+not hold. A model's config is fetched again only when its ready versions change, so a refresh is one
+statistics call when nothing changed. When Triton cannot be asked, the last catalog is kept and marked
+unreachable.
 """
 
 from __future__ import annotations
@@ -50,8 +53,11 @@ class TritonDiscovery:
             self._client = grpc_client(self.settings)
         timeout = self.settings.request_timeout_s
         try:
-            reply = await self._client.get_model_repository_index(as_json=True, client_timeout=timeout)
-            index = reply.get("models", [])
+            reply = await self._client.get_inference_statistics(as_json=True, client_timeout=timeout)
+            index = [
+                {"name": entry.get("name", ""), "version": entry.get("version", ""), "state": READY}
+                for entry in reply.get("model_stats", [])
+            ]
             ready: dict[str, tuple[str, ...]] = {}
             for entry in index:
                 if entry.get("state") == READY:

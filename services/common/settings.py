@@ -101,12 +101,31 @@ class TritonSettings(_Group):
         description="Serve TorchScript models frozen and optimised for inference (batch norm folded into "
         "the convolutions, oneDNN kernels); false: as traced, bit for bit.",
     )
+    control_key: SecretStr | None = Field(
+        None,
+        description="Key of Triton's control API (model repository, shared memory, logging, trace), sent "
+        "in the `control_header` header; only the identities that load, unload and promote models hold it. "
+        "Empty: Triton's control API is open (the plain local stack).",
+    )
+    control_header: str = Field(
+        "dlstream-control-key",
+        pattern=r"^[a-z0-9-]+$",
+        description="Name of the header that carries `control_key` (gRPC sends it as "
+        "`triton-grpc-protocol-<name>`, as Triton expects).",
+    )
     cpu_threads: int | None = Field(
         None,
         ge=1,
         description="CPU threads of each model instance of the local stack's Triton (OMP_NUM_THREADS); "
         "empty: half the cores, at least one, leaving the rest to Kafka and the workers.",
     )
+
+    def control_headers(self, protocol: Literal["http", "grpc"]) -> dict[str, str]:
+        """The header that opens Triton's control API to this identity (none without a key)."""
+        if self.control_key is None:
+            return {}
+        name = self.control_header if protocol == "http" else f"triton-grpc-protocol-{self.control_header}"
+        return {name: self.control_key.get_secret_value()}
 
     def model_threads(self) -> int:
         """The CPU threads a model instance of the local stack's Triton uses."""
@@ -361,12 +380,24 @@ class StackSettings(_Group):
     secure: bool = Field(
         False,
         description="Kafka with SASL_SSL and SCRAM-SHA-512, Redis with TLS and ACL users, one identity per "
-        "service; certificates and passwords are generated under `<run_dir>/secure` at the first start.",
+        "service, Triton's control API behind a key; it runs in `<run_dir>-secure`, its own run directory, "
+        "where certificates and secrets are generated under `secure/` at the first start.",
+    )
+    service_user: str = Field(
+        "dlstream",
+        description="The unprivileged user Triton runs as when the stack is started as root (made by "
+        "`make setup`); empty, or a user that does not exist: the user that starts the stack.",
     )
     services: tuple[Literal["kafka", "redis", "triton", "inference", "drift"], ...] = Field(
         ("kafka", "redis", "triton", "inference", "drift"),
         description="Which services `stack up` starts (inference: one worker; drift: the drift monitor).",
     )
+
+    @property
+    def stack_dir(self) -> Path:
+        """Where this stack runs: ``run_dir``, or ``<run_dir>-secure`` for the secure stack, so a secure
+        stack never meets a plain one's broker storage."""
+        return self.run_dir.with_name(f"{self.run_dir.name}-secure") if self.secure else self.run_dir
 
 
 class LogSettings(_Group):

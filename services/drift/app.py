@@ -20,6 +20,7 @@ from services.drift.intake import take_labels, take_predictions
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
 from services.drift.report import render_report
+from services.drift.report_access import REALM, needs_login, requester_redis
 from services.drift.store import DriftStore, async_redis
 from services.retrain.launchers import Launcher
 
@@ -131,8 +132,25 @@ def build_app(
     @app.page("/report")
     async def report(web: Any, request: Any) -> Any:
         drift_monitor = await monitor()
-        data = await drift_monitor.store.report_data(request.query.get("model"))
+        model = request.query.get("model")
+        if not needs_login(settings.redis):
+            data = await drift_monitor.store.report_data(model)
+        else:
+            redis = requester_redis(settings.redis, request.headers.get("Authorization"))
+            if redis is None:
+                return _refused(web, "the drift report needs the Redis credentials of a user who may read it")
+            reader = DriftStore(async_redis(redis), drift)
+            try:
+                data = await reader.report_data(model)
+            except AccessDenied as denied:
+                return _refused(web, str(denied))
+            finally:
+                await reader.close()
         page = await asyncio.to_thread(render_report, data, false_alarm_rate=drift.false_alarm_rate)
         return web.html(page)
 
     return app
+
+
+def _refused(web: Any, why: str) -> Any:
+    return web.text(why + "\n", status=401, headers={"WWW-Authenticate": REALM})

@@ -190,7 +190,7 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         seed=retrain.seed,
         started=started,
     )
-    return _promote(settings, repository, model, new_version, report, started)
+    return promote(settings, repository, model, new_version, report, started)
 
 
 def _verdict(
@@ -229,9 +229,11 @@ def _verdict(
     return report
 
 
-def _promote(
+def promote(
     settings: Settings, repository: Path, model: str, version: int, report: dict[str, Any], started: float
 ) -> dict[str, Any]:
+    """Publish the reference statistics of ``version`` and have every Triton replica serve it (through
+    Triton's control API, with the key of this job's identity); ``report`` with the promotion's figures."""
     report["new_version"] = version
     # The monitor judges the new version's windows against this; published before Triton serves it.
     publish_references(settings, repository, [model])
@@ -296,4 +298,4 @@ def _retrain_by_command(
                 "classes": len(card.labels),
             },
         )
-    return _promote(settings, repository, card.name, version, report, started)
+    return promote(settings, repository, card.name, version, report, started)

@@ -7,10 +7,11 @@ separate invocations of the CLI, and a second stack with another run directory a
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from services.common.settings import Settings
 from services.stack.drift_monitor import DriftMonitorService
 from services.stack.inference_worker import InferenceWorker
 from services.stack.kafka_broker import KafkaBroker
-from services.stack.process import ProcessGroup, ProcessRecord, is_running
+from services.stack.process import ProcessGroup, ProcessRecord, is_running, scrub_arguments
 from services.stack.redis_server import RedisServer
 from services.stack.security import StackSecurity
 from services.stack.service import StackService
@@ -54,7 +55,7 @@ class LocalStack:
     """Starts, checks and stops the stack's children, by recorded pid only."""
 
     def __init__(self, settings: Settings, *, project_root: Path) -> None:
-        self.run_dir = (project_root / settings.stack.run_dir).resolve()
+        self.run_dir = (project_root / settings.stack.stack_dir).resolve()
         self.processes = ProcessGroup()
         repository = (project_root / settings.triton.model_repository).resolve()
         self.repository = repository
@@ -75,7 +76,12 @@ class LocalStack:
         available: dict[str, StackService] = {
             "kafka": KafkaBroker(self.run_dir, self.settings, security=self.security),
             "redis": RedisServer(self.run_dir, self.settings, security=self.security),
-            "triton": TritonServer(self.run_dir, settings, repository=repository),
+            "triton": TritonServer(
+                self.run_dir,
+                settings,
+                repository=repository,
+                control_key=security.triton_control_key() if self.security is not None else None,
+            ),
             "inference": InferenceWorker(self.run_dir, identity("inference"), repository=repository),
             "drift": DriftMonitorService(self.run_dir, identity("drift"), repository=repository),
         }
@@ -101,8 +107,11 @@ class LocalStack:
             StackError: when a service cannot start, dies, or is not healthy in time.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Others may pass through (a service run as another user reaches its folder), never list or read.
+        self.run_dir.chmod(0o711)
         if self.security is not None:
             self.security.write_client_env(self._settings)
+            self.security.write_admin_env(self._settings)
         for name in self.services:
             self.start(name)
         if "redis" in self.services and self.repository.is_dir():
@@ -129,18 +138,30 @@ class LocalStack:
         for purpose, (host, port) in service.ports().items():
             if port_open(host, port):
                 raise StackError(f"{name} {purpose} port {host}:{port} is already in use by another process")
+        service.dir.mkdir(parents=True, exist_ok=True)
+        service.dir.chmod(0o700)
         service.prepare()
+        if service.run_as is not None:
+            hand_over(service.dir, *service.run_as)
         began = time.monotonic()
+        secrets = service.secret_arguments()
         record = self.processes.spawn(
-            name, service.argv(), env=service.env(), cwd=self.run_dir, log_path=service.log_path
+            name,
+            service.argv(),
+            env=service.env(),
+            cwd=service.dir,
+            log_path=service.log_path,
+            secrets=secrets,
         )
         record.save(self._record_path(name))
         log.info("stack.started", service=name, pid=record.pid, log=record.log_path)
-        self._wait_healthy(service, record)
+        self._wait_healthy(service, record, secrets)
         service.after_healthy()
         log.info("stack.healthy", service=name, pid=record.pid, seconds=round(time.monotonic() - began, 1))
 
-    def _wait_healthy(self, service: StackService, record: ProcessRecord) -> None:
+    def _wait_healthy(
+        self, service: StackService, record: ProcessRecord, secrets: Sequence[str] = ()
+    ) -> None:
         deadline = time.monotonic() + self.settings.stack.start_timeout_s
         while True:
             if not is_running(record):
@@ -149,7 +170,14 @@ class LocalStack:
                     f"{service.name} exited while starting; last lines of {service.log_path}:\n"
                     + tail(service.log_path, 30)
                 )
+            # The server has parsed its command line once it logs; then its secrets leave its arguments.
+            if secrets and service.log_path.stat().st_size > record.log_offset:
+                if not scrub_arguments(record.pid, secrets):
+                    log.warning("stack.arguments_not_scrubbed", service=service.name, pid=record.pid)
+                secrets = ()
             if service.healthy():
+                if secrets:
+                    scrub_arguments(record.pid, secrets)
                 return
             if time.monotonic() > deadline:
                 limit = self.settings.stack.start_timeout_s
@@ -201,6 +229,13 @@ class LocalStack:
         if service is None:
             raise StackError(f"unknown service {name!r}; choose from {', '.join(self.services)}")
         yield from tail(service.log_path, lines).splitlines()
+
+
+def hand_over(folder: Path, uid: int, gid: int) -> None:
+    """Make ``folder`` and everything in it the property of ``uid``:``gid``."""
+    os.chown(folder, uid, gid)
+    for path in folder.rglob("*"):
+        os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def _crash(service: StackService, record: ProcessRecord) -> str | None:

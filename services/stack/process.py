@@ -32,9 +32,12 @@ class ProcessRecord:
     log_offset: int = 0  # where this child's output begins in its log (logs are appended across restarts)
 
     def save(self, path: Path) -> None:
-        """Write the record atomically as JSON."""
+        """Write the record atomically as JSON, readable by its owner only."""
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(self), indent=2))
         tmp.replace(path)
 
     @classmethod
@@ -104,6 +107,35 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by asterisks of the same length."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "*" * len(secret))
+    return text
+
+
+def scrub_arguments(pid: int, secrets: Sequence[str]) -> bool:
+    """Overwrite ``secrets`` with asterisks in the argument memory of a running process, which
+    ``/proc/<pid>/cmdline`` (readable by every local user) shows; True when it held one. For servers that
+    take a secret only on their command line, once they have parsed it (as MySQL does to its own
+    password). Needs the right to trace the process: root, or its parent of the same user."""
+    fields = _stat_fields(pid)
+    if fields is None or not any(secrets):
+        return False
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49 of stat)
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+        mem.seek(start)
+        arguments = mem.read(end - start)
+        scrubbed = mask(arguments.decode("utf-8", errors="surrogateescape"), secrets)
+        data = scrubbed.encode("utf-8", errors="surrogateescape")
+        if data == arguments:
+            return False
+        mem.seek(start)
+        mem.write(data)
+    return True
+
+
 class ProcessGroup:
     """Starts children in their own sessions and stops them by recorded id."""
 
@@ -118,10 +150,13 @@ class ProcessGroup:
         env: Mapping[str, str],
         cwd: Path,
         log_path: Path,
+        secrets: Sequence[str] = (),
     ) -> ProcessRecord:
-        """Start ``argv`` detached from the terminal, output appended to ``log_path``."""
+        """Start ``argv`` detached from the terminal, output appended to ``log_path`` (mode 0600), with
+        umask 077: what the child writes is its owner's only. ``secrets`` are masked in the record."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
             offset = log.seek(0, os.SEEK_END)
             try:
                 proc = subprocess.Popen(
@@ -132,6 +167,7 @@ class ProcessGroup:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    umask=0o077,
                 )
             except OSError as exc:
                 raise StackError(f"cannot start {name}: {exc}") from exc
@@ -140,7 +176,8 @@ class ProcessGroup:
         if ticks is None:
             proc.wait()
             raise StackError(f"{name} exited at once with code {proc.returncode}; see {log_path}")
-        return ProcessRecord(name, proc.pid, ticks, list(argv), str(log_path), offset)
+        recorded = [mask(arg, secrets) for arg in argv]
+        return ProcessRecord(name, proc.pid, ticks, recorded, str(log_path), offset)
 
     def reap(self) -> None:
         """Collect the exit status of children of this process that have ended."""

@@ -35,6 +35,11 @@ REDIS_RIGHTS: dict[str, str | None] = {
     "client": "+@read +@connection -@dangerous",
 }
 IDENTITIES = (BROKER, *REDIS_RIGHTS)
+# Who may load, unload and promote models through Triton's control API: the stack (and a person running
+# `models add/rollback/remove` with admin.env), the monitor and the retraining jobs it starts. The worker
+# only infers, and the client never reaches Triton.
+TRITON_CONTROLLERS = ("stack", "drift")
+_CONTROL_KEY = "triton__control_key"
 # Kafka lets these do anything: the broker between its own listeners, the stack to create topics and ACLs.
 # The controller listener authenticates the broker by its certificate, whose subject is this name.
 SERVER_SUBJECT = "CN=dlstream local stack"
@@ -75,6 +80,15 @@ class StackSecurity:
         """``DLSTREAM_*`` variables that point the CLI and the SDK at this stack as ``client``."""
         return self.dir / "client.env"
 
+    @property
+    def admin_env_path(self) -> Path:
+        """``DLSTREAM_*`` variables for an operator (``models add/rollback/remove``), as ``stack``."""
+        return self.dir / "admin.env"
+
+    def triton_control_key(self) -> str:
+        """The key of Triton's control API."""
+        return (self.secrets_dir(TRITON_CONTROLLERS[0]) / _CONTROL_KEY).read_text().strip()
+
     def exists(self) -> bool:
         """True once :meth:`ensure` has made the material."""
         return (self.dir / ".complete").exists()
@@ -96,6 +110,7 @@ class StackSecurity:
             StackError: when openssl is missing or fails.
         """
         if self.exists():
+            self._ensure_control_key()  # material made before Triton's control API had a key
             return
         if shutil.which("openssl") is None:
             raise StackError("openssl is not installed; run `make setup`")
@@ -109,7 +124,15 @@ class StackSecurity:
             write_private(folder / "kafka__sasl_password", secrets.token_urlsafe(24))
             if REDIS_RIGHTS.get(identity):
                 write_private(folder / "redis__password", secrets.token_urlsafe(24))
+        self._ensure_control_key()
         (self.dir / ".complete").touch()
+
+    def _ensure_control_key(self) -> None:
+        if (self.secrets_dir(TRITON_CONTROLLERS[0]) / _CONTROL_KEY).exists():
+            return
+        control_key = secrets.token_urlsafe(32)
+        for identity in TRITON_CONTROLLERS:
+            write_private(self.secrets_dir(identity) / _CONTROL_KEY, control_key)
 
     def _certificates(self, hosts: list[str]) -> None:
         issue_certificates(self.dir, hosts, ca_name="dlstream local CA", days=_DAYS)
@@ -131,16 +154,30 @@ class StackSecurity:
         if REDIS_RIGHTS.get(identity):
             redis_update |= {"username": identity, "password": SecretStr(self.password(identity, "redis"))}
         redis = settings.redis.model_copy(update=redis_update)
+        key = SecretStr(self.triton_control_key()) if identity in TRITON_CONTROLLERS else None
+        triton = settings.triton.model_copy(update={"control_key": key})
         return settings.model_copy(
-            update={"kafka": kafka, "redis": redis, "secrets_dir": self.secrets_dir(identity)}
+            update={
+                "kafka": kafka,
+                "redis": redis,
+                "triton": triton,
+                "secrets_dir": self.secrets_dir(identity),
+            }
         )
 
     def write_client_env(self, settings: Settings) -> Path:
         """Write :attr:`client_env_path` for ``settings`` (no secret: it names the client's folder)."""
-        env = settings_env(self.apply(settings, "client"))
+        return self._write_env(self.client_env_path, settings, "client")
+
+    def write_admin_env(self, settings: Settings) -> Path:
+        """Write :attr:`admin_env_path` for ``settings`` (no secret: it names the stack's folder)."""
+        return self._write_env(self.admin_env_path, settings, "stack")
+
+    def _write_env(self, path: Path, settings: Settings, identity: str) -> Path:
+        env = settings_env(self.apply(settings, identity))
         lines = [f"{name}={shlex.quote(value)}" for name, value in sorted(env.items())]
-        write_private(self.client_env_path, "\n".join(lines) + "\n")
-        return self.client_env_path
+        write_private(path, "\n".join(lines) + "\n")
+        return path
 
     def kafka_scram_arguments(self) -> list[str]:
         """``--add-scram`` arguments that create every identity's SCRAM user when the broker is formatted."""

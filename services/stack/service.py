@@ -14,6 +14,8 @@ class StackService(ABC):
     name: str
     #: A line the server prints once it has crashed, also when its process lives on (hung in its exit).
     crash_line: re.Pattern[str] | None = None
+    #: (uid, gid) the server runs as, when the stack hands it to an unprivileged user; its folder is theirs.
+    run_as: tuple[int, int] | None = None
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / self.name
@@ -37,6 +39,11 @@ class StackService(ABC):
     @abstractmethod
     def argv(self) -> list[str]:
         """The command line of the server."""
+
+    def secret_arguments(self) -> list[str]:
+        """Secrets the server can only take on its command line: masked in the stack's record, and
+        overwritten in the running process's argument memory once it has read them."""
+        return []
 
     def env(self) -> dict[str, str]:
         """The server's environment."""

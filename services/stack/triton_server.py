@@ -4,6 +4,11 @@ The wheel ships the server, the Python backend and one backend stub per Python v
 isolated interpreter (it ignores PYTHONPATH) that finds its packages through the ``python3`` first on PATH, so
 the venv's ``bin`` goes first on PATH and ``model.py`` imports this project through the venv's editable
 install; the wheel's private shared libraries go on LD_LIBRARY_PATH.
+
+Least privilege on one machine: Triton runs in a mount namespace of its own whose ``/dev/shm`` is a private
+tmpfs (the Python backend makes its tensor regions 0644 whatever the umask, and another user could read
+events from them in the shared ``/dev/shm``); started by root, it runs as ``stack.service_user``; with a
+control key, its model-repository, shared-memory, logging and trace APIs answer only requests that carry it.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import pwd
 import re
 import shutil
 import sys
 from pathlib import Path
+
+import structlog
 
 from services.common.errors import StackError
 from services.common.net import http_ok
@@ -24,6 +32,13 @@ from services.stack.service import StackService
 # The wheel's backend stub links the distribution's libpython (Debian: /usr/lib/x86_64-linux-gnu).
 SYSTEM_PREFIX = "/usr"
 SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - where shm_open keeps its regions; only names are read here
+# Triton's restriction categories that make up its control plane; health, metadata, model config,
+# statistics and inference stay open to the workers.
+CONTROL_PROTOCOLS = ("model-repository", "shared-memory", "logging", "trace")
+# In its own mount namespace, mount a private tmpfs on /dev/shm ($1: its options), then exec the rest.
+_PRIVATE_SHM = 'mount -t tmpfs -o "$1" dlstream-shm /dev/shm && shift && exec "$@"'
+
+log = structlog.get_logger(__name__)
 
 
 def pytriton_root() -> Path:
@@ -46,6 +61,34 @@ def loadable_models(repository: Path) -> list[str]:
     return names
 
 
+def service_account(user: str) -> tuple[int, int] | None:
+    """(uid, gid) of ``user`` when this process is root and may hand a server to it; None: run as self."""
+    if os.geteuid() != 0 or not user:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        log.warning("stack.no_service_user", user=user, hint="make setup creates it; Triton runs as root")
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def unreachable_part(path: Path, uid: int, gid: int) -> Path | None:
+    """The first folder on the way to ``path`` that user ``uid`` (group ``gid``) may not pass, if any.
+    ``path`` itself is not checked: the stack hands the service its own folder."""
+    for folder in reversed(path.resolve().parents):
+        info = folder.stat()
+        if info.st_uid == uid:
+            allowed = info.st_mode & 0o100
+        elif info.st_gid == gid:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return folder
+    return None
+
+
 class TritonServer(StackService):
     """One tritonserver process in explicit model-control mode."""
 
@@ -55,10 +98,14 @@ class TritonServer(StackService):
     # process alive and some models no longer answering. SIGTERM's "Signal (15)" is a normal stop.
     crash_line = re.compile(r"^Signal \((4|6|7|8|11)\) received\.")
 
-    def __init__(self, run_dir: Path, settings: Settings, *, repository: Path) -> None:
+    def __init__(
+        self, run_dir: Path, settings: Settings, *, repository: Path, control_key: str | None = None
+    ) -> None:
         super().__init__(run_dir)
         self.settings = settings
         self.repository = repository
+        self.control_key = control_key
+        self.run_as = service_account(settings.stack.service_user)
 
     @property
     def shm_prefix(self) -> str:
@@ -100,6 +147,16 @@ class TritonServer(StackService):
         self._remove_shm_regions()  # those of a Triton that was killed or crashed
         if not self.repository.is_dir():
             raise StackError(f"model repository {self.repository} does not exist")
+        if self.run_as is not None:
+            for folder in (self.dir, self.repository):
+                barrier = unreachable_part(folder, *self.run_as)
+                if barrier is not None:
+                    raise StackError(
+                        f"Triton runs as {self.settings.stack.service_user!r}, who cannot reach {folder}: "
+                        f"{barrier} (mode {barrier.stat().st_mode & 0o777:04o}) is closed to that user; give "
+                        "it search permission (chmod o+x), or set DLSTREAM_STACK__SERVICE_USER= to run "
+                        "Triton as the starting user"
+                    )
         root = pytriton_root() / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         python_backend = self._backends / "python"
@@ -115,7 +172,28 @@ class TritonServer(StackService):
             python_backend / "triton_python_backend_stub",
         )
 
+    def secret_arguments(self) -> list[str]:
+        """The control key: Triton takes it only on its command line."""
+        return [self.control_key] if self.control_key else []
+
     def argv(self) -> list[str]:
+        return self._isolated(self._server_argv())
+
+    def _isolated(self, server: list[str]) -> list[str]:
+        """``server`` in a mount namespace with a private ``/dev/shm``, as the service user if any."""
+        if os.geteuid() == 0:
+            namespace = ["unshare", "--mount", "--propagation", "private", "--"]
+        else:
+            namespace = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--"]
+        options = "mode=0700"
+        drop: list[str] = []
+        if self.run_as is not None:
+            uid, gid = self.run_as
+            options += f",uid={uid},gid={gid}"
+            drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+        return [*namespace, "sh", "-c", _PRIVATE_SHM, "tritonserver", options, *drop, *server]
+
+    def _server_argv(self) -> list[str]:
         t = self.settings.triton
         binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
         argv = [
@@ -135,6 +213,9 @@ class TritonServer(StackService):
             "--log-verbose=0",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
+        if self.control_key:
+            restricted = f"{','.join(CONTROL_PROTOCOLS)}:{t.control_header}={self.control_key}"
+            argv += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
         argv += [f"--load-model={name}" for name in loadable_models(self.repository)]
         return argv
 
@@ -148,6 +229,8 @@ class TritonServer(StackService):
         # worker and Kafka on the same machine; see the README's latency section.
         env["OMP_NUM_THREADS"] = str(self.settings.triton.model_threads())
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+        if self.run_as is not None:
+            env["HOME"] = str(self.dir)  # the starting user's home is not the service user's to write
         return env
 
     def after_stop(self) -> None:

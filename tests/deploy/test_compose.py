@@ -22,7 +22,7 @@ def compose_config(profile: str) -> dict[str, Any]:
     assert compose, "docker-compose is missing; run `make setup` (Debian package docker-compose)"
     result = subprocess.run(
         [compose, "-f", str(PROJECT_ROOT / "docker-compose.yml"), "--profile", profile, "config"],
-        env={**os.environ, "REDIS_PASSWORD": "test-only"},
+        env={**os.environ, "REDIS_PASSWORD": "test-only", "TRITON_CONTROL_KEY_FILE": "/dev/null"},
         capture_output=True,
         text=True,
         check=False,
@@ -63,6 +63,24 @@ def test_only_triton_the_build_and_the_retrainer_mount_the_model_repository(prof
     assert f"triton-{profile}" in tritons
     assert mounting == {"models", "retrainer", *tritons}
     assert services["drift"]["environment"]["DLSTREAM_DRIFT__RETRAIN_LAUNCHER"] == "queue"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_tritons_control_api_needs_the_key_that_only_the_retrainer_gets(profile: str) -> None:
+    services = compose_config(profile)["services"]
+    triton = services[f"triton-{profile}"]
+    startup = " ".join(triton["entrypoint"])
+    restricted = "model-repository,shared-memory,logging,trace:dlstream-control-key=$$key"
+    assert f'--http-restricted-api="{restricted}"' in startup
+    assert f'--grpc-restricted-protocol="{restricted}"' in startup
+    holding = {
+        name
+        for name, service in services.items()
+        if any("triton_control_key" in str(secret) for secret in service.get("secrets", []))
+    }
+    tritons = {name for name in services if name.startswith("triton-")}
+    assert holding == {*tritons, "retrainer"}
+    assert services["retrainer"]["environment"]["DLSTREAM_SECRETS_DIR"] == "/run/secrets/dlstream"
 
 
 def test_triton_reserves_a_gpu_in_the_gpu_profile_only() -> None:

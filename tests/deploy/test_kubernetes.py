@@ -95,6 +95,7 @@ def test_every_container_has_resources_probes_and_runs_as_non_root(overlay: Rend
             assert security.get("runAsUser", 0) != 0, name
             assert security.get("allowPrivilegeEscalation") is False, name
             assert security.get("capabilities", {}).get("drop") == ["ALL"], name
+            assert security.get("readOnlyRootFilesystem") is True, name
 
 
 def test_triton_has_a_startup_probe_and_a_gpu_only_in_the_gpu_overlay(overlay: Rendered) -> None:
@@ -134,6 +135,29 @@ def test_only_triton_and_the_build_and_retrain_jobs_mount_the_model_repository(o
     replicas = by_kind(objects, "Service")["triton-replicas"]
     assert replicas["spec"]["clusterIP"] == "None"
     assert settings["DLSTREAM_TRITON__REPLICAS"] == f"dns:{replicas['metadata']['name']}:8000"
+
+
+def test_tritons_control_api_needs_the_key_that_only_the_pods_that_load_models_get(
+    overlay: Rendered,
+) -> None:
+    _, objects = overlay
+    triton = by_kind(objects, "Deployment")["triton"]["spec"]["template"]["spec"]["containers"][0]
+    restricted = "model-repository,shared-memory,logging,trace:dlstream-control-key=$(TRITON_CONTROL_KEY)"
+    assert f"--http-restricted-api={restricted}" in triton["args"]
+    assert f"--grpc-restricted-protocol={restricted}" in triton["args"]
+
+    def holders(pod: dict[str, Any]) -> bool:
+        text = json.dumps(pod)
+        return "dlstream-triton-control" in text
+
+    holding = {where for where, pod in pod_specs(objects) if holders(pod)}
+    assert holding == {"Deployment/triton", "Deployment/drift", "Job/retrain (template)"}, holding
+    for where, pod in pod_specs(objects):
+        if where in holding - {"Deployment/triton"}:
+            mounts = {m["name"]: m for c in pod["containers"] for m in c.get("volumeMounts", [])}
+            env = {e["name"]: e.get("value") for c in pod["containers"] for e in c.get("env", [])}
+            assert mounts["triton-control"]["readOnly"] is True
+            assert env["DLSTREAM_SECRETS_DIR"] == mounts["triton-control"]["mountPath"]
 
 
 def test_the_retrain_role_may_create_jobs_and_nothing_else(overlay: Rendered) -> None:

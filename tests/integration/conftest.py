@@ -54,6 +54,9 @@ def stack_settings(run_dir: Path) -> Settings:
             # A Triton restarted by a fault test loads every model again (73 s in a run on a busy machine).
             "start_timeout_s": 300.0,
             "services": ("kafka", "redis", "triton"),
+            # pytest's temporary folders are closed to other users; the secure stack's test runs Triton as
+            # the service user in a folder of its own.
+            "service_user": "",
         },
     )
 

@@ -4,9 +4,11 @@ monitor's web port, and rendered by headless Chromium into a screenshot that sho
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -83,15 +85,25 @@ def test_the_drift_report_shows_windows_alerts_and_class_mix_and_renders_in_chro
     monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV).start()
     try:
         url = f"http://127.0.0.1:{deployed.drift.web_port}/report?model=m"
+        assert deployed.redis.password is not None
+        login = base64.b64encode(f"default:{deployed.redis.password.get_secret_value()}".encode()).decode()
 
         def served() -> str | None:
             try:
-                with urllib.request.urlopen(url, timeout=30) as response:
+                request = urllib.request.Request(url, headers={"Authorization": f"Basic {login}"})
+                with urllib.request.urlopen(request, timeout=30) as response:
                     return str(response.read().decode())
             except OSError:
                 return None
 
         body = wait_for(served, timeout_s=120, what="the monitor's report page")
+        # The page shows what Redis keeps behind its password: without it, or with another, it is refused.
+        for header in ({}, {"Authorization": "Basic " + base64.b64encode(b"default:wrong").decode()}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, headers=header), timeout=30)
+            assert refused.value.code == 401
+            assert refused.value.headers["WWW-Authenticate"].startswith("Basic")
+            refused.value.close()
         assert "<h2>m</h2>" in body
         assert "OPEN ALERT on v1" in body
     finally:

@@ -1,35 +1,49 @@
 """The secure stack: Kafka over SASL_SSL with SCRAM users, Redis over TLS with ACL users, one identity per
-service, the session's Triton on loopback. The whole pipeline runs through it; a wrong password or a client
-without TLS is refused with a clear error; no secret is in a log, a command line, an environment or an error.
+service, and a Triton of its own whose control API needs a key, run as the unprivileged service user. The
+whole pipeline runs through it; a wrong password, a client without TLS or a control request without the key is
+refused with a clear error; no secret is in a log, a command line, an environment or an error; nothing the
+stack keeps at rest is readable by another local user.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
 from pydantic import SecretStr
+from tritonclient.utils import InferenceServerException
 
 from pipelines.drifted import drifted_digits
 from pipelines.samples import held_out_payloads
 from services.client.publisher import Publisher
+from services.common.card import CARD_FILE, read_card
 from services.common.contract import DriftAlert
 from services.common.errors import AccessDenied
 from services.common.kafka_admin import KafkaAdmin
 from services.common.net import free_ports
 from services.common.redis_store import redis_client
 from services.common.settings import Settings, load_settings
+from services.common.triton_admin import load_in_triton
 from services.drift.store import with_store
+from services.retrain.job import promote
 from services.stack.local_stack import LocalStack
 from services.stack.process import group_members
 from services.stack.security import StackSecurity
+from services.stack.triton_server import TritonServer
 from tests.integration.conftest import PROJECT_ROOT
 from tests.integration.drift import alerts_on_kafka, wait_for
 from tests.integration.workers import wait_for_predictions
@@ -41,16 +55,29 @@ EVENTS = 150
 
 
 @pytest.fixture(scope="module")
-def secure_stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """Kafka, Redis, a worker and the drift monitor of their own, secured, beside the session's Triton."""
+def secure_stack(settings: Settings) -> Iterator[LocalStack]:
+    """Kafka, Redis, Triton (``digits`` and ``healthcheck``), a worker and the drift monitor of their own,
+    secured. Its folder is open to other users for passing only (pytest's are closed), so that Triton, run
+    as the service user, reaches its repository and run folder."""
     if os.environ.get("DLSTREAM_TEST_ATTACH") == "1":
         pytest.skip("starts a stack of its own")
-    kafka, controller, redis_port, web, metrics, drift_web, drift_metrics = free_ports(7)
+    home = Path(tempfile.mkdtemp(prefix="dlstream-secure-"))
+    home.chmod(0o711)
+    repository = home / "model_repo"
+    repository.mkdir(mode=0o755)
+    for name in ("healthcheck", "digits"):
+        shutil.copytree(PROJECT_ROOT / settings.triton.model_repository / name, repository / name)
+    kafka, controller, redis_port, web, metrics, drift_web, drift_metrics, *triton = free_ports(10)
     secured = load_settings(
         environment="test",
         kafka={"bootstrap_servers": f"127.0.0.1:{kafka}", "partitions": 2},
         redis={"port": redis_port},
-        triton=settings.triton.model_dump(),
+        triton={
+            "http_port": triton[0],
+            "grpc_port": triton[1],
+            "metrics_port": triton[2],
+            "model_repository": repository,
+        },
         inference={"web_port": web, "metrics_port": metrics},
         drift={
             "web_port": drift_web,
@@ -59,11 +86,10 @@ def secure_stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
             "retrain_launcher": "none",
         },
         stack={
-            "run_dir": tmp_path_factory.mktemp("secure-stack"),
+            "run_dir": home / "run",
             "kafka_controller_port": controller,
             "kafka_heap": "512m",
             "start_timeout_s": 300.0,
-            "services": ("kafka", "redis", "inference", "drift"),
             "secure": True,
         },
     )
@@ -73,13 +99,16 @@ def secure_stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         yield stack
     finally:
         stack.down()
+        shutil.rmtree(home, ignore_errors=True)
 
 
-def client_env(stack: LocalStack) -> dict[str, str]:
-    """The variables of the stack's ``client.env``, as `set -a; . client.env` gives them to a shell."""
+def client_env(stack: LocalStack, admin: bool = False) -> dict[str, str]:
+    """The variables of the stack's ``client.env`` (or ``admin.env``), as `set -a; . client.env` gives
+    them to a shell."""
     assert stack.security is not None
     env = {}
-    for line in stack.security.client_env_path.read_text().splitlines():
+    path = stack.security.admin_env_path if admin else stack.security.client_env_path
+    for line in path.read_text().splitlines():
         name, _, value = line.partition("=")
         env[name] = "".join(shlex.split(value))
     return env
@@ -95,13 +124,16 @@ def client_settings(stack: LocalStack) -> Settings:
         return load_settings()
 
 
-def cli(stack: LocalStack, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-    """``dlstream ARGS`` in a shell that sourced ``client.env`` (plus ``overrides``)."""
+def cli(
+    stack: LocalStack, *args: str, as_admin: bool = False, **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    """``dlstream ARGS`` in a shell that sourced ``client.env`` (``admin.env`` with ``as_admin``, plus
+    ``overrides``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLSTREAM_")}
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
         cwd=PROJECT_ROOT,
-        env={**env, **client_env(stack), **overrides},
+        env={**env, **client_env(stack, admin=as_admin), **overrides},
         capture_output=True,
         text=True,
         timeout=180,
@@ -258,3 +290,184 @@ def test_no_secret_in_logs_command_lines_or_environments_of_the_stack(secure_sta
         environment = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
         assert not any(s in environment for s in secrets), pid
     assert not any(s in listing for s in secrets)
+
+
+CONTROL_REFUSED = "is restricted, expecting header"
+# What an intruder would have Triton run: a Python-backend model that leaves a mark as it loads.
+INTRUDER_MODEL = """
+import pathlib
+class TritonPythonModel:
+    def initialize(self, args):
+        pathlib.Path({mark!r}).write_text("ran")
+    def execute(self, requests):
+        return []
+"""
+INTRUDER_CONFIG = json.dumps(
+    {
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "IN", "data_type": "TYPE_FP32", "dims": [1]}],
+        "output": [{"name": "OUT", "data_type": "TYPE_FP32", "dims": [1]}],
+    }
+)
+
+
+def _digit_folder(tmp_path: Path, count: int, seed: int) -> Path:
+    digits, _ = held_out_payloads("digits", 0)
+    folder = tmp_path / f"digits-{seed}"
+    folder.mkdir()
+    for i in random.Random(seed).sample(range(len(digits)), count):
+        (folder / f"{i:05d}.png").write_bytes(digits[i])
+    return folder
+
+
+def _stream_digits(stack: LocalStack, tmp_path: Path, count: int, seed: int) -> dict[str, str]:
+    """Publish ``count`` held-out digits with the CLI as ``client``; the version of each prediction."""
+    published = cli(stack, "publish", "image", str(_digit_folder(tmp_path, count, seed)), "--print-ids")
+    assert published.returncode == 0, published.stderr
+    ids = {json.loads(line)["id"] for line in published.stdout.splitlines()}
+    found = wait_for_predictions(client_settings(stack), ids, idle_timeout_s=120)
+    assert set(found) == ids
+    return {i: p.data.model_version for i, p in found.items()}
+
+
+def _control_attempts(client: Any, headers: dict[str, str], upload: dict[str, bytes]) -> list[str]:
+    """Each control request Triton must refuse without the key, and Triton's refusal of it."""
+    attempts: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("unload_model", ("digits",), {}),
+        ("load_model", ("digits",), {}),
+        ("load_model", ("digits",), {"config": INTRUDER_CONFIG}),
+        ("load_model", ("intruder",), {"config": INTRUDER_CONFIG, "files": upload}),
+        ("get_model_repository_index", (), {}),
+        ("register_system_shared_memory", ("probe", "/probe", 64), {}),
+    ]
+    refusals = []
+    for method, args, options in attempts:
+        with pytest.raises(InferenceServerException, match=CONTROL_REFUSED) as refused:
+            getattr(client, method)(*args, headers=headers, **options)
+        refusals.append(str(refused.value))
+    return refusals
+
+
+def test_triton_refuses_every_control_request_without_the_key(
+    secure_stack: LocalStack, tmp_path: Path
+) -> None:
+    triton = secure_stack.settings.triton
+    assert triton.control_key is not None
+    mark = tmp_path / "intruder-ran"
+    tmp_path.chmod(0o777)  # Triton, as the service user, could leave the mark here if it ran the model
+    upload = {"file:1/model.py": INTRUDER_MODEL.format(mark=str(mark)).encode()}
+    http = triton_http.InferenceServerClient(triton.http_url)
+    grpc = triton_grpc.InferenceServerClient(triton.grpc_url)
+    grpc_header = f"triton-grpc-protocol-{triton.control_header}"
+    refusals: list[str] = []
+    try:
+        for client, header in ((http, triton.control_header), (grpc, grpc_header)):
+            for headers in ({}, {header: "not-the-key"}):
+                refusals += _control_attempts(client, headers, upload)
+        # Nothing changed: the models still serve, the intruder never ran. Inference and health stay open.
+        assert http.is_model_ready("digits")
+        assert http.is_model_ready("healthcheck")
+        assert not http.is_model_ready("intruder")
+        assert not mark.exists()
+    finally:
+        http.close()
+        grpc.close()
+    assert len(refusals) == 24
+    assert "expecting header 'dlstream-control-key'" in refusals[0]
+
+    # dlstream's own control path says which setting is missing, for an identity without the key.
+    worker = secure_stack.security.apply(secure_stack._settings, "inference")  # type: ignore[union-attr]
+    with pytest.raises(AccessDenied, match="refused a control request") as denied:
+        load_in_triton(worker.triton, "digits", 1)
+    assert "DLSTREAM_TRITON__CONTROL_KEY" in str(denied.value)
+    assert triton.control_key.get_secret_value() not in str(denied.value)
+
+
+def test_with_the_key_models_add_a_retraining_promotion_and_a_rollback_work(
+    secure_stack: LocalStack, tmp_path: Path
+) -> None:
+    security = secure_stack.security
+    assert security is not None
+    repository = secure_stack.repository
+    # models add (an owner's Triton folder) as the operator of admin.env; the client may not.
+    labels = tmp_path / "labels.txt"
+    labels.write_text("short\nmedium\nlong\n")
+    reference = tmp_path / "reference"
+    for label, size in {"short": 5, "medium": 30, "long": 90}.items():
+        (reference / label).mkdir(parents=True)
+        (reference / label / "texts.txt").write_text("\n".join("x" * (size + i) for i in range(5)) + "\n")
+    folder = PROJECT_ROOT / "tests" / "own_model" / "lengths"
+    add = ["models", "add", "lengths", "--modality", "text", "--triton", str(folder)]
+    add += ["--labels", str(labels), "--reference", str(reference)]
+    added = cli(secure_stack, *add, as_admin=True)
+    assert added.returncode == 0, added.stderr
+    removed = cli(secure_stack, "models", "remove", "lengths")
+    assert removed.returncode == 2, removed.stderr
+    assert "refused a control request" in removed.stderr
+    assert "Traceback" not in removed.stderr
+    removed = cli(secure_stack, "models", "remove", "lengths", as_admin=True)
+    assert removed.returncode == 0, removed.stderr
+
+    # A retraining job's promotion, as the monitor's identity: digits version 2 (a copy of version 1).
+    digits = repository / "digits"
+    shutil.copytree(digits / "1", digits / "2")
+    (digits / "2" / CARD_FILE).write_text(read_card(digits / "1").model_copy(update={"version": 2}).to_json())
+    drift = security.apply(secure_stack._settings, "drift")
+    report = promote(drift, repository, "digits", 2, {}, time.monotonic())
+    assert report["new_version"] == 2
+    # The worker, which holds no key, follows the promotion and still infers.
+    assert set(_stream_digits(secure_stack, tmp_path, 20, seed=11).values()) == {"2"}
+
+    rolled = cli(secure_stack, "models", "rollback", "digits", as_admin=True)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "serves version 1" in rolled.stdout
+    assert set(_stream_digits(secure_stack, tmp_path, 20, seed=12).values()) == {"1"}
+
+
+def test_nothing_the_stack_keeps_at_rest_is_readable_by_another_user(
+    secure_stack: LocalStack, tmp_path: Path
+) -> None:
+    _stream_digits(secure_stack, tmp_path, 100, seed=13)
+    files = [p for p in secure_stack.run_dir.rglob("*") if p.is_file()]
+    segments = [p for p in files if p.suffix == ".log" and "-" in p.parent.name and p.stat().st_size]
+    assert segments, "no Kafka log segment with data"
+    aof = [p for p in files if p.name.startswith("appendonly")]
+    # What the servers write themselves is their owner's alone (umask 077), not only its folder.
+    for path in [*segments, *aof]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {path.stat().st_mode & 0o777:04o}"
+
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    readable = subprocess.run(
+        [*as_nobody, "xargs", "-0", "sh", "-c", 'for f; do test -r "$f" && echo "$f"; done', "sh"],
+        input="\0".join(map(str, files)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(files) > 20
+    assert readable == []
+
+    # The Python backend's shared-memory regions live in Triton's private /dev/shm, none in the host's.
+    triton = secure_stack.services["triton"]
+    assert isinstance(triton, TritonServer)
+    assert not list(Path("/dev/shm").glob(f"{triton.shm_prefix}*"))
+    record = secure_stack.record("triton")
+    assert record is not None
+    regions = subprocess.run(
+        ["nsenter", "-t", str(record.pid), "-m", *as_nobody, "sh", "-c", "ls /dev/shm; echo listed"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "listed" not in regions.stdout  # not even their names
+    inside = subprocess.run(
+        ["nsenter", "-t", str(record.pid), "-m", "ls", "-ln", "/dev/shm"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert triton.shm_prefix in inside
+    # Started by root, Triton runs as the service user, never as root.
+    uid = int(Path(f"/proc/{record.pid}/status").read_text().split("Uid:")[1].split()[0])
+    assert uid == pwd.getpwnam(secure_stack.settings.stack.service_user).pw_uid

@@ -15,19 +15,19 @@ from services.common.settings import load_settings
 
 
 class FakeTriton:
-    """Answers the repository index with no models, or fails as a hung Triton's deadline does."""
+    """Answers the statistics of all models with none, or fails as a hung Triton's deadline does."""
 
     def __init__(self) -> None:
         self.up = False
         self.timeouts: list[float | None] = []
 
-    async def get_model_repository_index(
+    async def get_inference_statistics(
         self, as_json: bool = False, client_timeout: float | None = None
     ) -> dict[str, Any]:
         self.timeouts.append(client_timeout)
         if not self.up:
             raise InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")
-        return {"models": []}
+        return {"model_stats": []}
 
     async def close(self) -> None:
         """Nothing to close."""

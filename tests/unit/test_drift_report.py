@@ -56,3 +56,14 @@ def test_the_report_has_a_section_per_model_with_its_figures_table_and_runs() ->
 def test_an_empty_monitor_gets_a_page_that_says_so() -> None:
     page = render_report({"models": {}, "alerts": [], "runs": []}, false_alarm_rate=0.05)
     assert "No model has predictions in the monitor yet." in page
+
+
+def test_a_hostile_model_name_is_escaped_everywhere_on_the_page() -> None:
+    data = _data()
+    hostile = "<script>alert(1)</script>"
+    data["models"] = {hostile: data["models"]["<m>"]}
+    for record in [*data["alerts"], *data["runs"]]:
+        record["model"] = hostile
+    page = render_report(data, false_alarm_rate=0.01)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -16,7 +16,14 @@ from services.common.errors import AccessDenied, TransientError
 from services.common.kafka_refusals import kafka_failure
 from services.common.redis_store import redis_failure
 from services.common.settings import load_settings, settings_env
-from services.stack.security import IDENTITIES, KAFKA_SUPER_USERS, REDIS_RIGHTS, StackSecurity, kafka_grants
+from services.stack.security import (
+    IDENTITIES,
+    KAFKA_SUPER_USERS,
+    REDIS_RIGHTS,
+    TRITON_CONTROLLERS,
+    StackSecurity,
+    kafka_grants,
+)
 
 
 def _secrets(folder: Path, **files: str) -> Path:
@@ -74,6 +81,8 @@ def _material(folder: Path) -> StackSecurity:
         files = {"kafka__sasl_password": f"k-{identity}"}
         if REDIS_RIGHTS.get(identity):
             files["redis__password"] = f"r-{identity}"
+        if identity in TRITON_CONTROLLERS:
+            files["triton__control_key"] = "t-key"
         _secrets(security.secrets_dir(identity), **files)
     return security
 
@@ -91,6 +100,16 @@ def test_each_identity_connects_over_tls_with_its_own_user_and_folder(tmp_path: 
     worker = security.apply(load_settings(), "inference")
     assert worker.redis.username is None
     assert worker.redis.password is None
+    # Only the identities that load models hold the key of Triton's control API; the worker only infers.
+    assert drift.triton.control_headers("http") == {"dlstream-control-key": "t-key"}
+    assert drift.triton.control_headers("grpc") == {"triton-grpc-protocol-dlstream-control-key": "t-key"}
+    assert worker.triton.control_key is None
+    assert worker.triton.control_headers("grpc") == {}
+    assert security.apply(load_settings(), "client").triton.control_key is None
+    # A child of the drift monitor (a retraining job) reads the key from its folder, not its environment.
+    env = settings_env(drift)
+    assert "t-key" not in env.values()
+    assert load_settings(secrets_dir=drift.secrets_dir).triton.control_key is not None
 
 
 def test_redis_users_are_limited_to_the_key_prefix_and_stored_as_hashes(tmp_path: Path) -> None:

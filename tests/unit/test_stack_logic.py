@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.common.payloads import payload_lengths
+from services.common.settings import load_settings
 from services.stack.local_stack import tail
-from services.stack.triton_server import loadable_models
+from services.stack.process import mask, scrub_arguments
+from services.stack.triton_server import TritonServer, loadable_models, unreachable_part
 
 
 def test_only_models_with_a_config_and_a_built_version_are_loaded(tmp_path: Path) -> None:
@@ -44,3 +51,52 @@ def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail(log, 3) == "line 97\nline 98\nline 99"
     assert tail(tmp_path / "missing.log", 3) == ""
+
+
+def test_a_secret_argument_is_masked_in_the_record_and_scrubbed_from_the_running_process() -> None:
+    assert mask("--key=s3cret --other=s3cret", ["s3cret", ""]) == "--key=****** --other=******"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "key=s3cret"])
+    try:
+        deadline = time.monotonic() + 30
+        while b"s3cret" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert scrub_arguments(proc.pid, ["s3cret"])
+        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().endswith(b"key=******\0")
+        assert not scrub_arguments(proc.pid, ["s3cret"])  # nothing left to scrub
+        assert proc.poll() is None  # the process runs on
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_first_closed_folder_on_the_way_is_named() -> None:
+    top = Path(tempfile.mkdtemp(prefix="dlstream-reach-"))  # pytest's own folders are closed to others
+    try:
+        outer = top / "outer"
+        inner = outer / "inner"
+        inner.mkdir(parents=True)
+        top.chmod(0o711)
+        nobody = 65534
+        assert unreachable_part(inner / "x", nobody, nobody) is None
+        outer.chmod(0o700)
+        assert unreachable_part(inner / "x", nobody, nobody) == outer
+    finally:
+        shutil.rmtree(top)
+
+
+def test_triton_runs_with_a_private_dev_shm_and_its_control_api_behind_the_key(tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    settings = load_settings(environment="test", stack={"service_user": ""})
+    server = TritonServer(tmp_path, settings, repository=repository, control_key="k3y")
+    argv = server.argv()
+    assert argv[0] == "unshare"
+    assert "--mount" in argv
+    assert "mount -t tmpfs" in argv[argv.index("-c") + 1]
+    restricted = "model-repository,shared-memory,logging,trace:dlstream-control-key=k3y"
+    assert f"--http-restricted-api={restricted}" in argv
+    assert f"--grpc-restricted-protocol={restricted}" in argv
+    assert server.secret_arguments() == ["k3y"]
+    open_api = TritonServer(tmp_path, settings, repository=repository).argv()
+    assert not any("restricted" in arg for arg in open_api)
