@@ -396,7 +396,7 @@ def test_with_the_key_models_add_a_retraining_promotion_and_a_rollback_work(
     reference = tmp_path / "reference"
     for label, size in {"short": 5, "medium": 30, "long": 90}.items():
         (reference / label).mkdir(parents=True)
-        (reference / label / "texts.txt").write_text("\n".join("x" * (size + i) for i in range(5)) + "\n")
+        (reference / label / "texts.txt").write_text("\n".join("x" * (size + i) for i in range(10)) + "\n")
     folder = PROJECT_ROOT / "tests" / "own_model" / "lengths"
     add = ["models", "add", "lengths", "--modality", "text", "--triton", str(folder)]
     add += ["--labels", str(labels), "--reference", str(reference)]
@@ -439,7 +439,7 @@ def test_nothing_the_stack_keeps_at_rest_is_readable_by_another_user(
 
     as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     readable = subprocess.run(
-        [*as_nobody, "xargs", "-0", "sh", "-c", 'for f; do test -r "$f" && echo "$f"; done', "sh"],
+        [*as_nobody, "xargs", "-0", "sh", "-c", 'for f; do test -r "$f" && echo "$f"; done; true', "sh"],
         input="\0".join(map(str, files)),
         capture_output=True,
         text=True,
@@ -455,7 +455,7 @@ def test_nothing_the_stack_keeps_at_rest_is_readable_by_another_user(
     record = secure_stack.record("triton")
     assert record is not None
     regions = subprocess.run(
-        ["nsenter", "-t", str(record.pid), "-m", *as_nobody, "sh", "-c", "ls /dev/shm; echo listed"],
+        ["nsenter", "-t", str(record.pid), "-m", *as_nobody, "sh", "-c", "ls /dev/shm && echo listed"],
         capture_output=True,
         text=True,
         check=False,
