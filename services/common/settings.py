@@ -385,8 +385,8 @@ class StackSettings(_Group):
     )
     service_user: str = Field(
         "dlstream",
-        description="The unprivileged user Triton runs as when the stack is started as root (made by "
-        "`make setup`); empty, or a user that does not exist: the user that starts the stack.",
+        description="The unprivileged user Kafka, Redis and Triton run as when the stack is started as root "
+        "(made by `make setup`); empty, or a user that does not exist: the user that starts the stack.",
     )
     services: tuple[Literal["kafka", "redis", "triton", "inference", "drift"], ...] = Field(
         ("kafka", "redis", "triton", "inference", "drift"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 import subprocess
 import uuid
@@ -21,7 +22,7 @@ from services.stack.security import (
     kafka_grants,
     write_private,
 )
-from services.stack.service import StackService
+from services.stack.service import StackService, service_account
 
 _POM = "kafka-pom.xml"
 
@@ -107,13 +108,35 @@ class KafkaBroker(StackService):
         self.security = security
         self.host, self.port = settings.kafka.first_host_port
         self.controller_port = settings.stack.kafka_controller_port or self.port + 1
+        self.run_as = service_account(settings.stack.service_user)
+        self.service_user = settings.stack.service_user
 
     def ports(self) -> dict[str, tuple[str, int]]:
         return {"broker": (self.host, self.port), "controller": (self.host, self.controller_port)}
 
     @property
     def _classpath(self) -> str:
-        return str(jar_dir(self.settings.stack.cache_dir) / "libs" / "*")
+        return str(self._jars / "*")
+
+    @property
+    def _jars(self) -> Path:
+        cached = jar_dir(self.settings.stack.cache_dir) / "libs"
+        # The cache is in the starting user's home, which the service user may not enter.
+        return cached if self.run_as is None else self.dir / "libs"
+
+    def _link_jars(self) -> None:
+        """The cached jars in the broker's own folder (hard links; copies across file systems)."""
+        cached = jar_dir(self.settings.stack.cache_dir) / "libs"
+        if self._jars == cached:
+            return
+        if self._jars.exists():
+            shutil.rmtree(self._jars)
+        self._jars.mkdir()
+        for jar in cached.iterdir():
+            try:
+                os.link(jar, self._jars / jar.name)
+            except OSError:
+                shutil.copy2(jar, self._jars / jar.name)
 
     @property
     def _properties(self) -> Path:
@@ -128,6 +151,8 @@ class KafkaBroker(StackService):
         self.install()
         data = self.dir / "data"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.check_reachable()
+        self._link_jars()
         (self.dir / "log4j2.properties").write_text(_LOG4J2.format(log_dir=self.dir))
         # The secure broker's own password is in it.
         write_private(
@@ -195,9 +220,9 @@ class KafkaBroker(StackService):
             f'listener.name.sasl_ssl.{mechanism}.sasl.jaas.config={login} required username="{BROKER}" '
             f'password="{password}";',
             "ssl.keystore.type=PEM",
-            f"ssl.keystore.location={sec.keystore_path}",
+            f"ssl.keystore.location={self.own_copy(sec.keystore_path)}",
             "ssl.truststore.type=PEM",
-            f"ssl.truststore.location={sec.ca_path}",
+            f"ssl.truststore.location={self.own_copy(sec.ca_path)}",
             # Only what an ACL allows (kafka_grants); the super users may do anything.
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found=false",
@@ -232,20 +257,22 @@ class KafkaBroker(StackService):
 
     def argv(self) -> list[str]:
         heap = self.settings.stack.kafka_heap
-        return [
-            "java",
-            f"-Xmx{heap}",
-            f"-Xms{heap}",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-            f"-Dkafka.logs.dir={self.dir}",
-            "-cp",
-            self._classpath,
-            "kafka.Kafka",
-            str(self._properties),
-        ]
+        return self.as_service_user(
+            [
+                "java",
+                f"-Xmx{heap}",
+                f"-Xms{heap}",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={self.dir}",
+                "-cp",
+                self._classpath,
+                "kafka.Kafka",
+                str(self._properties),
+            ]
+        )
 
     def healthy(self) -> bool:
         return KafkaAdmin(self.settings.kafka).broker_ready()

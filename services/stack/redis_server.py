@@ -9,7 +9,7 @@ from services.common.errors import StackError
 from services.common.redis_store import redis_client
 from services.common.settings import Settings
 from services.stack.security import StackSecurity, write_private
-from services.stack.service import StackService
+from services.stack.service import StackService, service_account
 
 
 class RedisServer(StackService):
@@ -21,6 +21,8 @@ class RedisServer(StackService):
         super().__init__(run_dir)
         self.settings = settings
         self.security = security
+        self.run_as = service_account(settings.stack.service_user)
+        self.service_user = settings.stack.service_user
 
     def ports(self) -> dict[str, tuple[str, int]]:
         return {"redis": (self.settings.redis.host, self.settings.redis.port)}
@@ -31,6 +33,7 @@ class RedisServer(StackService):
 
     def prepare(self) -> None:
         self.install()
+        self.check_reachable()
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         lines = [f"bind {self.settings.redis.host}", *self._listener()]
@@ -57,14 +60,14 @@ class RedisServer(StackService):
         return [
             "port 0",
             f"tls-port {port}",
-            f"tls-cert-file {sec.cert_path}",
-            f"tls-key-file {sec.key_path}",
-            f"tls-ca-cert-file {sec.ca_path}",
+            f"tls-cert-file {self.own_copy(sec.cert_path)}",
+            f"tls-key-file {self.own_copy(sec.key_path)}",
+            f"tls-ca-cert-file {self.own_copy(sec.ca_path)}",
             "tls-auth-clients no",
         ]
 
     def argv(self) -> list[str]:
-        return ["redis-server", str(self.dir / "redis.conf")]
+        return self.as_service_user(["redis-server", str(self.dir / "redis.conf")])
 
     def healthy(self) -> bool:
         store = redis_client(self.settings.redis)

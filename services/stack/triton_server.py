@@ -16,18 +16,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import pwd
 import re
 import shutil
 import sys
 from pathlib import Path
 
-import structlog
-
 from services.common.errors import StackError
 from services.common.net import http_ok
 from services.common.settings import Settings
-from services.stack.service import StackService
+from services.stack.service import StackService, service_account
 
 # The wheel's backend stub links the distribution's libpython (Debian: /usr/lib/x86_64-linux-gnu).
 SYSTEM_PREFIX = "/usr"
@@ -37,8 +34,6 @@ SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - where shm_open keeps its region
 CONTROL_PROTOCOLS = ("model-repository", "shared-memory", "logging", "trace")
 # In its own mount namespace, mount a private tmpfs on /dev/shm ($1: its options), then exec the rest.
 _PRIVATE_SHM = 'mount -t tmpfs -o "$1" dlstream-shm /dev/shm && shift && exec "$@"'
-
-log = structlog.get_logger(__name__)
 
 
 def pytriton_root() -> Path:
@@ -61,34 +56,6 @@ def loadable_models(repository: Path) -> list[str]:
     return names
 
 
-def service_account(user: str) -> tuple[int, int] | None:
-    """(uid, gid) of ``user`` when this process is root and may hand a server to it; None: run as self."""
-    if os.geteuid() != 0 or not user:
-        return None
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        log.warning("stack.no_service_user", user=user, hint="make setup creates it; Triton runs as root")
-        return None
-    return entry.pw_uid, entry.pw_gid
-
-
-def unreachable_part(path: Path, uid: int, gid: int) -> Path | None:
-    """The first folder on the way to ``path`` that user ``uid`` (group ``gid``) may not pass, if any.
-    ``path`` itself is not checked: the stack hands the service its own folder."""
-    for folder in reversed(path.resolve().parents):
-        info = folder.stat()
-        if info.st_uid == uid:
-            allowed = info.st_mode & 0o100
-        elif info.st_gid == gid:
-            allowed = info.st_mode & 0o010
-        else:
-            allowed = info.st_mode & 0o001
-        if not allowed:
-            return folder
-    return None
-
-
 class TritonServer(StackService):
     """One tritonserver process in explicit model-control mode."""
 
@@ -106,6 +73,7 @@ class TritonServer(StackService):
         self.repository = repository
         self.control_key = control_key
         self.run_as = service_account(settings.stack.service_user)
+        self.service_user = settings.stack.service_user
 
     @property
     def shm_prefix(self) -> str:
@@ -147,16 +115,7 @@ class TritonServer(StackService):
         self._remove_shm_regions()  # those of a Triton that was killed or crashed
         if not self.repository.is_dir():
             raise StackError(f"model repository {self.repository} does not exist")
-        if self.run_as is not None:
-            for folder in (self.dir, self.repository):
-                barrier = unreachable_part(folder, *self.run_as)
-                if barrier is not None:
-                    raise StackError(
-                        f"Triton runs as {self.settings.stack.service_user!r}, who cannot reach {folder}: "
-                        f"{barrier} (mode {barrier.stat().st_mode & 0o777:04o}) is closed to that user; give "
-                        "it search permission (chmod o+x), or set DLSTREAM_STACK__SERVICE_USER= to run "
-                        "Triton as the starting user"
-                    )
+        self.check_reachable(self.repository)
         root = pytriton_root() / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         python_backend = self._backends / "python"
@@ -186,12 +145,10 @@ class TritonServer(StackService):
         else:
             namespace = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--"]
         options = "mode=0700"
-        drop: list[str] = []
         if self.run_as is not None:
             uid, gid = self.run_as
             options += f",uid={uid},gid={gid}"
-            drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
-        return [*namespace, "sh", "-c", _PRIVATE_SHM, "tritonserver", options, *drop, *server]
+        return [*namespace, "sh", "-c", _PRIVATE_SHM, "tritonserver", options, *self.as_service_user(server)]
 
     def _server_argv(self) -> list[str]:
         t = self.settings.triton
@@ -229,9 +186,7 @@ class TritonServer(StackService):
         # worker and Kafka on the same machine; see the README's latency section.
         env["OMP_NUM_THREADS"] = str(self.settings.triton.model_threads())
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-        if self.run_as is not None:
-            env["HOME"] = str(self.dir)  # the starting user's home is not the service user's to write
-        return env
+        return self.service_env(env)
 
     def after_stop(self) -> None:
         self._remove_shm_regions()

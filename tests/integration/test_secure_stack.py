@@ -265,6 +265,11 @@ def test_no_secret_in_logs_command_lines_or_environments_of_the_stack(secure_sta
 
     scanned = 0
     for path in secure_stack.run_dir.rglob("*"):
+        if path.is_file() and path.parent.name == "material":
+            # A server run as the service user gets its own copy of the key material it needs.
+            assert path.stat().st_mode & 0o777 == 0o600, path
+            assert path.parent.stat().st_mode & 0o777 == 0o700, path
+            continue
         if not path.is_file() or security.dir in path.parents or path == properties:
             continue
         text = path.read_bytes().decode("utf-8", errors="replace")
@@ -468,6 +473,10 @@ def test_nothing_the_stack_keeps_at_rest_is_readable_by_another_user(
         check=True,
     ).stdout
     assert triton.shm_prefix in inside
-    # Started by root, Triton runs as the service user, never as root.
-    uid = int(Path(f"/proc/{record.pid}/status").read_text().split("Uid:")[1].split()[0])
-    assert uid == pwd.getpwnam(secure_stack.settings.stack.service_user).pw_uid
+    # Started by root, the servers run as the service user, never as root.
+    service_uid = pwd.getpwnam(secure_stack.settings.stack.service_user).pw_uid
+    for name in ("kafka", "redis", "triton"):
+        server = secure_stack.record(name)
+        assert server is not None
+        uid = int(Path(f"/proc/{server.pid}/status").read_text().split("Uid:")[1].split()[0])
+        assert uid == service_uid, name

@@ -16,7 +16,8 @@ from services.common.payloads import payload_lengths
 from services.common.settings import load_settings
 from services.stack.local_stack import tail
 from services.stack.process import mask, scrub_arguments
-from services.stack.triton_server import TritonServer, loadable_models, unreachable_part
+from services.stack.service import unreachable_part
+from services.stack.triton_server import TritonServer, loadable_models
 
 
 def test_only_models_with_a_config_and_a_built_version_are_loaded(tmp_path: Path) -> None:
