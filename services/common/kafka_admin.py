@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka import errors as kafka_errors
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from services.common.errors import DlstreamError, TransientError
@@ -110,6 +111,26 @@ class KafkaAdmin:
                 with suppress(TopicAlreadyExistsError):
                     client.create_topics(new, timeout_ms=int(self.timeout_s * 1000))
             self._wait_visible(client, wanted)
+
+    def topic_configs(self, topic: str) -> dict[str, str | None]:
+        """The configuration of ``topic`` (every key, default or not).
+
+        kafka-python's ``describe_configs`` drops a resource's error and answers an empty configuration
+        when the broker denies it; the error code is read here, so a denial is :class:`AccessDenied`.
+
+        Raises:
+            AccessDenied: the broker denied this user the right to describe the topic's configuration.
+            TransientError: any other failure, the topic's own error included.
+        """
+        with self._client() as client:
+            resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+            request = client._describe_configs_request([resource], False)
+            response = client._manager.run(client._manager.send, request)
+            (result,) = response.results
+            if result.error_code:
+                error = kafka_errors.for_code(result.error_code)(result.error_message or topic)
+                raise error
+            return {c.to_dict()["name"]: c.to_dict()["value"] for c in result.configs}
 
     def delete_topics(self, names: Iterable[str]) -> None:
         """Delete the topics that exist; unknown names are ignored."""

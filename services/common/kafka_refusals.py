@@ -8,6 +8,9 @@ and then reports only the timeout; the refusal itself is only logged. The block 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -22,6 +25,9 @@ from kafka.errors import (
 from services.common.errors import AccessDenied, DlstreamError, TransientError
 from services.common.net import tls_mismatch
 from services.common.settings import KafkaSettings
+
+_SASL_HANDSHAKE = 17  # Kafka's SaslHandshake API key; version 1
+_PROBE_MECHANISM = "dlstream-probe"  # no broker enables it: the answer lists the ones it does
 
 _REFUSALS = (
     SaslAuthenticationFailedError,
@@ -97,4 +103,67 @@ def kafka_failure(
             f"Kafka at {servers} refused the connection: {mismatch} "
             f"(DLSTREAM_KAFKA__SECURITY_PROTOCOL is {settings.security_protocol})"
         )
+    if not settings.security_protocol.startswith("SASL"):
+        tls = settings.security_protocol == "SSL"
+        mechanisms = sasl_mechanisms(host, port, tls=tls)
+        if mechanisms:
+            return AccessDenied(
+                f"Kafka at {servers} refused the connection: its listener requires SASL authentication "
+                f"({', '.join(mechanisms)}), and this client connects without SASL "
+                f"(DLSTREAM_KAFKA__SECURITY_PROTOCOL is {settings.security_protocol}); use "
+                f"SASL_{'SSL' if tls else 'PLAINTEXT'} with a user and password"
+            )
     return TransientError(f"{doing}: {exc}")
+
+
+def sasl_handshake_request(correlation_id: int) -> bytes:
+    """A size-prefixed SaslHandshake v1 request (header v1) for a mechanism no broker enables."""
+    client = b"dlstream"
+    mechanism = _PROBE_MECHANISM.encode()
+    body = struct.pack(">hhih", _SASL_HANDSHAKE, 1, correlation_id, len(client)) + client
+    body += struct.pack(">h", len(mechanism)) + mechanism
+    return struct.pack(">i", len(body)) + body
+
+
+def sasl_handshake_mechanisms(response: bytes, correlation_id: int) -> list[str]:
+    """The mechanisms a SaslHandshake response lists (the response without its size prefix); [] when it is
+    not the answer to ``correlation_id`` or is cut short."""
+    if len(response) < 10 or struct.unpack_from(">i", response)[0] != correlation_id:
+        return []
+    count = struct.unpack_from(">i", response, 6)[0]
+    mechanisms, at = [], 10
+    for _ in range(max(0, count)):
+        if at + 2 > len(response):
+            return []
+        (size,) = struct.unpack_from(">h", response, at)
+        at += 2
+        mechanisms.append(response[at : at + size].decode("utf-8", errors="replace"))
+        at += size
+    return mechanisms
+
+
+def sasl_mechanisms(host: str, port: int, *, tls: bool) -> list[str]:
+    """The SASL mechanisms the listener at host:port requires of its clients; [] when it requires none or
+    does not answer. One SaslHandshake tells: a SASL listener lists its mechanisms, another drops it."""
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE  # only asks which mechanisms; the client's own check stands
+    try:
+        with socket.create_connection((host, port), timeout=3.0) as raw:
+            conn = probe.wrap_socket(raw) if tls else raw
+            with conn:
+                conn.sendall(sasl_handshake_request(1))
+                size = struct.unpack(">i", _read(conn, 4))[0]
+                return sasl_handshake_mechanisms(_read(conn, min(size, 65536)), 1)
+    except (OSError, struct.error):
+        return []
+
+
+def _read(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data

@@ -206,6 +206,18 @@ def test_a_wrong_password_or_a_client_without_tls_is_refused_with_a_clear_error(
     with pytest.raises(AccessDenied, match="speaks TLS only") as denied:
         KafkaAdmin(plaintext, timeout_s=5).list_topics()
     errors.append(str(denied.value))
+    # TLS without SASL: the listener wants SCRAM, and the error says so (not "Unable to bootstrap").
+    no_sasl = client.kafka.model_copy(update={"security_protocol": "SSL"})
+    with pytest.raises(AccessDenied, match="requires SASL authentication \\(SCRAM-SHA-512\\)") as denied:
+        KafkaAdmin(no_sasl, timeout_s=5).list_topics()
+    assert "use SASL_SSL with a user and password" in str(denied.value)
+    errors.append(str(denied.value))
+    # A denied describe-configs is a denial, not an empty configuration.
+    with pytest.raises(AccessDenied, match="denied user 'client' a right") as denied:
+        KafkaAdmin(client.kafka, timeout_s=10).topic_configs(client.topics.image)
+    errors.append(str(denied.value))
+    configs = KafkaAdmin(secure_stack.settings.kafka, timeout_s=10).topic_configs(client.topics.image)
+    assert configs["cleanup.policy"] == "delete"
 
     redis_wrong = client.redis.model_copy(update={"password": SecretStr("not-the-password")})
     with pytest.raises(AccessDenied, match="Redis refused the credentials") as denied:

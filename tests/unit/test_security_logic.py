@@ -4,6 +4,7 @@ and the words of a refusal."""
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.common.errors import AccessDenied, TransientError
-from services.common.kafka_refusals import kafka_failure
+from services.common.kafka_refusals import kafka_failure, sasl_handshake_mechanisms, sasl_handshake_request
 from services.common.redis_store import redis_failure
 from services.common.settings import load_settings, settings_env
 from services.stack.security import (
@@ -193,3 +194,16 @@ def test_each_kafka_identity_is_granted_only_what_its_service_uses() -> None:
     assert {g.resource for g in grants} == {"topic", "group"}
     assert "stack" in KAFKA_SUPER_USERS
     assert not any(g.principal == "stack" for g in grants)
+
+
+def test_the_sasl_probe_encodes_a_handshake_and_reads_the_mechanisms_of_its_answer() -> None:
+    request = sasl_handshake_request(7)
+    size, api_key, version, correlation = struct.unpack_from(">ihhi", request)
+    assert (size, api_key, version, correlation) == (len(request) - 4, 17, 1, 7)
+    assert request.endswith(b"dlstream-probe")
+    # correlation id, error 33 (unsupported mechanism), then the mechanisms the broker enables
+    answer = struct.pack(">ihi", 7, 33, 2) + struct.pack(">h", 13) + b"SCRAM-SHA-512"
+    answer += struct.pack(">h", 5) + b"PLAIN"
+    assert sasl_handshake_mechanisms(answer, 7) == ["SCRAM-SHA-512", "PLAIN"]
+    assert sasl_handshake_mechanisms(answer, 8) == []  # not the answer to this request
+    assert sasl_handshake_mechanisms(answer[:12], 7) == []  # cut short
