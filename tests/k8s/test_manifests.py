@@ -68,16 +68,14 @@ def test_overlay_applies_server_side_and_its_workloads_run(cluster: LocalCluster
     objects = rendered(overlay, namespace)
     namespaced = [o for o in objects if o["kind"] != "Namespace"]
     apply(cluster, [o for o in objects if o["kind"] == "Namespace"])
-    if not any(o["kind"] == "Secret" for o in objects):  # gpu: the Secret comes from the user's store
-        cluster.kubectl(
-            "-n",
-            namespace,
-            "create",
-            "secret",
-            "generic",
-            "dlstream-secrets",
-            "--from-literal=redis-password=x",
-        )
+    if not any(o["kind"] == "Secret" for o in objects):  # gpu: the Secrets come from the user's store
+        for secret, literal in (
+            ("dlstream-secrets", "redis-password=x"),
+            ("dlstream-triton-control", "control-key=y"),
+        ):
+            cluster.kubectl(
+                "-n", namespace, "create", "secret", "generic", secret, f"--from-literal={literal}"
+            )
     output = apply(cluster, namespaced)
     assert output.count("serverside-applied") == len(namespaced), output
     # The StatefulSet's claims appear once its controller made them.
@@ -99,6 +97,22 @@ def test_overlay_applies_server_side_and_its_workloads_run(cluster: LocalCluster
     for deployment in ready["items"]:
         available = deployment["status"].get("availableReplicas")
         assert available == deployment["spec"]["replicas"], deployment["metadata"]["name"]
+    # As the API server keeps them: Triton's control API needs the key, which only the pods that load
+    # models reference; every container runs as non-root on a read-only root filesystem.
+    for deployment in ready["items"]:
+        name, pod = deployment["metadata"]["name"], deployment["spec"]["template"]["spec"]
+        holds_key = "dlstream-triton-control" in json.dumps(pod)
+        assert holds_key == (name in ("triton", "drift")), name
+        for container in pod["containers"]:
+            security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+            assert security.get("runAsNonRoot") is True, name
+            assert security.get("readOnlyRootFilesystem") is True, name
+        if name == "triton":
+            restricted = (
+                "model-repository,shared-memory,logging,trace:dlstream-control-key=$(TRITON_CONTROL_KEY)"
+            )
+            assert f"--http-restricted-api={restricted}" in pod["containers"][0]["args"]
+            assert f"--grpc-restricted-protocol={restricted}" in pod["containers"][0]["args"]
     triton = ("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/name=triton", "-o", "json")
     pods = json.loads(cluster.kubectl(*triton).stdout)["items"]
     on_gpu_nodes = {p["spec"]["nodeName"] in cluster.gpu_nodes for p in pods}
