@@ -16,7 +16,6 @@ from services.common.contract import Modality
 from services.common.errors import ContractError, DeadLetterReason
 
 READY = "READY"
-LOADING = "LOADING"
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,10 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class Unavailable:
-    """No model can serve the event now; it may become available (``loading``: Triton is loading it)."""
+    """No model can serve the event now; it may become available."""
 
     model: str | None
     reason: str
-    loading: bool = False
 
 
 Route = ServedModel | Unavailable
@@ -54,7 +52,6 @@ class ModelCatalog:
     """
 
     models: Mapping[str, ServedModel] = field(default_factory=dict)
-    loading: frozenset[str] = frozenset()
     problems: Mapping[str, str] = field(default_factory=dict)
     overrides: Mapping[str, str] = field(default_factory=dict)
     reachable: bool = False
@@ -90,13 +87,10 @@ class ModelCatalog:
                     f"{modality.value} has several models and no default; name one with ce_model "
                     f"({', '.join(served)})",
                 )
-            return Unavailable(None, f"no {modality.value} model is served", loading=bool(self.loading))
+            return Unavailable(None, f"no {modality.value} model is served")
         model = self.models.get(name)
         if model is None:
-            why = self.problems.get(name) or (
-                f"model {name!r} is loading" if name in self.loading else f"model {name!r} is not served"
-            )
-            return Unavailable(name, why, loading=name in self.loading)
+            return Unavailable(name, self.problems.get(name) or f"model {name!r} is not served")
         if model.card.modality != modality:
             raise ContractError(
                 DeadLetterReason.UNKNOWN_MODEL,
@@ -127,16 +121,13 @@ def catalog_from_triton(
     *,
     overrides: Mapping[str, str] | None = None,
 ) -> ModelCatalog:
-    """A catalog from Triton's repository index (``name``, ``version``, ``state`` per entry) and the configs
-    of the models that have a ready version."""
+    """A catalog from the model versions Triton lists (``name``, ``version``, ``state`` per entry; only
+    ``READY`` ones are served) and the configs of the models that have a ready version."""
     ready: dict[str, list[str]] = {}
-    loading: set[str] = set()
     for entry in index:
         name, state = str(entry.get("name", "")), str(entry.get("state", ""))
         if state == READY:
             ready.setdefault(name, []).append(str(entry.get("version", "")))
-        elif state == LOADING:
-            loading.add(name)
     models: dict[str, ServedModel] = {}
     problems: dict[str, str] = {}
     for name, versions in ready.items():
@@ -160,7 +151,6 @@ def catalog_from_triton(
         models[name] = ServedModel(name, card, ordered)
     return ModelCatalog(
         models=models,
-        loading=frozenset(loading - set(models)),
         problems=problems,
         overrides=dict(overrides or {}),
         reachable=True,

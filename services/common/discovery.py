@@ -83,7 +83,6 @@ class TritonDiscovery:
             self._asked = True
             self.catalog = ModelCatalog(
                 models=self.catalog.models,
-                loading=self.catalog.loading,
                 problems=self.catalog.problems,
                 overrides=self.overrides,
                 reachable=False,

@@ -191,7 +191,7 @@ class InferenceSettings(_Group):
         30.0,
         ge=0,
         description="How long an event waits for its model to be served before it is dead-lettered "
-        "model-unavailable (the clock stops while Triton is unreachable or loading the model).",
+        "model-unavailable (the clock stops while Triton is unreachable).",
     )
     max_waiting: int = Field(
         10_000, ge=1, description="Events waiting for a model at once; beyond it consumption pauses."

@@ -205,8 +205,8 @@ class InferenceProcessor:
         """The outcome of an event whose model was not served: inferred once the catalog serves the model,
         else a ``model-unavailable`` dead letter after ``model_wait_s``; returns once Kafka acknowledged it.
 
-        The wait's clock stops while Triton is unreachable (an outage, retried as long as it lasts) or is
-        loading the model.
+        The wait's clock stops while Triton is unreachable (an outage, retried as long as it lasts, a
+        restarting Triton loading its models included).
         """
         wait_s = self.settings.inference.model_wait_s
         deadline = self.clock() + wait_s
@@ -232,7 +232,7 @@ class InferenceProcessor:
                         reason, refused_under = str(answer), catalog
                 else:
                     reason = route.reason
-                    if route.loading or not catalog.reachable:
+                    if not catalog.reachable:
                         deadline = max(deadline, self.clock() + wait_s)
                 if self.clock() >= deadline:
                     unavailable = ContractError(

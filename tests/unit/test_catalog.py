@@ -85,14 +85,12 @@ def test_a_model_of_another_modality_or_an_ambiguous_default_is_an_unknown_model
         catalog.route(Modality.IMAGE, None)
 
 
-def test_a_model_not_served_is_unavailable_and_loading_is_told_apart() -> None:
+def test_a_model_not_served_is_unavailable() -> None:
     catalog = _catalog(card("digits"), coming="LOADING", gone="UNAVAILABLE")
-    missing = catalog.route(Modality.IMAGE, "nosuch")
-    assert isinstance(missing, Unavailable)
-    assert not missing.loading
-    loading = catalog.route(Modality.IMAGE, "coming")
-    assert isinstance(loading, Unavailable)
-    assert loading.loading
+    for name in ("nosuch", "coming", "gone"):
+        missing = catalog.route(Modality.IMAGE, name)
+        assert isinstance(missing, Unavailable)
+        assert missing.reason == f"model {name!r} is not served"
     assert isinstance(catalog.route(Modality.AUDIO, None), Unavailable)
 
 

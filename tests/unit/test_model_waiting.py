@@ -21,9 +21,8 @@ DIGITS = card("digits", labels=2, default=True)
 TOPICS = card("topics", Modality.TEXT, labels=2)
 
 
-def catalog(*models: ModelCard, loading: Sequence[str] = (), reachable: bool = True) -> ModelCatalog:
+def catalog(*models: ModelCard, reachable: bool = True) -> ModelCatalog:
     index = [{"name": m.name, "version": "1", "state": "READY"} for m in models]
-    index += [{"name": n, "version": "2", "state": "LOADING"} for n in loading]
     found = catalog_from_triton(index, {m.name: config_of(m) for m in models})
     return found if reachable else ModelCatalog(models=found.models, reachable=False)
 
@@ -126,13 +125,10 @@ def test_a_model_loaded_during_the_wait_serves_the_waiting_event() -> None:
     assert 3.0 <= world.now < 3.6
 
 
-def test_the_clock_stops_while_triton_is_unreachable_or_loading_the_model() -> None:
+def test_the_clock_stops_while_triton_is_unreachable() -> None:
     shapes = card("shapes", labels=2)
     world = World(catalog(DIGITS, reachable=False), wait_s=5.0)
-    world.on_sleep += [
-        (20.0, catalog(DIGITS, loading=["shapes"])),
-        (40.0, catalog(DIGITS, shapes)),
-    ]
+    world.on_sleep += [(20.0, catalog(DIGITS, reachable=False)), (40.0, catalog(DIGITS, shapes))]
     asyncio.run(world.processor.process([world.record(Modality.IMAGE, "shapes", 0)]))
     assert world.outcomes() == [("predictions.image", "shapes")]
 
