@@ -149,7 +149,7 @@ class LocalStack:
             name,
             service.argv(),
             env=service.env(),
-            cwd=service.dir,
+            cwd=self.run_dir,
             log_path=service.log_path,
             secrets=secrets,
         )
