@@ -7,6 +7,7 @@ stack keeps at rest is readable by another local user.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pwd
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,6 +190,19 @@ def test_inverted_digits_go_through_the_secure_pipeline_to_an_alert(
     status = cli(secure_stack, "drift", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["digits"]["open_alert"] is not None
+
+    # The report page shows what Redis gives only to ACL users: the client's credentials open it.
+    url = f"http://127.0.0.1:{secure_stack.settings.drift.web_port}/report?model=digits"
+    assert client.redis.password is not None
+    login = base64.b64encode(f"client:{client.redis.password.get_secret_value()}".encode()).decode()
+    with urllib.request.urlopen(
+        urllib.request.Request(url, headers={"Authorization": f"Basic {login}"}), timeout=60
+    ) as page:
+        assert "<h2>digits</h2>" in page.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=60)
+    assert refused.value.code == 401
+    refused.value.close()
 
 
 def test_a_wrong_password_or_a_client_without_tls_is_refused_with_a_clear_error(
