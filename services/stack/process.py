@@ -124,15 +124,18 @@ def scrub_arguments(pid: int, secrets: Sequence[str]) -> bool:
     if fields is None or not any(secrets):
         return False
     start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49 of stat)
-    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-        mem.seek(start)
-        arguments = mem.read(end - start)
-        scrubbed = mask(arguments.decode("utf-8", errors="surrogateescape"), secrets)
-        data = scrubbed.encode("utf-8", errors="surrogateescape")
-        if data == arguments:
-            return False
-        mem.seek(start)
-        mem.write(data)
+    try:
+        with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            arguments = mem.read(end - start)
+            scrubbed = mask(arguments.decode("utf-8", errors="surrogateescape"), secrets)
+            data = scrubbed.encode("utf-8", errors="surrogateescape")
+            if data == arguments:
+                return False
+            mem.seek(start)
+            mem.write(data)
+    except OSError:  # gone, or not ours to trace
+        return False
     return True
 
 

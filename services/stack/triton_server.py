@@ -13,13 +13,17 @@ control key, its model-repository, shared-memory, logging and trace APIs answer 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import structlog
 
 from services.common.errors import StackError
 from services.common.net import http_ok
@@ -34,6 +38,8 @@ SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - where shm_open keeps its region
 CONTROL_PROTOCOLS = ("model-repository", "shared-memory", "logging", "trace")
 # In its own mount namespace, mount a private tmpfs on /dev/shm ($1: its options), then exec the rest.
 _PRIVATE_SHM = 'mount -t tmpfs -o "$1" dlstream-shm /dev/shm && shift && exec "$@"'
+
+log = structlog.get_logger(__name__)
 
 
 def pytriton_root() -> Path:
@@ -54,6 +60,21 @@ def loadable_models(repository: Path) -> list[str]:
         if versions:
             names.append(model.name)
     return names
+
+
+@functools.cache
+def mount_namespace() -> list[str] | None:
+    """The ``unshare`` command that gives a child a mount namespace of its own (in a user namespace when
+    this process is not root); None when the kernel refuses it here."""
+    if os.geteuid() == 0:
+        command = ["unshare", "--mount", "--propagation", "private", "--"]
+    else:
+        command = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--"]
+    try:
+        probe = subprocess.run([*command, "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return command if probe.returncode == 0 else None
 
 
 class TritonServer(StackService):
@@ -115,7 +136,7 @@ class TritonServer(StackService):
         self._remove_shm_regions()  # those of a Triton that was killed or crashed
         if not self.repository.is_dir():
             raise StackError(f"model repository {self.repository} does not exist")
-        self.check_reachable(self.repository)
+        self.check_reachable(self.repository, pytriton_root(), Path(sys.prefix))
         root = pytriton_root() / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         python_backend = self._backends / "python"
@@ -140,10 +161,14 @@ class TritonServer(StackService):
 
     def _isolated(self, server: list[str]) -> list[str]:
         """``server`` in a mount namespace with a private ``/dev/shm``, as the service user if any."""
-        if os.geteuid() == 0:
-            namespace = ["unshare", "--mount", "--propagation", "private", "--"]
-        else:
-            namespace = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--"]
+        namespace = mount_namespace()
+        if namespace is None:
+            log.warning(
+                "stack.shared_dev_shm",
+                hint="this kernel gives no mount namespace to this user; Triton's Python backend regions "
+                "are in the shared /dev/shm",
+            )
+            return self.as_service_user(server)
         options = "mode=0700"
         if self.run_as is not None:
             uid, gid = self.run_as
