@@ -81,6 +81,7 @@ def test_a_second_stack_with_a_worker_starts_healthy_and_down_leaves_no_process(
             "run_dir": tmp_path / "second",
             "kafka_controller_port": controller,
             "kafka_heap": "256m",
+            "service_user": "",  # pytest's temporary folders are closed to other users
         },
     )
     stack = LocalStack(settings, project_root=PROJECT_ROOT)
