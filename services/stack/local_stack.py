@@ -152,6 +152,7 @@ class LocalStack:
             cwd=self.run_dir,
             log_path=service.log_path,
             secrets=secrets,
+            umask=0o077,  # what a server writes (segments, append-only file, logs) is its owner's only
         )
         record.save(self._record_path(name))
         log.info("stack.started", service=name, pid=record.pid, log=record.log_path)

@@ -154,9 +154,10 @@ class ProcessGroup:
         cwd: Path,
         log_path: Path,
         secrets: Sequence[str] = (),
+        umask: int = -1,
     ) -> ProcessRecord:
         """Start ``argv`` detached from the terminal, output appended to ``log_path`` (mode 0600), with
-        umask 077: what the child writes is its owner's only. ``secrets`` are masked in the record."""
+        ``umask`` (-1: this process's). ``secrets`` are masked in the record."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
@@ -170,7 +171,7 @@ class ProcessGroup:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    umask=0o077,
+                    umask=umask,
                 )
             except OSError as exc:
                 raise StackError(f"cannot start {name}: {exc}") from exc
