@@ -249,7 +249,9 @@ class KafkaBroker(StackService):
         argfile = self.dir / "format.args"
         write_private(argfile, "".join(f'"{argument}"\n' for argument in arguments))
         try:
-            result = subprocess.run(["java", f"@{argfile}"], capture_output=True, text=True, check=False)
+            result = subprocess.run(
+                ["java", f"@{argfile}"], capture_output=True, text=True, check=False, umask=0o077
+            )
         finally:
             argfile.unlink()
         if result.returncode != 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -233,9 +234,14 @@ class LocalStack:
 
 
 def hand_over(folder: Path, uid: int, gid: int) -> None:
-    """Make ``folder`` and everything in it the property of ``uid``:``gid``."""
+    """Make ``folder`` and everything in it the property of ``uid``:``gid``, but for files also linked
+    elsewhere (Kafka's jars, hard links into the starting user's cache): those stay as they are, so the
+    service user cannot change what another user runs."""
     os.chown(folder, uid, gid)
     for path in folder.rglob("*"):
+        info = path.lstat()
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            continue
         os.chown(path, uid, gid, follow_symlinks=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from services.common.payloads import payload_lengths
 from services.common.settings import load_settings
-from services.stack.local_stack import tail
+from services.stack.local_stack import hand_over, tail
 from services.stack.process import mask, scrub_arguments
 from services.stack.service import unreachable_part
 from services.stack.triton_server import TritonServer, loadable_models
@@ -101,3 +102,18 @@ def test_triton_runs_with_a_private_dev_shm_and_its_control_api_behind_the_key(t
     assert server.secret_arguments() == ["k3y"]
     open_api = TritonServer(tmp_path, settings, repository=repository).argv()
     assert not any("restricted" in arg for arg in open_api)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user takes root")
+def test_a_folder_is_handed_over_but_files_linked_from_elsewhere_keep_their_owner(tmp_path: Path) -> None:
+    cached = tmp_path / "cache.jar"
+    cached.write_bytes(b"jar")
+    folder = tmp_path / "kafka"
+    (folder / "libs").mkdir(parents=True)
+    os.link(cached, folder / "libs" / "cache.jar")
+    (folder / "server.log").write_text("log")
+    nobody = 65534
+    hand_over(folder, nobody, nobody)
+    assert (folder / "server.log").stat().st_uid == nobody
+    assert (folder / "libs").stat().st_uid == nobody
+    assert cached.stat().st_uid == 0  # the service user cannot change what another user runs
