@@ -36,9 +36,10 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Started by root, the local stack runs Triton as this unprivileged system user (DLSTREAM_STACK__SERVICE_USER).
+# Started by root, the local stack runs Kafka, Redis and Triton as this unprivileged system user
+# (DLSTREAM_STACK__SERVICE_USER).
 if [ "$(id -u)" -eq 0 ] && ! id -u dlstream >/dev/null 2>&1; then
-  echo "setup: adding the system user dlstream (the local stack's Triton runs as it when started by root)"
+  echo "setup: adding the system user dlstream (the local stack's servers run as it when started by root)"
   useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dlstream
 fi
 

@@ -22,7 +22,7 @@ from services.stack.security import (
     kafka_grants,
     write_private,
 )
-from services.stack.service import StackService, service_account
+from services.stack.service import StackService
 
 _POM = "kafka-pom.xml"
 
@@ -108,7 +108,6 @@ class KafkaBroker(StackService):
         self.security = security
         self.host, self.port = settings.kafka.first_host_port
         self.controller_port = settings.stack.kafka_controller_port or self.port + 1
-        self.run_as = service_account(settings.stack.service_user)
         self.service_user = settings.stack.service_user
 
     def ports(self) -> dict[str, tuple[str, int]]:
@@ -119,20 +118,22 @@ class KafkaBroker(StackService):
         return str(self._jars / "*")
 
     @property
+    def _cached_jars(self) -> Path:
+        return jar_dir(self.settings.stack.cache_dir) / "libs"
+
+    @property
     def _jars(self) -> Path:
-        cached = jar_dir(self.settings.stack.cache_dir) / "libs"
         # The cache is in the starting user's home, which the service user may not enter.
-        return cached if self.run_as is None else self.dir / "libs"
+        return self._cached_jars if self.run_as is None else self.dir / "libs"
 
     def _link_jars(self) -> None:
         """The cached jars in the broker's own folder (hard links; copies across file systems)."""
-        cached = jar_dir(self.settings.stack.cache_dir) / "libs"
-        if self._jars == cached:
+        if self._jars == self._cached_jars:
             return
         if self._jars.exists():
             shutil.rmtree(self._jars)
         self._jars.mkdir()
-        for jar in cached.iterdir():
+        for jar in self._cached_jars.iterdir():
             try:
                 os.link(jar, self._jars / jar.name)
             except OSError:

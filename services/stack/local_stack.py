@@ -172,14 +172,13 @@ class LocalStack:
                     f"{service.name} exited while starting; last lines of {service.log_path}:\n"
                     + tail(service.log_path, 30)
                 )
+            healthy = service.healthy()
             # The server has parsed its command line once it logs; then its secrets leave its arguments.
-            if secrets and service.log_path.stat().st_size > record.log_offset:
+            if secrets and (healthy or service.log_path.stat().st_size > record.log_offset):
                 if not scrub_arguments(record.pid, secrets):
                     log.warning("stack.arguments_not_scrubbed", service=service.name, pid=record.pid)
                 secrets = ()
-            if service.healthy():
-                if secrets:
-                    scrub_arguments(record.pid, secrets)
+            if healthy:
                 return
             if time.monotonic() > deadline:
                 limit = self.settings.stack.start_timeout_s

@@ -9,7 +9,7 @@ from services.common.errors import StackError
 from services.common.redis_store import redis_client
 from services.common.settings import Settings
 from services.stack.security import StackSecurity, write_private
-from services.stack.service import StackService, service_account
+from services.stack.service import StackService
 
 
 class RedisServer(StackService):
@@ -21,7 +21,6 @@ class RedisServer(StackService):
         super().__init__(run_dir)
         self.settings = settings
         self.security = security
-        self.run_as = service_account(settings.stack.service_user)
         self.service_user = settings.stack.service_user
 
     def ports(self) -> dict[str, tuple[str, int]]:

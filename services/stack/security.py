@@ -87,7 +87,11 @@ class StackSecurity:
 
     def triton_control_key(self) -> str:
         """The key of Triton's control API."""
-        return (self.secrets_dir(TRITON_CONTROLLERS[0]) / _CONTROL_KEY).read_text().strip()
+        return self._control_key_path.read_text().strip()
+
+    @property
+    def _control_key_path(self) -> Path:
+        return self.secrets_dir(TRITON_CONTROLLERS[0]) / _CONTROL_KEY
 
     def exists(self) -> bool:
         """True once :meth:`ensure` has made the material."""
@@ -128,7 +132,7 @@ class StackSecurity:
         (self.dir / ".complete").touch()
 
     def _ensure_control_key(self) -> None:
-        if (self.secrets_dir(TRITON_CONTROLLERS[0]) / _CONTROL_KEY).exists():
+        if self._control_key_path.exists():
             return
         control_key = secrets.token_urlsafe(32)
         for identity in TRITON_CONTROLLERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import re
@@ -23,7 +24,11 @@ def service_account(user: str) -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        log.warning("stack.no_service_user", user=user, hint="make setup creates it; Triton runs as root")
+        log.warning(
+            "stack.no_service_user",
+            user=user,
+            hint="make setup creates it; the servers run as the starting user",
+        )
         return None
     return entry.pw_uid, entry.pw_gid
 
@@ -50,8 +55,8 @@ class StackService(ABC):
     name: str
     #: A line the server prints once it has crashed, also when its process lives on (hung in its exit).
     crash_line: re.Pattern[str] | None = None
-    #: (uid, gid) the server runs as, when the stack hands it to an unprivileged user; its folder is theirs.
-    run_as: tuple[int, int] | None = None
+    #: The unprivileged user the server runs as when the stack is started as root ("": the starting user).
+    service_user = ""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / self.name
@@ -76,7 +81,10 @@ class StackService(ABC):
     def argv(self) -> list[str]:
         """The command line of the server."""
 
-    service_user = ""  # the name of the user behind ``run_as``
+    @functools.cached_property
+    def run_as(self) -> tuple[int, int] | None:
+        """(uid, gid) of :attr:`service_user` when the stack hands the server to it; its folder is theirs."""
+        return service_account(self.service_user)
 
     def as_service_user(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run as the service user (``setpriv``, no supplementary groups) when there is one."""

@@ -28,7 +28,7 @@ import structlog
 from services.common.errors import StackError
 from services.common.net import http_ok
 from services.common.settings import Settings
-from services.stack.service import StackService, service_account
+from services.stack.service import StackService
 
 # The wheel's backend stub links the distribution's libpython (Debian: /usr/lib/x86_64-linux-gnu).
 SYSTEM_PREFIX = "/usr"
@@ -93,7 +93,6 @@ class TritonServer(StackService):
         self.settings = settings
         self.repository = repository
         self.control_key = control_key
-        self.run_as = service_account(settings.stack.service_user)
         self.service_user = settings.stack.service_user
 
     @property
