@@ -94,13 +94,10 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
         made = Counter(p.data.model_version for p in found.values() if p.data.model == "digits")
 
         versions = wait_for(
-            lambda: counted_as_made(deployed, made),
+            lambda: accounted(deployed, made),
             timeout_s=180,
-            what="every digits prediction counted by the monitor",
+            what=f"every digits prediction {dict(made)} in a judged window or waiting for one",
         )
-        for version, summary in versions.items():
-            pending = with_store(deployed, partial(pending_rows, model="digits", version=version))
-            assert summary["windows"] * WINDOW + pending == made[version], (version, summary, pending)
 
         def raised() -> list[str] | None:
             state = overview(deployed).get("digits", {})
@@ -117,11 +114,22 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
         worker.stop()
 
 
-def counted_as_made(deployed: Settings, made: Counter[str]) -> dict[str, Any] | None:
-    """The digits versions' monitor summaries once each counts as many predictions as the version made."""
-    versions = overview(deployed).get("digits", {}).get("versions", {})
+def accounted(deployed: Settings, made: Counter[str]) -> dict[str, Any] | None:
+    """The digits versions' monitor summaries once each counts as many predictions as the version made,
+    every one of them in a judged window or in the rows waiting for the next.
+
+    Recording a batch and saving the windows it filled are two steps, so the two figures are polled until
+    they agree: the summary is read before the rows, so a save in between can only make them fall short.
+    """
+    versions: dict[str, Any] = overview(deployed).get("digits", {}).get("versions", {})
     done = {v: s for v, s in versions.items() if s.get("predictions") == made.get(v)}
-    return versions if len(done) == len(made) else None
+    if len(done) != len(made):
+        return None
+    for version, summary in versions.items():
+        pending = with_store(deployed, partial(pending_rows, model="digits", version=version))
+        if summary["windows"] * WINDOW + pending != made[version]:
+            return None
+    return versions
 
 
 def test_monitor_sigkilled_mid_window_counts_every_prediction_once_after_restart(
@@ -152,11 +160,10 @@ def test_monitor_sigkilled_mid_window_counts_every_prediction_once_after_restart
         assert set(found) == ids
         made = Counter(p.data.model_version for p in found.values())
         versions = wait_for(
-            lambda: counted_as_made(deployed, made), timeout_s=180, what="every prediction counted once"
+            lambda: accounted(deployed, made),
+            timeout_s=180,
+            what=f"every prediction {dict(made)} counted once, in a judged window or waiting for one",
         )
-        for version, summary in versions.items():
-            pending = with_store(deployed, partial(pending_rows, model="digits", version=version))
-            assert summary["windows"] * WINDOW + pending == made[version], (version, summary, pending)
         assert restarted.running, f"the restarted monitor died; see {restarted.log_path}"
         windows = {v: s["windows"] for v, s in versions.items()}
         print(f"monitor killed at {counted_at_kill} counted; made {dict(made)}, windows {windows}")
