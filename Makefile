@@ -1,9 +1,11 @@
 # dlstream developer commands. `make help` lists them.
 SHELL := /bin/bash
 VENV  := .venv/bin
+# lint-imports reads the namespace from the two source roots, not from the editable install's finder.
+IMPORTS := PYTHONPATH=services:pipelines $(VENV)/lint-imports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up demo down status bench docs lint typecheck unit deploy-check integration k8s test
+.PHONY: help setup models up demo down status bench docs lint sizes typecheck unit deploy-check integration k8s test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,9 +36,13 @@ status: ## show the local stack's processes and health
 docs: setup ## regenerate the README's configuration table from the settings
 	$(VENV)/python scripts/update_readme_config.py
 
-lint: setup ## ruff lint and format check
-	$(VENV)/ruff check services pipelines tests
-	$(VENV)/ruff format --check services pipelines tests
+lint: setup ## ruff lint and format check, and the import contracts between the layers
+	$(VENV)/ruff check services pipelines tests scripts setup.py
+	$(VENV)/ruff format --check services pipelines tests scripts setup.py
+	$(IMPORTS)
+
+sizes: setup ## install each role's set (client, worker, monitor, models) into a fresh venv and print its size
+	$(VENV)/python scripts/install_sizes.py
 
 typecheck: setup ## mypy (strict)
 	$(VENV)/mypy
@@ -56,8 +62,9 @@ k8s: setup ## the manifests against a local Kubernetes control plane (binaries b
 	$(VENV)/pytest tests/k8s
 
 test: setup ## everything CI runs: lint, types, unit, deployment, Kubernetes and integration tests
-	$(VENV)/ruff check services pipelines tests scripts
-	$(VENV)/ruff format --check services pipelines tests scripts
+	$(VENV)/ruff check services pipelines tests scripts setup.py
+	$(VENV)/ruff format --check services pipelines tests scripts setup.py
+	$(IMPORTS)
 	$(VENV)/mypy
 	@# Missing models are built here, outside pytest's per-test timeout, which a busy machine would exceed.
 	$(VENV)/dlstream models build

@@ -6,7 +6,7 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
 
 FROM ${TRITON_IMAGE}
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-COPY pyproject.toml README.md /opt/dlstream/
+COPY pyproject.toml setup.py README.md /opt/dlstream/
 COPY services /opt/dlstream/services
 COPY pipelines /opt/dlstream/pipelines
 # The image's Python (3.12) is the one the backend stub embeds, so the packages go into its site-packages.

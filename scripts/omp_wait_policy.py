@@ -16,13 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.common.cpu_sharing import WAIT_POLICY
+from dlstream.runtime.cpu_sharing import WAIT_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = """
 import sys, time, torch
-from pipelines.zoo.digits import network
+from dlstream.models.zoo.digits import network
 torch.manual_seed(0)
 net = network(10)
 optimiser = torch.optim.AdamW(net.parameters())

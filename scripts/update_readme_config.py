@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.common.config_docs import TABLE_BEGIN, TABLE_END, markdown_table
+from dlstream.config.docs import TABLE_BEGIN, TABLE_END, markdown_table
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.triton_config import render_config
-from services.common.card import CARD_PARAMETER, ImagePreprocessing, ModelCard, TextPreprocessing
-from services.common.contract import Modality
+from dlstream.domain.card import CARD_PARAMETER, ImagePreprocessing, ModelCard, TextPreprocessing
+from dlstream.domain.contract import Modality
+from dlstream.models.triton_config import render_config
 
 
 def card(
@@ -17,7 +17,7 @@ def card(
         TextPreprocessing() if modality is Modality.TEXT else ImagePreprocessing(colour="L", size=8)
     )
     if modality is Modality.AUDIO:
-        from services.common.card import AudioPreprocessing
+        from dlstream.domain.card import AudioPreprocessing
 
         preprocessing = AudioPreprocessing()
     return ModelCard(

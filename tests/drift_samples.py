@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.contract import (
+from dlstream.domain.contract import (
     DriftAlert,
     KafkaRecord,
     Modality,

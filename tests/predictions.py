@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.contract import Modality, PredictionData, ScoredLabel, Timing
+from dlstream.domain.contract import Modality, PredictionData, ScoredLabel, Timing
 
 
 def prediction_data(label: str = "3", score: float = 0.9, **fields: Any) -> PredictionData:

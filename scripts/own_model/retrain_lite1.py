@@ -22,9 +22,9 @@ from export_efficientnet_lite1 import LogitsAndFeatures, load_backbone
 
 def main(data: Path, output: Path) -> None:
     """Train the head for a few epochs on the feedback, then export."""
-    from pipelines.data.photos import imagenet_labels
-    from pipelines.preprocess.declared import preprocessor
-    from services.common.card import ImagePreprocessing
+    from dlstream.domain.card import ImagePreprocessing
+    from dlstream.models.data.photos import imagenet_labels
+    from dlstream.models.preprocess.declared import preprocessor
 
     labels = imagenet_labels()
     with (data / "labels.csv").open() as rows:

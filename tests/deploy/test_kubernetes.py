@@ -11,9 +11,9 @@ import kubernetes_validate
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from services.common.settings import InferenceSettings, TopicSettings
-from services.inference.metrics import InferenceMetrics
-from services.retrain.kubernetes import load_job_template, render_retrain_job
+from dlstream.config.settings import InferenceSettings, TopicSettings
+from dlstream.inference.metrics import InferenceMetrics
+from dlstream.retrain.job_manifest import load_job_template, render_retrain_job
 from tests.deploy.conftest import PROJECT_ROOT, is_custom, render, validate_custom
 
 KUBERNETES_VERSION = "1.31.0"

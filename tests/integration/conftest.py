@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipelines.registry import build_models
-from services.common.kafka_admin import KafkaAdmin
-from services.common.net import free_ports
-from services.common.settings import Settings, load_settings
-from services.stack.local_stack import LocalStack
+from dlstream.adapters.kafka.admin import KafkaAdmin
+from dlstream.config.settings import Settings, load_settings
+from dlstream.models.registry import build_models
+from dlstream.runtime.net import free_ports
+from dlstream.tools.stack.local_stack import LocalStack
 
 if TYPE_CHECKING:
     from tests.integration.workers import Worker

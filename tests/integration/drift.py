@@ -9,19 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipelines.publish import publish_references
-from services.client.demo import CONTENT_TYPES
-from services.client.reader import read_records
-from services.common.contract import DriftAlert, Modality, new_request
-from services.common.net import free_ports
-from services.common.settings import Settings
-from services.drift.store import with_store
+from dlstream.adapters.redis.drift_store import with_store
+from dlstream.client.reader import read_records
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import DriftAlert, Modality, new_request
+from dlstream.repository.references import publish_references
+from dlstream.runtime.net import free_ports
+from dlstream.tools.demo import CONTENT_TYPES
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.workers import Sample, deployment_settings, held_out_events
 
 T = TypeVar("T")
 WINDOW = 50
-MONITOR_ARGV = [sys.executable, "-m", "services.cli", "drift", "run"]
+MONITOR_ARGV = [sys.executable, "-m", "dlstream.cli", "drift", "run"]
 
 
 def drift_settings(

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from pipelines.data.photos import photo
-from pipelines.preprocess.image import encode_png
-from services.common.card import read_card
-from services.common.errors import ModelUnavailable, TransientError
-from services.common.settings import Settings
-from services.common.triton_client import AsyncTriton, PayloadRejected
+from dlstream.adapters.triton.client import AsyncTriton, PayloadRejected
+from dlstream.config.settings import Settings
+from dlstream.domain.card import read_card
+from dlstream.domain.errors import ModelUnavailable, TransientError
+from dlstream.models.data.photos import photo
+from dlstream.models.preprocess.image import encode_png
 from tests.integration.conftest import PROJECT_ROOT
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.common.kafka_admin import KafkaAdmin
-from services.common.settings import Settings
+from dlstream.adapters.kafka.admin import KafkaAdmin
+from dlstream.config.settings import Settings
 from tests.integration.workers import dlstream
 
 FIGURES = ("pipeline_eps", "direct_triton_eps", "overhead_ratio", "naive_eps", "vs_naive", "p50_ms", "p99_ms")

@@ -6,8 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from services.common.contract import Modality
-from services.common.settings import Settings
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import Modality
 from tests.integration.conftest import TopicFactory
 from tests.integration.triton_models import unloaded
 from tests.integration.workers import Worker, deployment_settings, dlstream, held_out_events

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from services.common.settings import load_settings
-from services.stack.local_stack import LocalStack, ServiceStatus, first_match
-from services.stack.process import group_members, is_running
-from services.stack.service import StackService
-from services.stack.triton_server import TritonServer
+from dlstream.config.settings import load_settings
+from dlstream.tools.stack.local_stack import LocalStack, ServiceStatus, first_match
+from dlstream.tools.stack.process import group_members, is_running
+from dlstream.tools.stack.service import StackService
+from dlstream.tools.stack.triton_server import TritonServer
 from tests.integration.conftest import PROJECT_ROOT
 
 # Prints the crash line while the file named by its argument exists, then lingers with a child of its own.

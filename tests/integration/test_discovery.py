@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data.photos import PHOTOS, photo
-from pipelines.preprocess.image import encode_png
-from services.client.demo import CONTENT_TYPES
-from services.common.contract import DeadLetter, Modality, PredictionEvent, new_request
-from services.common.errors import DeadLetterReason
-from services.common.settings import Settings
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import DeadLetter, Modality, PredictionEvent, new_request
+from dlstream.domain.errors import DeadLetterReason
+from dlstream.models.data.photos import PHOTOS, photo
+from dlstream.models.preprocess.image import encode_png
+from dlstream.tools.demo import CONTENT_TYPES
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import wait_for
 from tests.integration.triton_models import load, unload

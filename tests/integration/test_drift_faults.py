@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from pipelines.drifted import drifted_digits
-from pipelines.samples import held_out_payloads
-from services.common.contract import Modality
-from services.common.settings import Settings
-from services.drift.store import DriftStore, with_store
-from services.stack.local_stack import LocalStack
+from dlstream.adapters.redis.drift_store import DriftStore, with_store
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import Modality
+from dlstream.models.drifted import drifted_digits
+from dlstream.models.samples import held_out_payloads
+from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import (
     MONITOR_ARGV,

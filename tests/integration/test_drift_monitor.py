@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from pipelines.drifted import drifted_digits, noisy_speech, unseen_topic_texts
-from pipelines.samples import held_out_payloads
-from services.client.publisher import Publisher
-from services.common.contract import DriftAlert, Modality
-from services.common.settings import Settings
-from services.stack.local_stack import LocalStack
+from dlstream.client.publisher import Publisher
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import DriftAlert, Modality
+from dlstream.models.drifted import drifted_digits, noisy_speech, unseen_topic_texts
+from dlstream.models.samples import held_out_payloads
+from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import (
     MONITOR_ARGV,

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.settings import Settings
-from services.drift.metrics import DriftMetrics
-from services.drift.monitor import DriftMonitor
-from services.drift.store import DriftStore, async_redis
+from dlstream.adapters.redis.drift_store import DriftStore, async_redis
+from dlstream.config.settings import Settings
+from dlstream.drift.metrics import DriftMetrics
+from dlstream.drift.monitor import DriftMonitor
 from tests.drift_samples import Published, predictions, reference_document
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import MONITOR_ARGV, WINDOW, drift_settings, wait_for

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from services.common.settings import Settings
-from services.drift.store import DriftStore, Recorded, Seen, with_store
+from dlstream.adapters.redis.drift_store import DriftStore, Recorded, Seen, with_store
+from dlstream.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

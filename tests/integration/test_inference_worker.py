@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from services.client.demo import CONTENT_TYPES
-from services.common.card import read_card
-from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
-from services.common.settings import Settings
+from dlstream.config.settings import Settings
+from dlstream.domain.card import read_card
+from dlstream.domain.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
+from dlstream.tools.demo import CONTENT_TYPES
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import wait_for
 from tests.integration.workers import (

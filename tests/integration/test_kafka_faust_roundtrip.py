@@ -12,9 +12,9 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from services.common.contract import Modality, new_request
-from services.common.kafka_admin import client_options
-from services.common.settings import Settings
+from dlstream.adapters.kafka.connection import client_options
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import Modality, new_request
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 
 EVENTS = 10_000

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import tritonclient.http as triton_http
 
-from services.client.publisher import Publisher
-from services.common.contract import Modality
-from services.common.settings import Settings, settings_env
+from dlstream.client.publisher import Publisher
+from dlstream.config.settings import Settings, settings_env
+from dlstream.domain.contract import Modality
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings, events_of, retraining_outcome
 from tests.integration.triton_models import private_triton
@@ -51,7 +51,7 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
     repository = tmp_path / "repository"
     repository.mkdir()
     build = subprocess.run(
-        [sys.executable, "-m", "services.cli", "models", "build", "--model", "shapes", "--no-cache"],
+        [sys.executable, "-m", "dlstream.cli", "models", "build", "--model", "shapes", "--no-cache"],
         cwd=PROJECT_ROOT,
         env={
             **os.environ,

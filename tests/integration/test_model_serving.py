@@ -13,11 +13,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from pipelines.data.photos import PHOTOS
-from pipelines.samples import held_out_payloads
-from pipelines.serving import load_runner, run_requests
-from services.common.card import read_card
-from services.common.settings import Settings
+from dlstream.config.settings import Settings
+from dlstream.domain.card import read_card
+from dlstream.models.data.photos import PHOTOS
+from dlstream.models.samples import held_out_payloads
+from dlstream.models.serving import load_runner, run_requests
 from tests.integration.conftest import PROJECT_ROOT
 
 BATCH = 16

@@ -18,17 +18,17 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines.add import AddError, AddRequest, add_model
-from pipelines.data.photos import PHOTOS, photo
-from pipelines.preprocess.declared import preprocessor
-from pipelines.preprocess.image import encode_png
-from services.client.demo import CONTENT_TYPES
-from services.client.publisher import Outgoing, Publisher
-from services.common.card import read_card
-from services.common.contract import Modality, new_request
-from services.common.settings import Settings
-from services.drift.store import with_store
-from services.stack.local_stack import LocalStack
+from dlstream.adapters.redis.drift_store import with_store
+from dlstream.client.publisher import Outgoing, Publisher
+from dlstream.config.settings import Settings
+from dlstream.domain.card import read_card
+from dlstream.domain.contract import Modality, new_request
+from dlstream.models.data.photos import PHOTOS, photo
+from dlstream.models.preprocess.declared import preprocessor
+from dlstream.models.preprocess.image import encode_png
+from dlstream.repository.add import AddError, AddRequest, add_model
+from dlstream.tools.demo import CONTENT_TYPES
+from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings, events_of, retraining_outcome
 from tests.integration.triton_models import private_triton

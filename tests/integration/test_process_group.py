@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from services.stack.process import ProcessGroup, group_members, is_running
+from dlstream.tools.stack.process import ProcessGroup, group_members, is_running
 
 
 def test_stop_takes_down_the_whole_group_including_grandchildren(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from services.common.settings import Settings
-from services.drift.store import with_store
-from services.retrain.launchers import QueueLauncher, serve_retrain_queue
+from dlstream.adapters.redis.drift_store import with_store
+from dlstream.config.settings import Settings
+from dlstream.retrain.launchers import QueueLauncher, serve_retrain_queue
 from tests.integration.conftest import PROJECT_ROOT
 from tests.integration.drift import wait_for
 

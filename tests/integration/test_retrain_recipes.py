@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.drifted import noisy_speech
-from pipelines.retrain import Feedback, export_candidate, retrainable_spec, serving_accuracy, train_candidate
-from pipelines.samples import held_out_payloads
-from services.common.card import read_card
+from dlstream.domain.card import read_card
+from dlstream.models.drifted import noisy_speech
+from dlstream.models.retraining import (
+    Feedback,
+    export_candidate,
+    retrainable_spec,
+    serving_accuracy,
+    train_candidate,
+)
+from dlstream.models.samples import held_out_payloads
 
 pytestmark = pytest.mark.integration
 

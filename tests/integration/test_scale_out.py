@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.common.contract import Modality
-from services.common.faust_worker import EXIT_STOP_DEADLINE
-from services.common.settings import Settings
-from services.stack.local_stack import LocalStack
+from dlstream.adapters.faust.worker import EXIT_STOP_DEADLINE
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import Modality
+from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.drift import wait_for
 from tests.integration.workers import (
     Sample,

@@ -30,24 +30,24 @@ import tritonclient.http as triton_http
 from pydantic import SecretStr
 from tritonclient.utils import InferenceServerException
 
-from pipelines.drifted import drifted_digits
-from pipelines.samples import held_out_payloads
-from services.client.publisher import Publisher
-from services.common.card import CARD_FILE, read_card
-from services.common.contract import DriftAlert
-from services.common.errors import AccessDenied
-from services.common.kafka_admin import KafkaAdmin
-from services.common.net import free_ports
-from services.common.redis_store import redis_client
-from services.common.settings import Settings, load_settings
-from services.common.triton_admin import load_in_triton
-from services.drift.store import with_store
-from services.retrain.job import promote
-from services.stack.local_stack import LocalStack
-from services.stack.process import group_members
-from services.stack.security import StackSecurity
-from services.stack.service import service_account, unreachable_part
-from services.stack.triton_server import TritonServer
+from dlstream.adapters.kafka.admin import KafkaAdmin
+from dlstream.adapters.redis.connection import redis_client
+from dlstream.adapters.redis.drift_store import with_store
+from dlstream.adapters.triton.control import load_in_triton
+from dlstream.client.publisher import Publisher
+from dlstream.config.settings import Settings, load_settings
+from dlstream.domain.card import CARD_FILE, read_card
+from dlstream.domain.contract import DriftAlert
+from dlstream.domain.errors import AccessDenied
+from dlstream.models.drifted import drifted_digits
+from dlstream.models.samples import held_out_payloads
+from dlstream.retrain.job import promote
+from dlstream.runtime.net import free_ports
+from dlstream.tools.stack.local_stack import LocalStack
+from dlstream.tools.stack.process import group_members
+from dlstream.tools.stack.security import StackSecurity
+from dlstream.tools.stack.service import service_account, unreachable_part
+from dlstream.tools.stack.triton_server import TritonServer
 from tests.integration.conftest import PROJECT_ROOT
 from tests.integration.drift import alerts_on_kafka, wait_for
 from tests.integration.workers import wait_for_predictions
@@ -144,7 +144,7 @@ def cli(
     ``overrides``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLSTREAM_")}
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "dlstream.cli", *args],
         cwd=PROJECT_ROOT,
         env={**env, **client_env(stack, admin=as_admin), **overrides},
         capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.settings import Settings
+from dlstream.config.settings import Settings
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings
 from tests.integration.workers import Worker, dlstream

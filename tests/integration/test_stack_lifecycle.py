@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from services.common.kafka_admin import client_options
-from services.common.net import free_ports
-from services.common.settings import load_settings
-from services.stack.local_stack import LocalStack
-from services.stack.process import group_members, is_running
+from dlstream.adapters.kafka.connection import client_options
+from dlstream.config.settings import load_settings
+from dlstream.runtime.net import free_ports
+from dlstream.tools.stack.local_stack import LocalStack
+from dlstream.tools.stack.process import group_members, is_running
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 
 RECORDS = 2_000

@@ -8,9 +8,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from services.common.kafka_admin import KafkaAdmin
-from services.common.redis_store import redis_client
-from services.common.settings import Settings
+from dlstream.adapters.kafka.admin import KafkaAdmin
+from dlstream.adapters.redis.connection import redis_client
+from dlstream.config.settings import Settings
 
 
 def test_redis_answers_with_password_and_pipelines(settings: Settings, unique_name: str) -> None:

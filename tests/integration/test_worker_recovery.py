@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.common.contract import Modality
-from services.common.settings import Settings
-from services.stack.local_stack import LocalStack
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import Modality
+from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.drift import wait_for
 from tests.integration.workers import (
     Sample,

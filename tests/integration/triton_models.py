@@ -9,9 +9,9 @@ from pathlib import Path
 
 import tritonclient.http as triton_http
 
-from services.common.net import free_ports
-from services.common.settings import Settings, TritonSettings
-from services.stack.local_stack import LocalStack
+from dlstream.config.settings import Settings, TritonSettings
+from dlstream.runtime.net import free_ports
+from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT
 
 

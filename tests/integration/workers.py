@@ -16,14 +16,14 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from pipelines.samples import held_out_payloads
-from services.client.demo import CONTENT_TYPES
-from services.client.subscriber import subscribe
-from services.common.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
-from services.common.kafka_admin import client_options
-from services.common.launch import worker_argv, worker_env
-from services.common.net import free_ports
-from services.common.settings import Settings, settings_env
+from dlstream.adapters.kafka.connection import client_options
+from dlstream.client.subscriber import subscribe
+from dlstream.config.settings import Settings, settings_env
+from dlstream.domain.contract import DeadLetter, Modality, PredictionEvent, RequestEvent, new_request
+from dlstream.models.samples import held_out_payloads
+from dlstream.runtime.launch import worker_argv, worker_env
+from dlstream.runtime.net import free_ports
+from dlstream.tools.demo import CONTENT_TYPES
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 
 MODELS = {Modality.IMAGE: "digits", Modality.AUDIO: "speech_digits", Modality.TEXT: "text_topics"}
@@ -228,7 +228,7 @@ def send_steadily(settings: Settings, samples: Sequence[Sample], *, chunk: int, 
 
 def raw_outcomes(settings: Settings) -> tuple[list[PredictionEvent], list[DeadLetter]]:
     """Every prediction (duplicates included) and dead letter in the test's topics right now."""
-    from services.client.reader import read_records
+    from dlstream.client.reader import read_records
 
     t = settings.topics
     predictions: list[PredictionEvent] = []
@@ -254,7 +254,7 @@ def wait_for_predictions(
 def dlstream(settings: Settings, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
     """Run the CLI with ``settings`` in its environment; fails the test on a non-zero exit."""
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "dlstream.cli", *args],
         cwd=PROJECT_ROOT,
         env={**os.environ, **settings_env(settings)},
         capture_output=True,

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.common.net import free_ports, port_open
-from services.stack.process import ProcessGroup, ProcessRecord, is_running
-from services.stack.security import issue_certificates
+from dlstream.runtime.net import free_ports, port_open
+from dlstream.tools.stack.process import ProcessGroup, ProcessRecord, is_running
+from dlstream.tools.stack.security import issue_certificates
 from tests.deploy.conftest import kubectl
 
 K8S_VERSION = "v1.36.3"

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.common.net import free_ports
-from services.stack.process import ProcessGroup, ProcessRecord, is_running
+from dlstream.runtime.net import free_ports
+from dlstream.tools.stack.process import ProcessGroup, ProcessRecord, is_running
 from tests.k8s.cluster import CACHE, K8S_VERSION, ClusterError, LocalCluster, bin_dir, run
 
 IMAGES = CACHE.parent / "images"
@@ -39,7 +39,11 @@ def _podman_has(image: str) -> bool:
 
 def _worker_digest() -> str:
     digest = hashlib.sha256()
-    files = [PROJECT_ROOT / "docker" / "Dockerfile", PROJECT_ROOT / "pyproject.toml"]
+    files = [
+        PROJECT_ROOT / "docker" / "Dockerfile",
+        PROJECT_ROOT / "pyproject.toml",
+        PROJECT_ROOT / "setup.py",
+    ]
     for folder in ("services", "pipelines", "model_repo"):
         files += sorted(
             p for p in (PROJECT_ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts

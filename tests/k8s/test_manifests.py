@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.common.settings import load_settings
-from services.retrain.launchers import KubernetesLauncher
+from dlstream.config.settings import load_settings
+from dlstream.retrain.launchers import KubernetesLauncher
 from tests.deploy.conftest import render
 from tests.k8s.cluster import LocalCluster
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from services.common.settings import Settings
-from services.drift.store import with_store
+from dlstream.adapters.redis.drift_store import with_store
+from dlstream.config.settings import Settings
 from tests.deploy.conftest import render
 from tests.integration.conftest import partial_stack
 from tests.k8s.cluster import LocalCluster

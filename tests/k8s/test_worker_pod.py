@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.contract import Modality
-from services.common.kafka_admin import KafkaAdmin
-from services.common.settings import Settings, settings_env
+from dlstream.adapters.kafka.admin import KafkaAdmin
+from dlstream.config.settings import Settings, settings_env
+from dlstream.domain.contract import Modality
 from tests.integration.conftest import TopicFactory, partial_stack
 from tests.integration.workers import (
     deployment_settings,

@@ -55,8 +55,8 @@ class TonesNet(nn.Module):
 
 def features(payloads: list[bytes]) -> torch.Tensor:
     """The inputs dlstream's declared preprocessing makes of these payloads."""
-    from pipelines.preprocess.declared import preprocessor
-    from services.common.card import AudioPreprocessing
+    from dlstream.domain.card import AudioPreprocessing
+    from dlstream.models.preprocess.declared import preprocessor
 
     spec = AudioPreprocessing.model_validate({k: v for k, v in PREPROCESS.items()})
     prepare = preprocessor(spec)

@@ -11,10 +11,10 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from pipelines.spec import ModelSpec, Tensors, Training
-from pipelines.train import TrainConfig
-from services.common.card import ImagePreprocessing
-from services.common.contract import Modality
+from dlstream.domain.card import ImagePreprocessing
+from dlstream.domain.contract import Modality
+from dlstream.models.spec import ModelSpec, Tensors, Training
+from dlstream.models.train import TrainConfig
 
 LABELS = ["circle", "square", "triangle"]
 SIZE = 32
@@ -56,7 +56,7 @@ def images(
 
 def payloads(seed: int, per_class: int, *, inverted: bool = False) -> tuple[list[bytes], list[int]]:
     """Shapes as PNG bytes, with their labels."""
-    from pipelines.preprocess.image import encode_png
+    from dlstream.models.preprocess.image import encode_png
 
     pictures, labels = images(seed, per_class, inverted=inverted)
     return [encode_png(p) for p in pictures], labels

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.inference.pipelining import BatchPipeline
+from dlstream.inference.pipelining import BatchPipeline
 
 
 @dataclass

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.build_cache import MANIFEST, BuildCache
-from pipelines.spec import ModelSpec
+from dlstream.models.build_cache import MANIFEST, BuildCache
+from dlstream.models.spec import ModelSpec
 
 PLUGIN = """
 from dataclasses import replace

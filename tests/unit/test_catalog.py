@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from services.common.card import CARD_PARAMETER, CardError, ModelCard, parse_card, read_card
-from services.common.catalog import ModelCatalog, ServedModel, Unavailable, catalog_from_triton
-from services.common.contract import Modality
-from services.common.errors import ContractError, DeadLetterReason
+from dlstream.domain.card import CARD_PARAMETER, CardError, ModelCard, parse_card, read_card
+from dlstream.domain.catalog import ModelCatalog, ServedModel, Unavailable, catalog_from_triton
+from dlstream.domain.contract import Modality
+from dlstream.domain.errors import ContractError, DeadLetterReason
 from tests.cards import card, config_of, rendered
 
 
@@ -128,8 +128,8 @@ def test_ready_versions_are_listed_in_order() -> None:
 
 
 def test_an_owners_config_must_batch_and_its_max_batch_size_goes_into_the_card() -> None:
-    from pipelines.add import AddError
-    from pipelines.add_triton import max_batch_size
+    from dlstream.repository.add import AddError
+    from dlstream.repository.add_triton import max_batch_size
 
     assert max_batch_size('name: "m"\nmax_batch_size: 16\ninput [ ]') == 16
     for text in ('name: "m"\ninput [ ]', 'name: "m"\nmax_batch_size: 0\n'):

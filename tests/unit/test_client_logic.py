@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from services.client import publisher
-from services.client.dedup import Deduplicator
-from services.client.dlq import StoredLetter, matches
-from services.client.files import content_type_for, expand_paths
-from services.client.pacing import Pacer
-from services.common.contract import Modality, dead_letter, new_request
-from services.common.errors import ClientError, ContractError, DeadLetterReason
-from services.common.settings import Settings
+from dlstream.client import publisher
+from dlstream.client.dedup import Deduplicator
+from dlstream.client.dlq import StoredLetter, matches
+from dlstream.client.files import content_type_for, expand_paths
+from dlstream.client.pacing import Pacer
+from dlstream.config.settings import Settings
+from dlstream.domain.contract import Modality, dead_letter, new_request
+from dlstream.domain.errors import ClientError, ContractError, DeadLetterReason
 
 
 def test_folders_expand_to_their_files_of_the_modality_in_sorted_order(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_a_kafka_connect_that_times_out_closes_its_socket() -> None:
     import kafka.errors
     from kafka.net.inet import KafkaNetSocket
 
-    from services.common.kafka_sockets import close_failed_connects
+    from dlstream.adapters.kafka.sockets import close_failed_connects
 
     close_failed_connects()
     close_failed_connects()  # idempotent: wrapped once
@@ -163,7 +163,7 @@ def test_a_failed_kafka_tls_handshake_closes_its_transport() -> None:
 
     from kafka.net.transport import KafkaSSLTransport
 
-    from services.common.kafka_sockets import close_failed_connects
+    from dlstream.adapters.kafka.sockets import close_failed_connects
 
     close_failed_connects()
     close_failed_connects()
@@ -191,7 +191,7 @@ def test_a_transport_closed_during_its_flush_closes_its_socket_when_the_io_loop_
     from kafka.net.selector import NetworkSelector
     from kafka.net.transport import KafkaTCPTransport
 
-    from services.common.kafka_sockets import close_failed_connects
+    from dlstream.adapters.kafka.sockets import close_failed_connects
 
     close_failed_connects()
     close_failed_connects()
@@ -215,7 +215,7 @@ def test_bytes_read_just_before_the_broker_closes_are_delivered_before_the_close
 
     from kafka.net.transport import KafkaTCPTransport
 
-    from services.common.kafka_sockets import close_failed_connects
+    from dlstream.adapters.kafka.sockets import close_failed_connects
 
     close_failed_connects()
     close_failed_connects()

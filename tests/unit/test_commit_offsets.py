@@ -11,7 +11,7 @@ import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP as Partition
 
-from services.common.faust_transport import committable_offset, transport_class
+from dlstream.adapters.faust.transport import committable_offset, transport_class
 
 TP = Partition("requests", 0)
 

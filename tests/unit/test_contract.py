@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.common.contract import (
+from dlstream.domain.contract import (
     DeadLetter,
     Modality,
     PredictionData,
@@ -18,7 +18,7 @@ from services.common.contract import (
     parse_request,
     strip_dead_letter_headers,
 )
-from services.common.errors import ContractError, DeadLetterReason
+from dlstream.domain.errors import ContractError, DeadLetterReason
 
 LIMIT = 1024
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

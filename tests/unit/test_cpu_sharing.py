@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.cpu_sharing import WAIT_POLICY
+from dlstream.runtime.cpu_sharing import WAIT_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def _policy_after(preamble: str, preset: str | None) -> str:
     code = (
         f"{preamble}\n"
         "import os\n"
-        "from services.common.cpu_sharing import share_cores_while_waiting\n"
+        "from dlstream.runtime.cpu_sharing import share_cores_while_waiting\n"
         "share_cores_while_waiting()\n"
         "print(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n"
     )
@@ -52,7 +52,7 @@ def test_the_wait_policy_is_set_only_before_torch_loads_and_never_over_a_choice(
 def test_the_models_commands_set_it() -> None:
     runner = (
         "from click.testing import CliRunner\n"
-        "from services.cli import cli\n"
+        "from dlstream.cli.main import cli\n"
         "assert CliRunner().invoke(cli, ['models', 'build', '--help']).exit_code == 0\n"
     )
     out = _run(runner + "import os\nprint(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.common.kafka_admin import client_options
-from services.common.kafka_security import aiokafka_options, faust_credentials, ssl_context
-from services.common.settings import KafkaSettings
-from services.retrain.kubernetes import load_job_template, render_retrain_job
+from dlstream.adapters.faust.app import faust_credentials
+from dlstream.adapters.kafka.connection import aiokafka_options, client_options, ssl_context
+from dlstream.config.settings import KafkaSettings
+from dlstream.retrain.job_manifest import load_job_template, render_retrain_job
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "k8s" / "base" / "retrain" / "job-template.yaml"
 

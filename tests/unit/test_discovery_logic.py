@@ -10,8 +10,8 @@ from typing import Any
 from structlog.testing import capture_logs
 from tritonclient.utils import InferenceServerException
 
-from services.common.discovery import TritonDiscovery
-from services.common.settings import load_settings
+from dlstream.adapters.triton.discovery import TritonDiscovery
+from dlstream.config.settings import load_settings
 
 
 class FakeTriton:

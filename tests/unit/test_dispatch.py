@@ -1,10 +1,10 @@
-"""When the next batch goes to Triton (``services.inference.dispatch``): pure logic, times in seconds."""
+"""When the next batch goes to Triton (``dlstream.inference.dispatch``): pure logic, times in seconds."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.inference.dispatch import BatchTimes, InFlight, hold_until
+from dlstream.inference.dispatch import BatchTimes, InFlight, hold_until
 
 
 def answered_one_after_another(times: BatchTimes, sizes: list[int], took: object) -> float:

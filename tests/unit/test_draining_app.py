@@ -13,8 +13,8 @@ from pathlib import Path
 
 import faust
 
-from services.common.faust_app import DrainingApp
-from services.common.faust_worker import EXIT_STOP_DEADLINE, pending_tasks
+from dlstream.adapters.faust.app import DrainingApp
+from dlstream.adapters.faust.worker import EXIT_STOP_DEADLINE, pending_tasks
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def test_a_worker_stuck_after_sigterm_exits_at_its_deadline(tmp_path: Path) -> N
     # The deadline's thread ends the process even while its main thread (the event loop) is blocked.
     script = (
         "import time, faust\n"
-        "from services.common.faust_worker import DeadlineWorker\n"
+        "from dlstream.adapters.faust.worker import DeadlineWorker\n"
         f"app = faust.App('unit-deadline', datadir={str(tmp_path)!r})\n"
         "worker = DeadlineWorker(app, stop_deadline_s=0.5, quiet=True)\n"
         "worker._arm_deadline()\n"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.bench.drift import _split_rates, _windows, expected_alerts, set_aside
-from services.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert, tie_breaks
-from services.drift.detectors import CHUNK_ROWS, Array, ReferenceIndex
-from services.drift.windows import Reference, WindowRows, confidence_histogram, evaluate_window
+from dlstream.drift.calibration import Calibration, _ranked, expected_windows_to_false_alert, tie_breaks
+from dlstream.drift.statistical_tests import CHUNK_ROWS, Array, ReferenceIndex
+from dlstream.drift.windows import Reference, WindowRows, confidence_histogram, evaluate_window
+from dlstream.tools.bench.drift import _split_rates, _windows, expected_alerts, set_aside
 from tests.predictions import prediction_data
 
 CLASSES = 10

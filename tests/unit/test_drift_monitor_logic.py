@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.retrain import split_feedback
-from services.common.contract import DriftAlert, FeedbackLabel, Modality, PredictionData, ScoredLabel, Timing
-from services.common.settings import load_settings
-from services.drift.policy import AlertAction, VersionState, alert_action
-from services.drift.status import status_lines
-from services.drift.windows import Reference, WindowRows, decode_rows, encode_row, evaluate_window
-from services.retrain.kubernetes import ALERT_ANNOTATION, MODEL_LABEL
-from services.retrain.launchers import KubernetesLauncher
-from services.retrain.policy import promotion, retrain_check
+from dlstream.config.settings import load_settings
+from dlstream.domain.contract import DriftAlert, FeedbackLabel, Modality, PredictionData, ScoredLabel, Timing
+from dlstream.drift.alerting import AlertAction, VersionState, alert_action
+from dlstream.drift.status import status_lines
+from dlstream.drift.windows import Reference, WindowRows, decode_rows, encode_row, evaluate_window
+from dlstream.models.retraining import split_feedback
+from dlstream.retrain.decisions import promotion, retrain_check
+from dlstream.retrain.job_manifest import ALERT_ANNOTATION, MODEL_LABEL
+from dlstream.retrain.launchers import KubernetesLauncher
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = [str(i) for i in range(4)]

@@ -12,16 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.common.contract import (
+from dlstream.adapters.redis.drift_store import PeekedWindows, Recorded, Recording, Seen
+from dlstream.config.settings import load_settings
+from dlstream.domain.contract import (
     FeedbackLabel,
 )
-from services.common.errors import TransientError
-from services.common.health import WorkerState
-from services.common.settings import load_settings
-from services.drift.intake import take_labels, take_predictions
-from services.drift.metrics import DriftMetrics
-from services.drift.monitor import DriftMonitor
-from services.drift.store import PeekedWindows, Recorded, Recording, Seen
+from dlstream.domain.errors import TransientError
+from dlstream.drift.intake import take_labels, take_predictions
+from dlstream.drift.metrics import DriftMetrics
+from dlstream.drift.monitor import DriftMonitor
+from dlstream.runtime.health import WorkerState
 from tests.drift_samples import Published, event_value, predictions, reference_document
 
 WINDOW = 10

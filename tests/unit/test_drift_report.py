@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.drift.report import render_report
+from dlstream.drift.report import render_report
 
 
 def _data() -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.fuzz.runner import fuzz, mutate
-from services.fuzz.targets import Target, read_record, targets, write_record
+from dlstream.tools.fuzz.runner import fuzz, mutate
+from dlstream.tools.fuzz.targets import Target, read_record, targets, write_record
 
 TARGETS = targets()
 HEADER_NAMES = [
@@ -79,7 +79,7 @@ def test_a_wav_header_with_zero_block_size_is_a_payload_error() -> None:
         b"RIFF\xa4\x0c\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x08"
         b"\x80>\x00\x00\x00}\x00\x00\x02\x00\x10\x00data\x80\x0c\x00\x00\x00\x005\x06+\x0c"
     )
-    from pipelines.preprocess.errors import PayloadError
+    from dlstream.models.preprocess.errors import PayloadError
 
     with pytest.raises(PayloadError, match="cannot decode WAV"):
         TARGETS["audio"].run(wav)
@@ -88,7 +88,7 @@ def test_a_wav_header_with_zero_block_size_is_a_payload_error() -> None:
 def test_an_image_that_declares_billions_of_pixels_is_a_payload_error() -> None:
     """Found by `dlstream fuzz` (ten minutes on `image`): 22 bytes that another format plugin read as an image
     of 5e17 pixels, and Pillow's decompression-bomb error escaped the decoder."""
-    from pipelines.preprocess.errors import PayloadError
+    from dlstream.models.preprocess.errors import PayloadError
 
     with pytest.raises(PayloadError):
         TARGETS["image"].run(bytes.fromhex("89504e47000000014945 0d0a1a0a0000 000000014945".replace(" ", "")))

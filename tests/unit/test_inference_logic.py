@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.contract import Modality, PredictionEvent, Timing, new_request
-from services.common.errors import ContractError, DeadLetterReason
-from services.common.triton_client import near_equal_parts
-from services.inference.predictions import build_prediction, top_k
-from services.inference.routing import modality_of_topic
+from dlstream.adapters.triton.client import near_equal_parts
+from dlstream.domain.contract import Modality, PredictionEvent, Timing, new_request
+from dlstream.domain.errors import ContractError, DeadLetterReason
+from dlstream.inference.predictions import build_prediction, top_k
+from dlstream.inference.routing import modality_of_topic
 
 TIMING = Timing(queued_ms=1.0, inference_ms=2.0, total_ms=3.5)
 

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.bench.latency import (
+from dlstream.domain.contract import PredictionEvent, Timing
+from dlstream.inference.batching import ReadyBatches
+from dlstream.tools.bench.latency import (
     Arrival,
     BacklogSample,
     backlog_growth,
@@ -15,8 +17,6 @@ from services.bench.latency import (
     p99_bound_ms,
     percentiles,
 )
-from services.common.contract import PredictionEvent, Timing
-from services.inference.batching import ReadyBatches
 from tests.predictions import prediction_data
 
 

@@ -9,25 +9,31 @@ import sys
 
 import pytest
 
-from services.cli import MODELS_EXTRA_MODULES, missing_extra
+from dlstream.cli.main import EXTRA_OF_MODULE, missing_extra
 
 # What `dlstream publish/subscribe/label/dlq`, `inference run` and `drift run/status/alerts/report` import.
 BASE_MODULES = (
-    "services.cli",
-    "services.client.publisher",
-    "services.client.subscriber",
-    "services.client.files",
-    "services.client.dlq",
-    "services.inference.app",
-    "services.inference.metrics",
-    "services.drift.app",
-    "services.drift.metrics",
-    "services.drift.status",
-    "services.drift.report",
-    "services.drift.store",
-    "services.retrain.launchers",
+    "dlstream.cli.main",
+    "dlstream.cli.client",
+    "dlstream.cli.inference",
+    "dlstream.cli.drift",
+    "dlstream.client.publisher",
+    "dlstream.client.subscriber",
+    "dlstream.client.files",
+    "dlstream.client.dlq",
+    "dlstream.inference.app",
+    "dlstream.inference.metrics",
+    "dlstream.drift.app",
+    "dlstream.drift.metrics",
+    "dlstream.drift.status",
+    "dlstream.drift.report",
+    "dlstream.adapters.redis.drift_store",
+    "dlstream.retrain.launchers",
 )
-MODELS_ONLY = sorted(MODELS_EXTRA_MODULES | {"pipelines", "pytriton", "nvidia"})
+MODELS_ONLY = sorted(
+    {m for m, extra in EXTRA_OF_MODULE.items() if extra in ("models", "stack")}
+    | {"services", "pipelines", "nvidia"}
+)
 
 
 @pytest.mark.timeout(120)
@@ -49,4 +55,7 @@ def test_a_command_that_needs_the_models_extra_says_how_to_install_it() -> None:
     assert "pip install 'dlstream[models]'" in message
     assert "torch" in message
     assert missing_extra(ModuleNotFoundError("No module named 'torch.nn'", name="torch.nn")) is not None
-    assert missing_extra(ModuleNotFoundError("No module named 'yaml'", name="yaml")) is None
+    kubernetes = missing_extra(ModuleNotFoundError("No module named 'kubernetes'", name="kubernetes"))
+    assert kubernetes is not None
+    assert "pip install 'dlstream[monitor]'" in kubernetes
+    assert missing_extra(ModuleNotFoundError("No module named 'left_pad'", name="left_pad")) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from services.common.logs import RepeatLimiter
+from dlstream.runtime.logs import RepeatLimiter
 
 
 def record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:

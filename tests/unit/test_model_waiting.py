@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.common.card import ModelCard, Outputs
-from services.common.catalog import ModelCatalog, catalog_from_triton
-from services.common.contract import DeadLetter, KafkaRecord, Modality, PredictionEvent, new_request
-from services.common.errors import ModelUnavailable
-from services.common.settings import load_settings
-from services.common.triton_client import Inference, PayloadRejected
-from services.inference.metrics import InferenceMetrics
-from services.inference.processor import ConsumedRecord, InferenceProcessor
+from dlstream.adapters.triton.client import Inference, PayloadRejected
+from dlstream.config.settings import load_settings
+from dlstream.domain.card import ModelCard, Outputs
+from dlstream.domain.catalog import ModelCatalog, catalog_from_triton
+from dlstream.domain.contract import DeadLetter, KafkaRecord, Modality, PredictionEvent, new_request
+from dlstream.domain.errors import ModelUnavailable
+from dlstream.inference.metrics import InferenceMetrics
+from dlstream.inference.processor import ConsumedRecord, InferenceProcessor
 from tests.cards import card, config_of
 
 DIGITS = card("digits", labels=2, default=True)

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines.data.split import stratified_split
-from pipelines.evaluate import classification_report
-from pipelines.export import ServingModule, next_version, write_version
-from pipelines.preprocess.audio import (
+from dlstream.models.data.split import stratified_split
+from dlstream.models.evaluate import classification_report
+from dlstream.models.export import ServingModule, next_version, write_version
+from dlstream.models.preprocess.audio import (
     CLIP_SAMPLES,
     N_MELS,
     SAMPLE_RATE,
@@ -24,11 +24,11 @@ from pipelines.preprocess.audio import (
     decode_wav,
     mel_filterbank,
 )
-from pipelines.preprocess.declared import preprocessor
-from pipelines.preprocess.errors import PayloadError
-from pipelines.preprocess.text import decode_text
-from pipelines.reference import pca_projection, reference_statistics
-from pipelines.zoo import speech_digits
+from dlstream.models.preprocess.declared import preprocessor
+from dlstream.models.preprocess.errors import PayloadError
+from dlstream.models.preprocess.text import decode_text
+from dlstream.models.reference import pca_projection, reference_statistics
+from dlstream.models.zoo import speech_digits
 
 
 def wav_bytes(samples: npt.NDArray[np.float64], rate: int, channels: int = 1, width: int = 2) -> bytes:

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from services.common.settings import load_settings
-from services.drift.report_access import needs_login, requester_redis
+from dlstream.config.settings import load_settings
+from dlstream.drift.report_access import needs_login, requester_redis
 
 
 def _basic(text: str) -> str:

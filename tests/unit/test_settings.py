@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.common.config_docs import TABLE_BEGIN, TABLE_END, markdown_table, settings_rows
-from services.common.settings import Settings, TopicSettings, load_settings
+from dlstream.config.docs import TABLE_BEGIN, TABLE_END, markdown_table, settings_rows
+from dlstream.config.settings import Settings, TopicSettings, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.bench.soak_figures import Period, slope_per_hour, soak_growth
+from dlstream.tools.bench.soak_figures import Period, slope_per_hour, soak_growth
 
 
 def period(at: float, worker_mb: float, p99: float = 50.0, **rss: float) -> Period:

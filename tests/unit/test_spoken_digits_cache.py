@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data.spoken_digits import (
+from dlstream.models.data.spoken_digits import (
     ACCENTS,
     WORDS,
     SpokenDigits,

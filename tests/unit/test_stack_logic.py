@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.payloads import payload_lengths
-from services.common.settings import load_settings
-from services.stack.local_stack import hand_over, tail
-from services.stack.process import mask, scrub_arguments
-from services.stack.service import unreachable_part
-from services.stack.triton_server import TritonServer, loadable_models
+from dlstream.config.settings import load_settings
+from dlstream.models.payloads import payload_lengths
+from dlstream.tools.stack.local_stack import hand_over, tail
+from dlstream.tools.stack.process import mask, scrub_arguments
+from dlstream.tools.stack.service import unreachable_part
+from dlstream.tools.stack.triton_server import TritonServer, loadable_models
 
 
 def test_only_models_with_a_config_and_a_built_version_are_loaded(tmp_path: Path) -> None:

@@ -10,16 +10,16 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from services.common.card import Outputs
-from services.common.catalog import catalog_from_triton
-from services.common.contract import KafkaRecord, Modality, PredictionEvent, new_request, parse_request
-from services.common.errors import TransientError
-from services.common.health import WorkerState, partition_lag
-from services.common.heap import freeze_startup_heap
-from services.common.settings import Settings, load_settings, settings_env
-from services.common.triton_client import Inference
-from services.inference.metrics import InferenceMetrics
-from services.inference.processor import ConsumedRecord, InferenceProcessor
+from dlstream.adapters.triton.client import Inference
+from dlstream.config.settings import Settings, load_settings, settings_env
+from dlstream.domain.card import Outputs
+from dlstream.domain.catalog import catalog_from_triton
+from dlstream.domain.contract import KafkaRecord, Modality, PredictionEvent, new_request, parse_request
+from dlstream.domain.errors import TransientError
+from dlstream.inference.metrics import InferenceMetrics
+from dlstream.inference.processor import ConsumedRecord, InferenceProcessor
+from dlstream.runtime.health import WorkerState, partition_lag
+from dlstream.runtime.heap import freeze_startup_heap
 from tests.cards import card, config_of
 
 

@@ -1,10 +1,10 @@
-"""Triton shell of the healthcheck model; the logic is services.common.payloads.payload_lengths."""
+"""Triton shell of the healthcheck model; the logic is dlstream.models.payloads.payload_lengths."""
 
 import json
 
 import triton_python_backend_utils as pb_utils
 
-from services.common.payloads import payload_lengths
+from dlstream.models.payloads import payload_lengths
 
 
 class TritonPythonModel:

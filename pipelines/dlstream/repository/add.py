@@ -1,0 +1,403 @@
+"""``dlstream models add``: its owner's model file (ONNX or TorchScript) checked, then written as version 1.
+
+Everything is checked before anything is written: the name, the labels, the declared preprocessing, the model
+file (it loads; its input takes what the preprocessing makes; its scores have one value per label), and the
+reference samples (they decode and run). Then the model folder (version 1 with its card, the model file, the
+reference statistics and the embedding projection fitted on the reference data, and the generated configs) is
+assembled under a hidden name and renamed into place, so the repository either has the whole model or is as
+it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from dlstream.domain.card import (
+    CARD_FILE,
+    MODEL_NAME_PATTERN,
+    AudioPreprocessing,
+    ImagePreprocessing,
+    ModelCard,
+    Outputs,
+    Preprocessing,
+    Retraining,
+    SourceModel,
+    TokensPreprocessing,
+)
+from dlstream.domain.contract import Modality
+from dlstream.domain.errors import DlstreamError
+from dlstream.models.evaluate import classification_report
+from dlstream.models.export import EMBEDDING_DIMS
+from dlstream.models.preprocess.declared import Preprocessor, preprocessor
+from dlstream.models.preprocess.errors import PayloadError
+from dlstream.models.reference import pca_projection, reference_statistics
+from dlstream.models.serving import source_outputs
+from dlstream.models.source_models import LoadedModel, ModelFileError, load_model_file
+from dlstream.models.triton_config import write_configs
+
+SourceFormat = Literal["onnx", "torchscript"]
+REFERENCE_SUFFIXES: dict[Modality, tuple[str, ...]] = {
+    Modality.IMAGE: (".png", ".jpg", ".jpeg"),
+    Modality.AUDIO: (".wav",),
+    Modality.TEXT: (".txt",),
+}
+PREPROCESSING: dict[Modality, type[ImagePreprocessing | AudioPreprocessing | TokensPreprocessing]] = {
+    Modality.IMAGE: ImagePreprocessing,
+    Modality.AUDIO: AudioPreprocessing,
+    Modality.TEXT: TokensPreprocessing,
+}
+MIN_REFERENCE = 20
+BATCH = 32
+PROJECTION_FILE = "projection.npz"
+
+
+class AddError(DlstreamError):
+    """The model cannot be added as given; nothing was written. The message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """What ``dlstream models add`` was asked."""
+
+    name: str
+    modality: Modality
+    source_format: SourceFormat | Literal["triton"]
+    model_file: Path  # the file, or the folder of a Triton model
+    labels_file: Path
+    reference_dir: Path
+    preprocess: Mapping[str, str]
+    default: bool = False
+    scores_are: Literal["logits", "probabilities"] = "logits"
+    embedding_output: int | None = None
+    train_command: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference samples: payloads, with label indices where the folder names their class."""
+
+    payloads: list[bytes]
+    labels: list[int] | None
+    files: list[str]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request that passed every check, with what the checks measured."""
+
+    card: ModelCard
+    model: LoadedModel
+    probabilities: npt.NDArray[np.float32]
+    embedding: npt.NDArray[np.float32]
+    projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
+    samples_per_s: float
+    reference: Reference
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line, in output order."""
+    if not path.is_file():
+        raise AddError(f"labels file {path} does not exist")
+    labels = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    labels = [label for label in labels if label]
+    if len(labels) < 2:
+        raise AddError(f"labels file {path} names {len(labels)} labels; a classifier needs at least 2")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise AddError(f"labels file {path} repeats {', '.join(repeated[:5])}")
+    return labels
+
+
+def _value(text: str) -> Any:
+    if "," in text:
+        return [_value(part) for part in text.split(",") if part.strip()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def parse_preprocessing(modality: Modality, pairs: Mapping[str, str], tokenizer_dir: Path) -> Preprocessing:
+    """The declared preprocessing of ``KEY=VALUE`` pairs for ``modality`` (lists are comma-separated).
+
+    For text, ``tokenizer`` names a ``tokenizer.json`` file (or a folder holding one); it is copied into the
+    version as ``tokenizer.json``.
+    """
+    schema = PREPROCESSING[modality]
+    known = sorted(set(schema.model_fields) - {"kind"})
+    unknown = sorted(set(pairs) - set(known))
+    if unknown:
+        raise AddError(
+            f"unknown preprocess key {', '.join(unknown)} for {modality.value}; known: {', '.join(known)}"
+        )
+    values: dict[str, Any] = {key: _value(text) for key, text in pairs.items()}
+    for key in ("mean", "std", "inputs"):
+        if key in values and not isinstance(values[key], list):
+            values[key] = [values[key]]
+    if schema is TokensPreprocessing:
+        source = Path(str(values.get("tokenizer", "")))
+        if source.is_dir():
+            source = source / "tokenizer.json"
+        if not source.is_file():
+            raise AddError("text models need --preprocess tokenizer=PATH (a tokenizer.json or its folder)")
+        shutil.copy2(source, tokenizer_dir / "tokenizer.json")
+        values["tokenizer"] = "tokenizer.json"
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise AddError(f"preprocessing for {modality.value}: {problems}") from None
+
+
+def read_reference(folder: Path, modality: Modality, labels: list[str]) -> Reference:
+    """The reference samples of a folder: files of the modality's kind directly in it, or in subfolders named
+    after labels (then their class is known). Text files give one sample per non-empty line."""
+    if not folder.is_dir():
+        raise AddError(f"reference folder {folder} does not exist")
+    suffixes = REFERENCE_SUFFIXES[modality]
+    payloads: list[bytes] = []
+    classes: list[int | None] = []
+    files: list[str] = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes):
+        relative = path.relative_to(folder)
+        label = (
+            labels.index(relative.parts[0])
+            if len(relative.parts) > 1 and relative.parts[0] in labels
+            else None
+        )
+        if modality is Modality.TEXT:
+            lines = [
+                line
+                for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.strip()
+            ]
+            payloads += [line.encode() for line in lines]
+            classes += [label] * len(lines)
+            files += [f"{relative}:{i + 1}" for i in range(len(lines))]
+        else:
+            payloads.append(path.read_bytes())
+            classes.append(label)
+            files.append(str(relative))
+    if len(payloads) < MIN_REFERENCE:
+        raise AddError(
+            f"reference folder {folder} holds {len(payloads)} {modality.value} samples "
+            f"({', '.join(suffixes)}); at least {MIN_REFERENCE} are needed for drift statistics"
+        )
+    known = None if any(c is None for c in classes) else [int(c) for c in classes if c is not None]
+    return Reference(payloads, known, files)
+
+
+def _decode_all(preprocess: Preprocessor, reference: Reference) -> list[Any]:
+    decoded, failures = [], []
+    for payload, name in zip(reference.payloads, reference.files, strict=True):
+        try:
+            decoded.append(preprocess.decode(payload))
+        except PayloadError as exc:
+            failures.append(f"{name}: {exc}")
+    if failures:
+        shown = "; ".join(failures[:3])
+        raise AddError(
+            f"{len(failures)} of {len(reference.payloads)} reference samples do not decode: {shown}"
+        )
+    return decoded
+
+
+def _check_inputs(model: LoadedModel, preprocessing: Preprocessing) -> None:
+    """The model's declared inputs (ONNX) against what the preprocessing makes."""
+    if not model.inputs:
+        return  # TorchScript declares none; the reference run checks
+    expected = preprocessing.input_shape
+    wanted_type = "tensor(int64)" if isinstance(preprocessing, TokensPreprocessing) else "tensor(float)"
+    feeds = len(preprocessing.inputs) if isinstance(preprocessing, TokensPreprocessing) else 1
+    if len(model.inputs) != feeds:
+        raise AddError(f"the model takes {len(model.inputs)} inputs; the preprocessing makes {feeds}")
+    for declared in model.inputs:
+        if declared.dtype != wanted_type:
+            raise AddError(
+                f"unsupported input dtype {declared.dtype} of {declared.name!r}; the preprocessing makes "
+                f"{wanted_type}"
+            )
+        if declared.shape is None:
+            continue
+        if len(declared.shape) != len(expected) + 1:
+            raise AddError(
+                f"input {declared.name!r} has rank {len(declared.shape)} {declared.shape}; the preprocessing "
+                f"makes a batch of {expected}, rank {len(expected) + 1}"
+            )
+        for have, want in zip(declared.shape[1:], expected, strict=True):
+            if have is not None and have != want:
+                raise AddError(
+                    f"input {declared.name!r} has shape {declared.shape}; the preprocessing makes "
+                    f"[batch, {', '.join(map(str, expected))}] (change --preprocess to match)"
+                )
+
+
+def prepare(request: AddRequest, work_dir: Path) -> Prepared:
+    """Check everything and run the reference samples in-process; ``work_dir`` receives files to be written
+    with the version (the model file, a tokenizer).
+
+    Raises:
+        AddError: naming what is wrong.
+    """
+    if not re.match(MODEL_NAME_PATTERN, request.name):
+        raise AddError(f"model name {request.name!r} must match {MODEL_NAME_PATTERN}")
+    if request.source_format not in get_args(SourceFormat):
+        raise AddError(f"unsupported model format {request.source_format}")
+    source_format: SourceFormat = "onnx" if request.source_format == "onnx" else "torchscript"
+    labels = read_labels(request.labels_file)
+    preprocessing = parse_preprocessing(request.modality, request.preprocess, work_dir)
+    model_name = "model.onnx" if source_format == "onnx" else "model.pt"
+    if not request.model_file.is_file():
+        raise AddError(f"model file {request.model_file} does not exist")
+    shutil.copy2(request.model_file, work_dir / model_name)
+    inputs = list(preprocessing.inputs) if isinstance(preprocessing, TokensPreprocessing) else []
+    try:
+        model = load_model_file(work_dir / model_name, source_format, "cpu", inputs)
+    except ModelFileError as exc:
+        raise AddError(str(exc)) from None
+    _check_inputs(model, preprocessing)
+    reference = read_reference(request.reference_dir, request.modality, labels)
+    preprocess = preprocessor(preprocessing, "cpu", root=work_dir)
+    decoded = _decode_all(preprocess, reference)
+    embedding_index = request.embedding_output
+    source = SourceModel(
+        file=model_name,
+        inputs=[i.name for i in model.inputs] or inputs,
+        scores=0,
+        scores_are=request.scores_are,
+        embedding=embedding_index,
+    )
+    started = time.perf_counter()
+    raw: list[list[npt.NDArray[np.float32]]] = []
+    for start in range(0, len(decoded), BATCH):
+        try:
+            outputs = model.run(preprocess.batch(decoded[start : start + BATCH]))
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's model on valid input is reported
+            raise AddError(f"the model fails on the reference samples: {type(exc).__name__}: {exc}") from None
+        raw.append(outputs)
+    samples_per_s = len(decoded) / max(time.perf_counter() - started, 1e-9)
+    widths = [o.reshape(len(o), -1).shape[1] for o in raw[0]]
+    if widths[0] != len(labels):
+        raise AddError(
+            f"the model's output 0 has {widths[0]} values per sample; the labels file names {len(labels)}"
+        )
+    if embedding_index is not None and embedding_index >= len(widths):
+        raise AddError(f"--embedding-output {embedding_index}: the model has {len(widths)} outputs")
+    merged = [np.concatenate([batch[i] for batch in raw]) for i in range(len(widths))]
+    probabilities, embedding = source_outputs(merged, source, None)
+    projection = None
+    if embedding_index is not None:
+        projection = pca_projection(embedding, EMBEDDING_DIMS)
+        mean, components = projection
+        embedding = ((embedding - mean) @ components.T).astype(np.float32)
+        source = source.model_copy(update={"projection": PROJECTION_FILE})
+    metrics: dict[str, Any] = {
+        "samples": len(decoded),
+        "classes": len(labels),
+        "evaluation": "the reference samples given to models add",
+        "samples_per_s_in_process": round(samples_per_s, 1),
+    }
+    if reference.labels is not None:
+        report = classification_report(np.asarray(reference.labels), probabilities.argmax(axis=1), labels)
+        metrics["accuracy"] = report["accuracy"]
+    retraining = (
+        Retraining(kind="command", command=list(request.train_command))
+        if request.train_command
+        else Retraining()
+    )
+    card = ModelCard(
+        name=request.name,
+        version=1,
+        modality=request.modality,
+        labels=labels,
+        outputs=Outputs(
+            embedding="EMBEDDING" if embedding_index is not None else None,
+            embedding_dims=EMBEDDING_DIMS if embedding_index is not None else 0,
+        ),
+        preprocessing=preprocessing,
+        source_format=source_format,
+        source=source,
+        default=request.default,
+        metrics=metrics,
+        retraining=retraining,
+    )
+    return Prepared(card, model, probabilities, embedding, projection, samples_per_s, reference)
+
+
+def write_model(repo: Path, prepared: Prepared, work_dir: Path, reference_dir: Path) -> Path:
+    """Assemble ``<repo>/<name>/`` (version 1, the configs, and a copy of the reference samples that
+    retraining evaluates on) beside the repository's models and rename it into place."""
+    card = prepared.card
+    final = repo / card.name
+    staging = repo / f".{card.name}.adding"
+    if staging.exists():
+        shutil.rmtree(staging)
+    version_dir = staging / "1"
+    version_dir.mkdir(parents=True)
+    try:
+        for item in work_dir.iterdir():
+            shutil.copy2(item, version_dir / item.name)
+        shutil.copy2(Path(__file__).with_name("triton_model.py"), version_dir / "model.py")
+        if prepared.projection is not None:
+            mean, components = prepared.projection
+            np.savez(version_dir / PROJECTION_FILE, mean=mean, components=components)
+        statistics = reference_statistics(prepared.probabilities, prepared.embedding, card.labels, seed=0)
+        (version_dir / "reference.json").write_text(json.dumps(statistics))
+        (version_dir / "metrics.json").write_text(
+            json.dumps({"model": card.name, "version": 1, **card.metrics})
+        )
+        (version_dir / CARD_FILE).write_text(card.to_json())
+        write_configs(staging, card)
+        suffixes = REFERENCE_SUFFIXES[card.modality]
+        shutil.copytree(
+            reference_dir,
+            staging / "reference",
+            ignore=lambda folder, names: [
+                n for n in names if (Path(folder) / n).is_file() and Path(n).suffix.lower() not in suffixes
+            ],
+        )
+        if final.exists():
+            raise AddError(f"a model named {card.name!r} exists in {repo}")
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+@dataclass(frozen=True)
+class Added:
+    """A model written as version 1: where, its card, and what the checks measured."""
+
+    path: Path
+    card: ModelCard
+    samples_per_s: float
+
+
+def add_model(repo: Path, request: AddRequest) -> Added:
+    """Check the request, then write the model into ``repo`` (all of it, or nothing).
+
+    Raises:
+        AddError: naming what is wrong; the repository is as it was.
+    """
+    if (repo / request.name).exists():
+        raise AddError(f"a model named {request.name!r} exists in {repo}; pick another name or remove it")
+    with tempfile.TemporaryDirectory(prefix="dlstream-add-") as tmp:
+        work_dir = Path(tmp)
+        prepared = prepare(request, work_dir)
+        path = write_model(repo, prepared, work_dir, request.reference_dir)
+    return Added(path, prepared.card, prepared.samples_per_s)

@@ -1,0 +1,3 @@
+from dlstream.cli.main import main
+
+main()

@@ -1,0 +1,101 @@
+"""``dlstream bench models``: Triton throughput from raw bytes against the same model run in-process.
+
+Every figure comes from one run on one machine: Triton over gRPC at batch 1 and at several batch sizes, and
+the in-process runner (same decoding, same TorchScript) at Triton's best batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from dlstream.config.settings import Settings
+from dlstream.models.samples import held_out_payloads
+from dlstream.models.serving import load_runner, run_requests
+
+BATCH_SIZES = (1, 4, 16, 32)
+
+
+def items_per_second(step: Callable[[int], int], seconds: float) -> float:
+    """Call ``step(i)`` (returning how many items it handled) for about ``seconds``; items per second."""
+    step(0)  # warm-up, not timed
+    done, calls = 0, 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds or calls < 3:
+        done += step(calls)
+        calls += 1
+    return done / (time.perf_counter() - started)
+
+
+def _batches(payloads: list[bytes], size: int) -> list[np.ndarray[Any, np.dtype[np.object_]]]:
+    count = max(1, len(payloads) // size)
+    return [np.array([[p] for p in payloads[i * size : (i + 1) * size]], dtype=object) for i in range(count)]
+
+
+def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> dict[str, Any]:
+    """The figures for one model."""
+    version_dir = repo / model / "1"
+    seed = json.loads((version_dir / "metrics.json").read_text())["seed"]
+    payloads, _ = held_out_payloads(model, seed)
+    client = grpcclient.InferenceServerClient(settings.triton.grpc_url)
+    try:
+        max_batch = int(client.get_model_config(model, as_json=True)["config"].get("max_batch_size", 1))
+        triton: dict[int, float] = {}
+        for size in (s for s in BATCH_SIZES if s <= max_batch):
+            batches = _batches(payloads, size)
+
+            def infer(i: int, batches: list[np.ndarray[Any, np.dtype[np.object_]]] = batches) -> int:
+                batch = batches[i % len(batches)]
+                tensor = grpcclient.InferInput("PAYLOAD", list(batch.shape), "BYTES")
+                tensor.set_data_from_numpy(batch)
+                client.infer(model, [tensor])
+                return len(batch)
+
+            triton[size] = items_per_second(infer, seconds)
+    finally:
+        client.close()
+    best = max(triton, key=lambda size: triton[size])
+    runner = load_runner(version_dir, "cpu")
+    local_batches = _batches(payloads, best)
+
+    def run_local(i: int) -> int:
+        batch = local_batches[i % len(local_batches)]
+        result = run_requests(runner, [batch])[0]
+        if isinstance(result, Exception):
+            raise result
+        return len(batch)
+
+    torch_ips = items_per_second(run_local, seconds)
+    return {
+        "triton_batch1_ips": round(triton[1], 1),
+        "triton_best_batch": best,
+        "triton_best_ips": round(triton[best], 1),
+        "triton_ips_by_batch": {str(k): round(v, 1) for k, v in triton.items()},
+        "torch_in_process_ips": round(torch_ips, 1),
+        "triton_vs_torch": round(triton[best] / torch_ips, 3),
+    }
+
+
+def bench_models(settings: Settings, repo: Path, models: list[str], seconds: float) -> dict[str, Any]:
+    """Figures for every model (items per second, ``ips``), with what they were measured on."""
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "unit": "items per second; Triton over gRPC from raw bytes, sequential requests",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "seconds_per_figure": seconds,
+        "models": {model: bench_model(settings, repo, model, seconds) for model in models},
+    }

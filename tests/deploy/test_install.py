@@ -1,0 +1,71 @@
+"""The wheel as a user installs it: one import namespace, and a client install small and free of torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.install_sizes import build_wheel, tree_bytes, wheel_top_level
+
+CLIENT_BUDGET_MB = 150
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="module")
+def client_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the plain ``pip install dlstream`` (the client set), run from a folder outside the
+    repository so that nothing of the source tree is importable by accident."""
+    venv = tmp_path_factory.mktemp("client") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "install", "--no-compile", f"dlstream @ {wheel.as_uri()}"], check=True, timeout=600)
+    return venv
+
+
+def _run(venv: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=120, cwd=venv
+    )
+
+
+def test_the_wheel_installs_only_the_dlstream_namespace(wheel: Path) -> None:
+    assert wheel_top_level(wheel) == ["dlstream"]
+
+
+@pytest.mark.timeout(900)
+def test_the_client_install_imports_dlstream_and_nothing_generic(client_venv: Path) -> None:
+    imported = _run(client_venv, "python", "-c", "import dlstream.client.publisher, dlstream.cli.main")
+    assert imported.returncode == 0, imported.stderr
+    for name in ("services", "pipelines"):
+        refused = _run(client_venv, "python", "-c", f"import {name}")
+        assert refused.returncode == 1
+        assert f"No module named '{name}'" in refused.stderr
+
+
+@pytest.mark.timeout(900)
+def test_the_client_install_is_small_and_has_no_torch_kubernetes_or_matplotlib(client_venv: Path) -> None:
+    (site,) = client_venv.glob("lib/python*/site-packages")
+    assert tree_bytes(site) / 1e6 <= CLIENT_BUDGET_MB
+    for name in ("torch", "kubernetes", "matplotlib", "faust", "redis", "tritonclient"):
+        assert _run(client_venv, "python", "-c", f"import {name}").returncode == 1, name
+
+
+@pytest.mark.timeout(900)
+def test_the_client_commands_run_and_the_others_say_which_extra_they_need(client_venv: Path) -> None:
+    listed = _run(client_venv, "dlstream", "--help")
+    assert listed.returncode == 0, listed.stderr
+    for command in ("publish", "subscribe", "label", "dlq", "models", "drift"):
+        assert command in listed.stdout
+    for command in ("publish", "subscribe", "label", "dlq"):
+        shown = _run(client_venv, "dlstream", command, "--help")
+        assert shown.returncode == 0, (command, shown.stderr)
+    refused = _run(client_venv, "dlstream", "models", "build")
+    assert refused.returncode != 0
+    assert "pip install 'dlstream[" in refused.stderr
