@@ -45,7 +45,7 @@ def load_backbone() -> nn.Module:
 
 def main(out_dir: Path) -> None:
     """Write the ONNX file and the labels."""
-    from dlstream.models.data.photos import imagenet_labels
+    from dlstream.models.zoo.data.photos import imagenet_labels
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = LogitsAndFeatures(load_backbone()).eval()

@@ -13,8 +13,8 @@ import numpy as np
 
 def main(out_dir: Path, count: int) -> None:
     """Write ``count`` PNG crops."""
-    from dlstream.models.data.photos import REFERENCE_PHOTOS, photo
     from dlstream.models.preprocess.image import encode_png
+    from dlstream.models.zoo.data.photos import REFERENCE_PHOTOS, photo
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

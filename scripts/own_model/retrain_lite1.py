@@ -23,8 +23,8 @@ from export_efficientnet_lite1 import LogitsAndFeatures, load_backbone
 def main(data: Path, output: Path) -> None:
     """Train the head for a few epochs on the feedback, then export."""
     from dlstream.domain.card import ImagePreprocessing
-    from dlstream.models.data.photos import imagenet_labels
     from dlstream.models.preprocess.declared import preprocessor
+    from dlstream.models.zoo.data.photos import imagenet_labels
 
     labels = imagenet_labels()
     with (data / "labels.csv").open() as rows:

@@ -16,8 +16,8 @@ CLASSES = {"chelsea": "tabby", "coffee": "espresso", "rocket": "missile"}
 
 def main(out_dir: Path, count: int, seed: int = 1) -> None:
     """Write ``count`` PNGs under ``OUT_DIR/<class>/``."""
-    from dlstream.models.data.photos import photo
     from dlstream.models.preprocess.image import encode_png
+    from dlstream.models.zoo.data.photos import photo
 
     rng = np.random.default_rng(seed)
     names = list(CLASSES)

@@ -10,8 +10,8 @@ from dlstream.adapters.triton.client import AsyncTriton, PayloadRejected
 from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
 from dlstream.domain.errors import ModelUnavailable, TransientError
-from dlstream.models.data.photos import photo
 from dlstream.models.preprocess.image import encode_png
+from dlstream.models.zoo.data.photos import photo
 from tests.integration.conftest import PROJECT_ROOT
 
 

@@ -13,8 +13,8 @@ import pytest
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import DeadLetter, Modality, PredictionEvent, new_request
 from dlstream.domain.errors import DeadLetterReason
-from dlstream.models.data.photos import PHOTOS, photo
 from dlstream.models.preprocess.image import encode_png
+from dlstream.models.zoo.data.photos import PHOTOS, photo
 from dlstream.tools.demo import CONTENT_TYPES
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import wait_for

@@ -17,8 +17,8 @@ import pytest
 from dlstream.adapters.redis.drift_store import DriftStore, with_store
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import Modality
-from dlstream.models.drifted import drifted_digits
 from dlstream.models.samples import held_out_payloads
+from dlstream.models.zoo.drifted import drifted_digits
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import (

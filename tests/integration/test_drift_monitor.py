@@ -22,8 +22,8 @@ import pytest
 from dlstream.client.publisher import Publisher
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import DriftAlert, Modality
-from dlstream.models.drifted import drifted_digits, noisy_speech, unseen_topic_texts
 from dlstream.models.samples import held_out_payloads
+from dlstream.models.zoo.drifted import drifted_digits, noisy_speech, unseen_topic_texts
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import (

@@ -15,9 +15,9 @@ from tritonclient.utils import InferenceServerException
 
 from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
-from dlstream.models.data.photos import PHOTOS
 from dlstream.models.samples import held_out_payloads
 from dlstream.models.serving import load_runner, run_requests
+from dlstream.models.zoo.data.photos import PHOTOS
 from tests.integration.conftest import PROJECT_ROOT
 
 BATCH = 16

@@ -23,9 +23,9 @@ from dlstream.client.publisher import Outgoing, Publisher
 from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
 from dlstream.domain.contract import Modality, new_request
-from dlstream.models.data.photos import PHOTOS, photo
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.preprocess.image import encode_png
+from dlstream.models.zoo.data.photos import PHOTOS, photo
 from dlstream.repository.add import AddError, AddRequest, add_model
 from dlstream.tools.demo import CONTENT_TYPES
 from dlstream.tools.stack.local_stack import LocalStack

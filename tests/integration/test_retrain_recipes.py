@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dlstream.domain.card import read_card
-from dlstream.models.drifted import noisy_speech
 from dlstream.models.retraining import (
     Feedback,
     export_candidate,
@@ -21,6 +20,7 @@ from dlstream.models.retraining import (
     train_candidate,
 )
 from dlstream.models.samples import held_out_payloads
+from dlstream.models.zoo.drifted import noisy_speech
 
 pytestmark = pytest.mark.integration
 

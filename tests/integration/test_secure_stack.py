@@ -39,8 +39,8 @@ from dlstream.config.settings import Settings, load_settings
 from dlstream.domain.card import CARD_FILE, read_card
 from dlstream.domain.contract import DriftAlert
 from dlstream.domain.errors import AccessDenied
-from dlstream.models.drifted import drifted_digits
 from dlstream.models.samples import held_out_payloads
+from dlstream.models.zoo.drifted import drifted_digits
 from dlstream.retrain.job import promote
 from dlstream.runtime.net import free_ports
 from dlstream.tools.stack.local_stack import LocalStack

@@ -56,7 +56,7 @@ class TonesNet(nn.Module):
 def features(payloads: list[bytes]) -> torch.Tensor:
     """The inputs dlstream's declared preprocessing makes of these payloads."""
     from dlstream.domain.card import AudioPreprocessing
-    from dlstream.models.preprocess.declared import preprocessor
+    from dlstream.models import preprocessor
 
     spec = AudioPreprocessing.model_validate({k: v for k, v in PREPROCESS.items()})
     prepare = preprocessor(spec)

@@ -13,8 +13,7 @@ from torch import nn
 
 from dlstream.domain.card import ImagePreprocessing
 from dlstream.domain.contract import Modality
-from dlstream.models.spec import ModelSpec, Tensors, Training
-from dlstream.models.train import TrainConfig
+from dlstream.models import ModelSpec, Tensors, TrainConfig, Training
 
 LABELS = ["circle", "square", "triangle"]
 SIZE = 32
@@ -56,7 +55,7 @@ def images(
 
 def payloads(seed: int, per_class: int, *, inverted: bool = False) -> tuple[list[bytes], list[int]]:
     """Shapes as PNG bytes, with their labels."""
-    from dlstream.models.preprocess.image import encode_png
+    from dlstream.models import encode_png
 
     pictures, labels = images(seed, per_class, inverted=inverted)
     return [encode_png(p) for p in pictures], labels

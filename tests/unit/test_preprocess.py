@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-from dlstream.models.data.split import stratified_split
 from dlstream.models.evaluate import classification_report
 from dlstream.models.export import ServingModule, next_version, write_version
 from dlstream.models.preprocess.audio import (
@@ -29,6 +28,7 @@ from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.preprocess.text import decode_text
 from dlstream.models.reference import pca_projection, reference_statistics
 from dlstream.models.zoo import speech_digits
+from dlstream.models.zoo.data.split import stratified_split
 
 
 def wav_bytes(samples: npt.NDArray[np.float64], rate: int, channels: int = 1, width: int = 2) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dlstream.models.data.spoken_digits import (
+from dlstream.models.zoo.data.spoken_digits import (
     ACCENTS,
     WORDS,
     SpokenDigits,

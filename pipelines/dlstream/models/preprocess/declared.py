@@ -113,10 +113,10 @@ def preprocessor(spec: Preprocessing, device: str = "cpu", root: Path | None = N
         audio = spec
         return Preprocessor(lambda p: audio_tensor(p, audio), _stack)
     if isinstance(spec, TextPreprocessing):
-        from dlstream.models.networks.text import encode, load_encoder
+        from dlstream.models.preprocess.sentences import encode_sentences, load_sentence_encoder
 
-        encoder = load_encoder(device, max_tokens=spec.max_tokens)
-        return Preprocessor(decode_text, lambda texts: torch.from_numpy(encode(encoder, texts)))
+        encoder = load_sentence_encoder(device, max_tokens=spec.max_tokens)
+        return Preprocessor(decode_text, lambda texts: torch.from_numpy(encode_sentences(encoder, texts)))
     if isinstance(spec, TokensPreprocessing):
         return token_preprocessor(spec, root or Path.cwd())
     raise TypeError(f"no preprocessing for {type(spec).__name__}")

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from dlstream.domain.card import ImagePreprocessing
 from dlstream.domain.contract import Modality
-from dlstream.models.spec import ModelSpec, Payloads, Tensors, Training
-from dlstream.models.train import TrainConfig
+from dlstream.models import ModelSpec, Payloads, Tensors, TrainConfig, Training
 
 TEST_FRACTION = 0.2
 MEAN, STD = 0.1307, 0.3081
@@ -19,14 +18,14 @@ PREPROCESSING = ImagePreprocessing(colour="L", size=28, scale=1.0 / 255.0, mean=
 
 def labels() -> list[str]:
     """The ten digits."""
-    from dlstream.models.data.mnist import LABELS
+    from dlstream.models.zoo.data.mnist import LABELS
 
     return list(LABELS)
 
 
 def network(num_classes: int) -> torch.nn.Module:
     """A fresh residual CNN."""
-    from dlstream.models.networks.digits import DigitsNet
+    from dlstream.models.zoo.networks.digits import DigitsNet
 
     return DigitsNet(num_classes=num_classes)
 
@@ -49,8 +48,8 @@ def random_affine(batch: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 def training_data(seed: int) -> Tensors:
     """The training 80 %, normalised as the declared preprocessing does."""
-    from dlstream.models.data.mnist import load_mnist
-    from dlstream.models.data.split import stratified_split
+    from dlstream.models.zoo.data.mnist import load_mnist
+    from dlstream.models.zoo.data.split import stratified_split
 
     data = load_mnist()
     split = stratified_split(data.labels, TEST_FRACTION, seed)
@@ -60,9 +59,9 @@ def training_data(seed: int) -> Tensors:
 
 def held_out(seed: int) -> Payloads:
     """The held-out 20 % as PNG bytes, with their labels."""
-    from dlstream.models.data.mnist import load_mnist
-    from dlstream.models.data.split import stratified_split
-    from dlstream.models.preprocess.image import encode_png
+    from dlstream.models import encode_png
+    from dlstream.models.zoo.data.mnist import load_mnist
+    from dlstream.models.zoo.data.split import stratified_split
 
     data = load_mnist()
     split = stratified_split(data.labels, TEST_FRACTION, seed)

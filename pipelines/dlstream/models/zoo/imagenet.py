@@ -10,7 +10,7 @@ import torch
 
 from dlstream.domain.card import ImagePreprocessing
 from dlstream.domain.contract import Modality
-from dlstream.models.spec import ModelSpec, Payloads
+from dlstream.models import ModelSpec, Payloads
 
 REFERENCE_VIEWS = 48
 # EfficientNet-Lite was trained on (x - 127) / 128, not on ImageNet mean/std.
@@ -21,22 +21,22 @@ PREPROCESSING = ImagePreprocessing(
 
 def labels() -> list[str]:
     """The ImageNet-1k classes in output order."""
-    from dlstream.models.data.photos import imagenet_labels
+    from dlstream.models.zoo.data.photos import imagenet_labels
 
     return imagenet_labels()
 
 
 def network(num_classes: int) -> torch.nn.Module:
     """The pretrained network from its weights package."""
-    from dlstream.models.networks.imagenet import load_pretrained
+    from dlstream.models.zoo.networks.imagenet import load_pretrained
 
     return load_pretrained()
 
 
 def reference_views(seed: int) -> list[bytes]:
     """Random crops and flips of the bundled photos, as PNG payloads."""
-    from dlstream.models.data.photos import REFERENCE_PHOTOS, photo
-    from dlstream.models.preprocess.image import encode_png
+    from dlstream.models import encode_png
+    from dlstream.models.zoo.data.photos import REFERENCE_PHOTOS, photo
 
     rng = np.random.default_rng(seed)
     views = []
@@ -53,15 +53,15 @@ def reference_views(seed: int) -> list[bytes]:
 
 def held_out(seed: int) -> Payloads:
     """The named photos first, then crops of the bundled photos; no label indices."""
-    from dlstream.models.data.photos import PHOTOS, photo
-    from dlstream.models.preprocess.image import encode_png
+    from dlstream.models import encode_png
+    from dlstream.models.zoo.data.photos import PHOTOS, photo
 
     return [encode_png(photo(name)) for name in PHOTOS] + reference_views(seed), None
 
 
 def evaluate(probabilities: npt.NDArray[np.float32], labels: list[str]) -> dict[str, Any]:
     """Top-1 on the named photos, which come first in :func:`held_out`."""
-    from dlstream.models.data.photos import PHOTOS
+    from dlstream.models.zoo.data.photos import PHOTOS
 
     names = list(PHOTOS)
     top1 = [labels[i] for i in probabilities[: len(names)].argmax(axis=1).tolist()]

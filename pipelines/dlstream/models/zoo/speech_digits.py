@@ -7,22 +7,21 @@ import torch
 
 from dlstream.domain.card import AudioPreprocessing
 from dlstream.domain.contract import Modality
-from dlstream.models.spec import ModelSpec, Payloads, Tensors, Training
-from dlstream.models.train import TrainConfig
+from dlstream.models import ModelSpec, Payloads, Tensors, TrainConfig, Training
 
 PREPROCESSING = AudioPreprocessing(sample_rate=16_000, duration_s=1.0, n_fft=400, hop=160, n_mels=64)
 
 
 def labels() -> list[str]:
     """ "zero" to "nine"."""
-    from dlstream.models.data.spoken_digits import WORDS
+    from dlstream.models.zoo.data.spoken_digits import WORDS
 
     return list(WORDS)
 
 
 def network(num_classes: int) -> torch.nn.Module:
     """A fresh spectrogram CNN."""
-    from dlstream.models.networks.speech import SpeechNet
+    from dlstream.models.zoo.networks.speech import SpeechNet
 
     return SpeechNet(num_classes=num_classes)
 
@@ -43,8 +42,8 @@ def augment_spectrogram(batch: torch.Tensor, generator: torch.Generator) -> torc
 
 def training_data(seed: int) -> Tensors:
     """Clips of the voices kept for training, as log-mel spectrograms."""
-    from dlstream.models.data.spoken_digits import make_spoken_digits
-    from dlstream.models.preprocess.declared import audio_tensor
+    from dlstream.models import audio_tensor
+    from dlstream.models.zoo.data.spoken_digits import make_spoken_digits
 
     data = make_spoken_digits(seed)
     x = torch.from_numpy(np.stack([audio_tensor(c.wav, PREPROCESSING) for c in data.train]))
@@ -53,7 +52,7 @@ def training_data(seed: int) -> Tensors:
 
 def held_out(seed: int) -> Payloads:
     """Clips of voices (espeak-ng variants) never used in training, as WAV bytes."""
-    from dlstream.models.data.spoken_digits import make_spoken_digits
+    from dlstream.models.zoo.data.spoken_digits import make_spoken_digits
 
     clips = make_spoken_digits(seed, test_only=True).test
     return [clip.wav for clip in clips], [clip.label for clip in clips]
@@ -61,7 +60,7 @@ def held_out(seed: int) -> Payloads:
 
 def data_version() -> str:
     """espeak-ng's version line: another release speaks the digits differently."""
-    from dlstream.models.data.spoken_digits import espeak_version
+    from dlstream.models.zoo.data.spoken_digits import espeak_version
 
     return espeak_version()
 

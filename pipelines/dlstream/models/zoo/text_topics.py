@@ -8,8 +8,7 @@ import torch
 
 from dlstream.domain.card import TextPreprocessing
 from dlstream.domain.contract import Modality
-from dlstream.models.spec import ModelSpec, Payloads, Tensors, Training
-from dlstream.models.train import TrainConfig
+from dlstream.models import ModelSpec, Payloads, Tensors, TrainConfig, Training
 
 # Of every category: 927 held-out fortunes in all, so that the drift monitor's windows of 200 can be measured
 # on undrifted traffic apart from the reference and calibration samples a build writes.
@@ -22,21 +21,21 @@ PREPROCESSING = TextPreprocessing(encoder="all-MiniLM-L6-v2", max_tokens=128)
 
 def labels() -> list[str]:
     """The fortune categories."""
-    from dlstream.models.data.fortunes import CATEGORIES
+    from dlstream.models.zoo.data.fortunes import CATEGORIES
 
     return list(CATEGORIES)
 
 
 def network(num_classes: int) -> torch.nn.Module:
     """A fresh head on the 384-d sentence embedding."""
-    from dlstream.models.networks.text import TextHead
+    from dlstream.models.zoo.networks.text import TextHead
 
     return TextHead(num_classes=num_classes)
 
 
 def _split(seed: int) -> tuple[list[str], npt.NDArray[np.int64], list[int], list[int]]:
-    from dlstream.models.data.fortunes import load_fortunes
-    from dlstream.models.data.split import stratified_split
+    from dlstream.models.zoo.data.fortunes import load_fortunes
+    from dlstream.models.zoo.data.split import stratified_split
 
     texts, label_list = load_fortunes()
     labels_array = np.array(label_list, dtype=np.int64)
@@ -51,10 +50,12 @@ def _split(seed: int) -> tuple[list[str], npt.NDArray[np.int64], list[int], list
 
 def training_data(seed: int) -> Tensors:
     """The training entries, embedded by the encoder the declared preprocessing names."""
-    from dlstream.models.networks.text import encode, load_encoder
+    from dlstream.models import encode_sentences, load_sentence_encoder
 
     texts, labels_array, train, _ = _split(seed)
-    embedded = encode(load_encoder(max_tokens=PREPROCESSING.max_tokens), [texts[i] for i in train])
+    embedded = encode_sentences(
+        load_sentence_encoder(max_tokens=PREPROCESSING.max_tokens), [texts[i] for i in train]
+    )
     return torch.from_numpy(embedded), torch.from_numpy(labels_array[train])
 
 
@@ -66,7 +67,7 @@ def held_out(seed: int) -> Payloads:
 
 def data_version() -> str:
     """The digest of the fortune files the texts come from."""
-    from dlstream.models.data.fortunes import fortunes_digest
+    from dlstream.models.zoo.data.fortunes import fortunes_digest
 
     return fortunes_digest()
 

@@ -47,9 +47,9 @@ from dlstream.drift.calibration import expected_windows_to_false_alert
 from dlstream.drift.metrics import DriftMetrics
 from dlstream.drift.monitor import DriftMonitor
 from dlstream.inference.predictions import build_prediction
-from dlstream.models.drifted import drifted_digits, noisy_speech, unseen_topic_texts
 from dlstream.models.reference import reference_statistics
 from dlstream.models.samples import held_out_payloads
+from dlstream.models.zoo.drifted import drifted_digits, noisy_speech, unseen_topic_texts
 
 log = structlog.get_logger("dlstream.bench")
 MODELS = ("digits", "speech_digits", "text_topics")

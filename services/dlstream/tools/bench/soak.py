@@ -21,8 +21,8 @@ from tqdm import tqdm
 from dlstream.config.settings import Settings
 from dlstream.models.samples import held_out_payloads
 from dlstream.tools.bench.latency import percentiles
+from dlstream.tools.bench.load_levels import LatencyRun
 from dlstream.tools.bench.soak_figures import Period, soak_growth
-from dlstream.tools.bench.stream import LatencyRun
 from dlstream.tools.stack.local_stack import LocalStack
 from dlstream.tools.stack.process import group_members, is_running
 

@@ -33,9 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -45,34 +43,32 @@ from typing import Any
 
 import structlog
 from kafka import KafkaConsumer, TopicPartition
-from tqdm import tqdm
 
 from dlstream.adapters.kafka.admin import KafkaAdmin
 from dlstream.adapters.kafka.connection import client_options
-from dlstream.adapters.triton.client import AsyncTriton, near_equal_parts
 from dlstream.client.publisher import Outgoing, Publisher
-from dlstream.client.reader import read_records
 from dlstream.client.subscriber import subscribe
 from dlstream.config.settings import Settings
-from dlstream.domain.contract import Modality, PredictionEvent, RequestEvent
+from dlstream.domain.contract import Modality, PredictionEvent
 from dlstream.models.samples import held_out_payloads
 from dlstream.runtime.launch import worker_argv, worker_env
 from dlstream.runtime.net import free_ports
+from dlstream.tools.bench.collector import Collector
+from dlstream.tools.bench.direct_triton import direct_triton_eps, request_sizes, triton_round_trips_ms
 from dlstream.tools.bench.latency import (
     Arrival,
-    BacklogSample,
     backlog_growth,
     breakdown,
     in_worker_ms,
     p99_bound_ms,
     percentiles,
 )
+from dlstream.tools.bench.load_levels import LatencyRun
 
 log = structlog.get_logger(__name__)
 
 LOAD_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SETTLE_SECONDS = 5.0
-ARRIVAL_TIMEOUT_S = 120.0
 IDLE_SETTLE_S = 5.0  # between the warm-up and the idle events (see measure_idle)
 
 
@@ -82,132 +78,6 @@ def rate_between(predictions: list[PredictionEvent]) -> float:
     if len(stamps) < 2 or stamps[-1] <= stamps[0]:
         raise ValueError("need at least two predictions produced at different times")
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
-async def infer_split(triton: AsyncTriton, model: str, batch: list[bytes], request_size: int) -> None:
-    """One batch through Triton as a worker sends it: concurrent requests of at most ``request_size``."""
-    parts = near_equal_parts(batch, request_size)
-    await asyncio.gather(*(triton.infer_batch(model, part) for part in parts))
-
-
-async def direct_triton_eps(
-    settings: Settings, model: str, payloads: list[bytes], batch: int, request_size: int | None = None
-) -> float:
-    """Payloads per second through Triton, ``batch`` at a time, each batch in concurrent requests of at most
-    ``request_size`` (the workers' setting when None), with as many batches in Triton at once as a worker
-    has (``triton_depth``)."""
-    size = request_size or settings.inference.request_size
-    places = asyncio.Semaphore(settings.inference.triton_depth)
-    triton = AsyncTriton(settings.triton)
-
-    async def one(chunk: list[bytes]) -> None:
-        try:
-            await infer_split(triton, model, chunk, size)
-        finally:
-            places.release()
-
-    try:
-        await infer_split(triton, model, payloads[:batch], size)  # warm-up
-        started = time.perf_counter()
-        sent = []
-        for i in range(0, len(payloads), batch):
-            await places.acquire()
-            sent.append(asyncio.create_task(one(payloads[i : i + batch])))
-        await asyncio.gather(*sent)
-        return len(payloads) / (time.perf_counter() - started)
-    finally:
-        await triton.close()
-
-
-async def triton_round_trips_ms(
-    settings: Settings, model: str, payloads: list[bytes], batch: int, rounds: int
-) -> list[float]:
-    """Milliseconds of ``rounds`` round trips of ``batch`` payloads sent as the workers send them."""
-    size = settings.inference.request_size
-    triton = AsyncTriton(settings.triton)
-    try:
-        await infer_split(triton, model, payloads[:batch], size)  # warm-up
-        times = []
-        for r in range(rounds):
-            chunk = [payloads[(r * batch + i) % len(payloads)] for i in range(batch)]
-            started = time.perf_counter()
-            await infer_split(triton, model, chunk, size)
-            times.append((time.perf_counter() - started) * 1000)
-        return times
-    finally:
-        await triton.close()
-
-
-def request_sizes(settings: Settings, model: str, payloads: list[bytes], batch: int) -> dict[str, float]:
-    """Direct Triton payloads per second for full batches sent one payload per request, as one request,
-    and in requests of the workers' ``request_size``, side by side (twice each, alternating; the better)."""
-    sizes = {"one_per_payload": 1, "one_per_batch": batch, "request_size": settings.inference.request_size}
-    rates: dict[str, list[float]] = {name: [] for name in sizes}
-    for _ in range(2):
-        for name, size in sizes.items():
-            rates[name].append(asyncio.run(direct_triton_eps(settings, model, payloads, batch, size)))
-    return {name: round(max(values), 1) for name, values in rates.items()}
-
-
-class Collector(threading.Thread):
-    """Reads topics from their beginning in the background, stamping when each record's key (the request
-    id, for requests and predictions alike) first arrived: what a user's subscriber sees."""
-
-    def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
-        super().__init__(name="bench-collector", daemon=True)
-        self.settings = settings
-        self.topics = list(topics)
-        self.arrived: dict[str, tuple[bytes, float]] = {}
-        self.error: BaseException | None = None
-        self._stop_reading = threading.Event()
-        self._changed = threading.Condition()
-
-    def run(self) -> None:
-        try:
-            for record in read_records(
-                self.settings.kafka, self.topics, follow=True, until=self._stop_reading.is_set
-            ):
-                received = time.time()
-                key = record.key.decode() if record.key else ""
-                with self._changed:
-                    self.arrived.setdefault(key, (record.value, received))
-                    self._changed.notify_all()
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting bench instead of dying silently
-            self.error = exc
-            with self._changed:
-                self._changed.notify_all()
-
-    def count(self, ids: set[str]) -> int:
-        """How many of ``ids`` arrived."""
-        with self._changed:
-            return sum(1 for i in ids if i in self.arrived)
-
-    def wait_for(self, ids: set[str], timeout_s: float = ARRIVAL_TIMEOUT_S) -> None:
-        """Block until every one of ``ids`` arrived."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while not all(i in self.arrived for i in ids):
-                if self.error is not None:
-                    raise RuntimeError(f"reading {self.topics} failed: {self.error}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    missing = sum(1 for i in ids if i not in self.arrived)
-                    raise RuntimeError(f"{missing} of {len(ids)} records did not arrive in {timeout_s}s")
-                self._changed.wait(min(left, 0.5))
-
-    def arrivals(self, sent: Sequence[RequestEvent]) -> list[Arrival]:
-        """The predictions of ``sent`` with their request and arrival times."""
-        with self._changed:
-            got = [(e, self.arrived[e.id]) for e in sent]
-        return [
-            Arrival(PredictionEvent.from_kafka(value), e.time.timestamp(), received)
-            for e, (value, received) in got
-        ]
-
-    def stop(self) -> None:
-        """Stop reading and wait for the thread."""
-        self._stop_reading.set()
-        self.join(timeout=30)
 
 
 def own_ports(settings: Settings) -> Settings:
@@ -380,93 +250,6 @@ class StreamBench:
         """Delete every topic this run created."""
         doomed = [t for t in self.admin.list_topics() if any(t.startswith(p) for p in self.prefixes)]
         self.admin.delete_topics(doomed)
-
-
-def scrape_batches(settings: Settings) -> tuple[float, float]:
-    """The worker's ``dlstream_batch_size`` histogram: (sum of batch sizes, number of batches)."""
-    url = f"http://127.0.0.1:{settings.inference.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(("dlstream_batch_size_sum", "dlstream_batch_size_count")):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values.get("dlstream_batch_size_sum", 0.0), values.get("dlstream_batch_size_count", 0.0)
-
-
-class LatencyRun:
-    """One running worker on fresh topics, one publisher, and a subscriber reading the predictions as they
-    come. The publisher and the subscriber stay open for the whole run, so that no measured event pays for
-    connecting or fetching metadata."""
-
-    def __init__(self, settings: Settings, payloads: list[bytes]) -> None:
-        self.settings = settings
-        self.payloads = payloads
-        self.collector = Collector(settings, [settings.topics.prediction("image")])
-        self.publisher = Publisher(settings, source="dlstream/bench")
-
-    def start(self, warm_up: int) -> None:
-        """Start reading, and send ``warm_up`` events through the worker before anything is measured."""
-        self.collector.start()
-        sent = [self._publish(i) for i in range(warm_up)]
-        self.publisher.flush()
-        self.collector.wait_for({e.id for e in sent})
-
-    def stop(self) -> None:
-        """Close the publisher and stop reading."""
-        self.publisher.close()
-        self.collector.stop()
-
-    def _publish(self, i: int) -> RequestEvent:
-        payload = self.payloads[i % len(self.payloads)]
-        return self.publisher.publish(Modality.IMAGE, payload, content_type="image/png")
-
-    def idle(self, count: int) -> list[Arrival]:
-        """``count`` single events, each sent after the previous prediction arrived."""
-        sent = []
-        for i in tqdm(range(count), desc="idle", unit="ev"):
-            event = self._publish(i)
-            self.collector.wait_for({event.id})
-            sent.append(event)
-            time.sleep(0.05)  # a pause between events keeps the worker idle when the next one comes
-        return self.collector.arrivals(sent)
-
-    def burst(self, count: int) -> list[Arrival]:
-        """``count`` events published as fast as the publisher goes; their arrivals once all came."""
-        sent = [self._publish(i) for i in range(count)]
-        self.publisher.flush()
-        self.collector.wait_for({e.id for e in sent})
-        return self.collector.arrivals(sent)
-
-    def level(
-        self, offered_eps: float, seconds: float, *, progress: bool = True
-    ) -> tuple[list[Arrival], list[BacklogSample], float]:
-        """Events offered at ``offered_eps`` for ``seconds``: their arrivals, the backlog sampled every
-        second, and the mean batch size the worker formed meanwhile."""
-        batches_before = scrape_batches(self.settings)
-        count = max(20, int(offered_eps * seconds))
-        interval = 1.0 / offered_eps
-        sent: list[RequestEvent] = []
-        samples: list[BacklogSample] = []
-        ids: set[str] = set()
-        started = time.monotonic()
-        next_sample = started
-        for i in tqdm(range(count), desc=f"{offered_eps:.0f} ev/s", unit="ev", disable=not progress):
-            due = started + i * interval
-            now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            event = self._publish(i)
-            sent.append(event)
-            ids.add(event.id)
-            if now >= next_sample:
-                samples.append(BacklogSample(now - started, len(sent), self.collector.count(ids)))
-                next_sample += 1.0
-        self.publisher.flush()
-        self.collector.wait_for(ids)
-        total, batches = (a - b for a, b in zip(scrape_batches(self.settings), batches_before, strict=True))
-        return self.collector.arrivals(sent), samples, (total / batches if batches else 0.0)
 
 
 def measure_idle(

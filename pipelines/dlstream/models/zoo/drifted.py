@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.io import wavfile
 
-from dlstream.models.data.fortunes import CATEGORIES, read_category
 from dlstream.models.preprocess.audio import SAMPLE_RATE, decode_wav
 from dlstream.models.preprocess.image import decode_image, encode_png
+from dlstream.models.zoo.data.fortunes import CATEGORIES, read_category
 
 # Fortune files of other topics than the model's (Debian's `fortunes` package).
 UNSEEN_CATEGORIES = ("zippy", "tao", "debian", "medicine", "definitions", "kids")

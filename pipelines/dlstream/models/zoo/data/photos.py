@@ -19,7 +19,7 @@ REFERENCE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 def imagenet_labels() -> list[str]:
     """The 1,000 ImageNet-1k class names, in model output order (from torchvision's category list)."""
-    text = resources.files("dlstream.models.data").joinpath("imagenet_labels.txt").read_text()
+    text = resources.files("dlstream.models.zoo.data").joinpath("imagenet_labels.txt").read_text()
     return text.splitlines()
 
 
