@@ -13,6 +13,7 @@ from dlstream.adapters.redis.drift_store import with_store
 from dlstream.client.reader import read_records
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import DriftAlert, Modality, new_request
+from dlstream.domain.monitoring import overview_json
 from dlstream.repository.references import publish_references
 from dlstream.runtime.net import free_ports
 from dlstream.tools.demo import CONTENT_TYPES
@@ -47,7 +48,7 @@ def drift_settings(
 
 def overview(settings: Settings) -> dict[str, Any]:
     """What `dlstream drift status --json` shows."""
-    return with_store(settings, lambda store: store.overview())
+    return overview_json(with_store(settings, lambda store: store.overview()))
 
 
 def retraining_outcome(settings: Settings, model: str, *, timeout_s: float) -> dict[str, str]:

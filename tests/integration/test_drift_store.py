@@ -8,6 +8,7 @@ import pytest
 
 from dlstream.adapters.redis.drift_store import DriftStore, Recorded, Seen, with_store
 from dlstream.config.settings import Settings
+from dlstream.domain.monitoring import VersionSummary
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,13 @@ def test_window_outcomes_are_saved_once_however_often_they_are_retried(
         alert = '{"id": "a"}'
         for attempt in range(2):  # the second is a retry whose first answer was lost: saved already
             saved = await store.save_window_outcomes(
-                "m", "1", peeked, judged=1, state="{}", summary={"windows": 1}, alerts=[("open", alert)]
+                "m",
+                "1",
+                peeked,
+                judged=1,
+                state="{}",
+                summary=VersionSummary(windows=1),
+                alerts=[("open", alert)],
             )
             assert saved is (attempt == 0)
         assert await store.client.get(store.key("window-rows", "m", "1")) == b"row4row5"

@@ -255,8 +255,9 @@ def test_a_pretrained_onnx_model_never_trained_here_is_added_while_the_stack_run
         dlstream(deployed, "models", "retrain", "--model", "lite1").stdout.strip().splitlines()[-1]
     )
     assert report["promoted"] is False
-    run = with_store(deployed, lambda store: store.retrain_context("lite1"))[2]
-    assert run[b"state"] == b"no-recipe"
+    run = with_store(deployed, lambda store: store.retrain_context("lite1")).run
+    assert run is not None
+    assert run.state == "no-recipe"
     assert [p.name for p in (empty_triton.repository / "lite1").iterdir() if p.name.isdigit()] == ["1"]
 
 

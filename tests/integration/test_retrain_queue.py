@@ -10,6 +10,7 @@ import pytest
 
 from dlstream.adapters.redis.drift_store import with_store
 from dlstream.config.settings import Settings
+from dlstream.domain.monitoring import RetrainingRun
 from dlstream.retrain.launchers import QueueLauncher, serve_retrain_queue
 from tests.integration.conftest import PROJECT_ROOT
 from tests.integration.drift import wait_for
@@ -35,14 +36,13 @@ def test_a_queued_request_runs_as_a_job_and_its_outcome_is_recorded(
     worker.start()
     try:
 
-        def finished() -> dict[str, str] | None:
-            raw = with_store(mine, lambda store: store.retrain_context("digits"))[2]
-            run = {k.decode(): v.decode() for k, v in raw.items()}
-            return run if run.get("state") == "failed" else None
+        def finished() -> RetrainingRun | None:
+            run = with_store(mine, lambda store: store.retrain_context("digits")).run
+            return run if run is not None and run.state == "failed" else None
 
         # Nothing was labelled under this test's keys: the job starts, finds no feedback, and says so.
         run = wait_for(finished, timeout_s=180, what="the queued job's outcome")
-        assert "no labelled feedback for digits" in run["detail"]
+        assert "no labelled feedback for digits" in run.detail
     finally:
         stop.set()
         worker.join(timeout=60)

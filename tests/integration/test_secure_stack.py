@@ -42,6 +42,7 @@ from dlstream.domain.errors import AccessDenied
 from dlstream.models.samples import held_out_payloads
 from dlstream.models.zoo.drifted import drifted_digits
 from dlstream.retrain.job import promote
+from dlstream.retrain.report import RetrainingReport
 from dlstream.runtime.net import free_ports
 from dlstream.tools.stack.local_stack import LocalStack
 from dlstream.tools.stack.process import group_members
@@ -458,8 +459,9 @@ def test_with_the_key_models_add_a_retraining_promotion_and_a_rollback_work(
     shutil.copytree(digits / "1", digits / "2")
     (digits / "2" / CARD_FILE).write_text(read_card(digits / "1").model_copy(update={"version": 2}).to_json())
     drift = security.apply(secure_stack._settings, "drift")
-    report = promote(drift, repository, "digits", 2, {}, time.monotonic())
-    assert report["new_version"] == 2
+    gate = RetrainingReport(model="digits", promoted=True, reason="a copy of version 1")
+    report = promote(drift, repository, "digits", 2, gate, time.monotonic())
+    assert report.new_version == 2
     # The worker, which holds no key, follows the promotion and still infers.
     assert set(_stream_digits(secure_stack, tmp_path, 20, seed=11).values()) == {"2"}
 

@@ -10,6 +10,7 @@ import pytest
 
 from dlstream.config.settings import load_settings
 from dlstream.domain.contract import DriftAlert, FeedbackLabel, Modality, PredictionData, ScoredLabel, Timing
+from dlstream.domain.monitoring import CalibrationSummary, ModelOverview, RetrainingRun, VersionSummary
 from dlstream.drift.alerting import AlertAction, VersionState, alert_action
 from dlstream.drift.status import status_lines
 from dlstream.drift.windows import Reference, WindowRows, decode_rows, encode_row, evaluate_window
@@ -238,23 +239,32 @@ def test_status_lines_show_alerts_versions_accuracy_and_runs() -> None:
         expected_counts={"1": 5.0},
         moved=["1"],
     )
+    calibration = CalibrationSummary(
+        null_windows=2000,
+        calibration_predictions=500,
+        reference_predictions=500,
+        false_alarm_rate=0.01,
+        alert_after_windows=2,
+        expected_windows_to_false_alert=40400.0,
+        expected_predictions_to_false_alert=2020000,
+    )
     overview = {
-        "digits": {
-            "versions": {
-                "1": {
-                    "windows": 3,
-                    "flagged_windows": 2,
-                    "last_p_value": 1e-9,
-                    "labelled": 10,
-                    "accuracy": 0.1,
-                    "calibration": {"expected_predictions_to_false_alert": 2020000, "false_alarm_rate": 0.01},
-                }
+        "digits": ModelOverview(
+            versions={
+                "1": VersionSummary(
+                    windows=3,
+                    flagged_windows=2,
+                    last_p_value=1e-9,
+                    labelled=10,
+                    accuracy=0.1,
+                    calibration=calibration,
+                )
             },
-            "open_alert": alert.model_dump(),
-            "feedback": 10,
-            "retraining": {"state": "running", "alert_id": alert.id, "job": "pid:1"},
-            "retraining_locked": True,
-        }
+            open_alert=alert,
+            feedback=10,
+            retraining=RetrainingRun(state="running", alert_id=alert.id, job="pid:1"),
+            retraining_locked=True,
+        )
     }
     lines = status_lines(overview)
     assert lines[0].startswith(f"digits: OPEN ALERT {alert.id} on v1")

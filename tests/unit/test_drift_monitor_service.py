@@ -18,6 +18,7 @@ from dlstream.domain.contract import (
     FeedbackLabel,
 )
 from dlstream.domain.errors import TransientError
+from dlstream.domain.monitoring import RetrainContext, VersionSummary
 from dlstream.drift.intake import take_labels, take_predictions
 from dlstream.drift.metrics import DriftMetrics
 from dlstream.drift.monitor import DriftMonitor
@@ -38,7 +39,7 @@ class MemoryStore:
         self.counted: dict[tuple[str, str], int] = {}
         self.windows: dict[tuple[str, str], int] = {}
         self.state: dict[tuple[str, str], str] = {}
-        self.summaries: dict[tuple[str, str], dict[str, Any]] = {}
+        self.summaries: dict[tuple[str, str], VersionSummary] = {}
         self.open_alert: dict[str, str] = {}
         self.alerts: list[str] = []
         self.lose_answer: set[str] = set()
@@ -94,7 +95,7 @@ class MemoryStore:
         *,
         judged: int,
         state: str,
-        summary: dict[str, Any],
+        summary: VersionSummary,
         alerts: Sequence[tuple[str, str]] = (),
         records: Sequence[dict[str, Any]] = (),
     ) -> bool:
@@ -123,8 +124,8 @@ class MemoryStore:
     async def add_feedback(self, matched: Sequence[tuple[str, str, Seen]]) -> None:
         self.feedback += matched
 
-    async def retrain_context(self, model: str) -> tuple[bytes | None, int, dict[bytes, bytes]]:
-        return None, 0, {}
+    async def retrain_context(self, model: str) -> RetrainContext:
+        return RetrainContext()
 
     async def lock_retraining(self, model: str, owner: str) -> bool:
         return True
@@ -171,7 +172,7 @@ def test_a_batch_retried_after_lost_answers_counts_every_prediction_once_and_jud
     assert store.counted[("m", "1")] == 25
     assert store.windows[("m", "1")] == 2
     assert len(store.rows[("m", "1")]) == 5
-    assert store.summaries[("m", "1")]["windows"] == 2
+    assert store.summaries[("m", "1")].windows == 2
     assert [r["window"] for r in store.history[("m", "1")]] == [0, 1]
     assert published.alerts == []
 

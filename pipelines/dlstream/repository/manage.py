@@ -11,14 +11,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from dlstream.adapters.redis.drift_store import with_store
+from pydantic import BaseModel
+
+from dlstream.adapters.redis.drift_store import DriftStore, with_store
 from dlstream.adapters.triton.control import load_in_triton, triton_endpoints, unload_from_triton
 from dlstream.adapters.triton.discovery import discover_once
 from dlstream.config.settings import Settings
 from dlstream.domain.card import ModelCard, read_card
 from dlstream.domain.errors import DlstreamError
+from dlstream.domain.monitoring import RetrainContext
 from dlstream.models.triton_config import built_versions, serving_version, write_configs
 from dlstream.repository.add import Added, AddError, AddRequest, add_model, read_reference
 from dlstream.repository.add_triton import score_through_triton, write_reference, write_triton_model
@@ -108,16 +110,32 @@ def remove(settings: Settings, repo: Path, name: str) -> None:
     with_store(settings, lambda store: store.delete_references(name))
 
 
-def model_rows(settings: Settings, repo: Path | None) -> list[dict[str, Any]]:
+class ModelRow(BaseModel):
+    """One model in `dlstream models list`."""
+
+    name: str
+    modality: str
+    format: str
+    versions: list[int]
+    serving: list[int]
+    default: bool
+    classes: int
+    accuracy: float | None
+    retraining: str
+    open_alert: str | None
+    last_retraining: str | None
+    problem: str | None
+
+
+def model_rows(settings: Settings, repo: Path | None) -> list[ModelRow]:
     """One row per model: what Triton serves (discovery), what the repository holds when it is readable, and
     the monitor's open alert and last retraining (Redis)."""
     catalog = discover_once(settings.triton, overrides=settings.inference.default_models)
     names = set(catalog.models)
     if repo is not None and repo.is_dir():
         names |= {p.name for p in repo.iterdir() if p.is_dir() and built_versions(p)}
-    overview = with_store(settings, lambda store: store.overview())
-    runs = with_store(settings, lambda store: _runs(store, sorted(names)))
-    rows: list[dict[str, Any]] = []
+    contexts = with_store(settings, lambda store: _contexts(store, sorted(names)))
+    rows: list[ModelRow] = []
     for name in sorted(names):
         served = catalog.models.get(name)
         card: ModelCard | None = served.card if served is not None else None
@@ -127,30 +145,25 @@ def model_rows(settings: Settings, repo: Path | None) -> list[dict[str, Any]]:
             card = card or read_card(repo / name / str(versions[-1]))
         if card is None:
             continue
-        alert = (overview.get(name) or {}).get("open_alert")
-        run = runs.get(name) or {}
+        context = contexts[name]
         rows.append(
-            {
-                "name": name,
-                "modality": card.modality.value,
-                "format": card.source_format,
-                "versions": versions or [int(v) for v in (served.versions if served else ())],
-                "serving": [int(v) for v in served.versions] if served else [],
-                "default": served is not None and catalog.default_name(card.modality) == name,
-                "classes": len(card.labels),
-                "accuracy": card.accuracy,
-                "retraining": card.retraining.kind,
-                "open_alert": alert.get("id") if isinstance(alert, dict) else None,
-                "last_retraining": run.get("state"),
-                "problem": catalog.problems.get(name),
-            }
+            ModelRow(
+                name=name,
+                modality=card.modality.value,
+                format=card.source_format,
+                versions=versions or [int(v) for v in (served.versions if served else ())],
+                serving=[int(v) for v in served.versions] if served else [],
+                default=served is not None and catalog.default_name(card.modality) == name,
+                classes=len(card.labels),
+                accuracy=card.accuracy,
+                retraining=card.retraining.kind,
+                open_alert=context.open_alert.id if context.open_alert else None,
+                last_retraining=context.run.state if context.run else None,
+                problem=catalog.problems.get(name),
+            )
         )
     return rows
 
 
-async def _runs(store: Any, names: list[str]) -> dict[str, dict[str, str]]:
-    runs = {}
-    for name in names:
-        raw = (await store.retrain_context(name))[2]
-        runs[name] = {k.decode(): v.decode() for k, v in raw.items()}
-    return runs
+async def _contexts(store: DriftStore, names: list[str]) -> dict[str, RetrainContext]:
+    return {name: await store.retrain_context(name) for name in names}

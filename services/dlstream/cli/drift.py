@@ -41,10 +41,11 @@ def drift_run(ctx: click.Context) -> None:
 def drift_status(ctx: click.Context, as_json: bool) -> None:
     """Per model: versions with their windows and accuracy, the open alert, feedback, retraining."""
     from dlstream.adapters.redis.drift_store import with_store
+    from dlstream.domain.monitoring import overview_json
 
     overview = with_store(settings_of(ctx), lambda store: store.overview())
     if as_json:
-        click.echo(json.dumps(overview))
+        click.echo(json.dumps(overview_json(overview)))
         return
     from dlstream.drift.status import status_lines
 

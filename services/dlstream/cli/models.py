@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -189,16 +188,16 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     repo = repository_of(ctx)
     for row in model_rows(settings_of(ctx), repo if repo.is_dir() else None):
         if as_json:
-            click.echo(json.dumps(row))
+            click.echo(row.model_dump_json())
             continue
-        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-        serving = ",".join(map(str, row["serving"])) or "-"
+        accuracy = "-" if row.accuracy is None else f"{row.accuracy:.3f}"
+        serving = ",".join(map(str, row.serving)) or "-"
         click.echo(
-            f"{row['name']:<16} {row['modality']:<6} {row['format']:<12} "
-            f"versions {','.join(map(str, row['versions'])):<8} serving {serving:<4} "
-            f"{'default' if row['default'] else '':<8} accuracy {accuracy:<6} "
-            f"alert {'OPEN' if row['open_alert'] else '-':<5} retraining {row['retraining']}"
-            f" (last: {row['last_retraining'] or '-'})" + (f"  {row['problem']}" if row["problem"] else "")
+            f"{row.name:<16} {row.modality:<6} {row.format:<12} "
+            f"versions {','.join(map(str, row.versions)):<8} serving {serving:<4} "
+            f"{'default' if row.default else '':<8} accuracy {accuracy:<6} "
+            f"alert {'OPEN' if row.open_alert else '-':<5} retraining {row.retraining}"
+            f" (last: {row.last_retraining or '-'})" + (f"  {row.problem}" if row.problem else "")
         )
 
 
@@ -247,4 +246,4 @@ def models_retrain(ctx: click.Context, model: str | None, epochs: int | None) ->
     report = run_retraining(
         settings, model=name, alert_id=settings.retrain.alert_id, repository=repository_of(ctx)
     )
-    click.echo(json.dumps(report))
+    click.echo(report.to_json())

@@ -22,6 +22,7 @@ from dlstream.domain.contract import (
     PredictionData,
     format_time,
 )
+from dlstream.domain.monitoring import FINAL_RUN_STATES, RetrainContext, RetrainingRun, VersionSummary
 from dlstream.drift.alerting import AlertAction, VersionState
 from dlstream.drift.calibration import Calibration
 from dlstream.drift.metrics import DriftMetrics
@@ -49,7 +50,7 @@ class MonitorStore(Protocol):
         *,
         judged: int,
         state: str,
-        summary: dict[str, Any],
+        summary: VersionSummary,
         alerts: Sequence[tuple[str, str]] = (),
         records: Sequence[dict[str, Any]] = (),
     ) -> bool: ...
@@ -60,7 +61,7 @@ class MonitorStore(Protocol):
 
     async def add_feedback(self, matched: Sequence[tuple[str, str, Seen]]) -> None: ...
 
-    async def retrain_context(self, model: str) -> tuple[bytes | None, int, dict[bytes, bytes]]: ...
+    async def retrain_context(self, model: str) -> RetrainContext: ...
 
     async def lock_retraining(self, model: str, owner: str) -> bool: ...
 
@@ -75,7 +76,6 @@ class MonitorStore(Protocol):
 
 Publish = Callable[[Sequence[tuple[str, KafkaRecord]]], Awaitable[None]]
 Webhook = Callable[[DriftAlert], Awaitable[None]]
-FINAL_STATES = ("promoted", "rejected", "failed", "no-recipe")
 MISSING_REFERENCE_RECHECK_S = 10.0
 
 
@@ -355,17 +355,17 @@ class DriftMonitor:
         if self.launcher is None:
             return
         drift = self.settings.drift
-        raw_alert, feedback, run = await self.store.retrain_context(model)
-        if raw_alert is None:
+        context = await self.store.retrain_context(model)
+        alert, run = context.open_alert, context.run
+        if alert is None:
             return
-        alert = DriftAlert.model_validate_json(raw_alert)
-        last_alert = run.get(b"alert_id", b"").decode() or None
-        started_at = float(run[b"started_at"]) if b"started_at" in run else None
+        last_alert = run.alert_id or None if run is not None else None
+        started_at = float(run.started_at) if run is not None and run.started_at else None
         check = retrain_check(
             alert_id=alert.id,
             last_run_alert_id=last_alert,
             last_run_age_s=None if started_at is None else time.time() - started_at,
-            feedback=feedback,
+            feedback=context.feedback,
             min_feedback=drift.retrain_min_feedback,
             cooldown_s=drift.retrain_cooldown_s,
         )
@@ -393,18 +393,20 @@ class DriftMonitor:
                 "started_at": str(time.time()),
                 "job": handle,
                 "lock": owner,
-                "feedback": str(feedback),
+                "feedback": str(context.feedback),
                 "from_version": alert.version,
                 "detail": "",
             },
         )
-        log.warning("drift.retrain_started", model=model, alert_id=alert.id, job=handle, feedback=feedback)
+        log.warning(
+            "drift.retrain_started", model=model, alert_id=alert.id, job=handle, feedback=context.feedback
+        )
 
     async def poll_runs(self) -> None:
         """Follow the jobs this monitor started: count their outcomes; fail a local job that died silently."""
         for model, handle in list(self._running.items()):
-            _, _, run = await self.store.retrain_context(model)
-            state = run.get(b"state", b"").decode()
+            run = (await self.store.retrain_context(model)).run or RetrainingRun()
+            state = run.state
             code = self.launcher.exit_code(handle) if self.launcher is not None else None
             if state == "running" and code is not None:
                 # The job ended without recording its outcome (killed, crashed before its first write).
@@ -417,9 +419,9 @@ class DriftMonitor:
                     },
                     history=True,
                 )
-                await self.store.unlock_retraining(model, run.get(b"lock", b"").decode())
+                await self.store.unlock_retraining(model, run.lock)
                 state = "failed"
-            if state in FINAL_STATES:
+            if state in FINAL_RUN_STATES:
                 del self._running[model]
                 self.metrics.retraining_runs.labels(model=model, outcome=state).inc()
                 log.warning("drift.retrain_finished", model=model, outcome=state, job=handle)

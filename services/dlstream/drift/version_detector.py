@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from dlstream.config.settings import DriftSettings
 from dlstream.domain.contract import format_time
+from dlstream.domain.monitoring import CalibrationSummary, VersionSummary
 from dlstream.drift.alerting import AlertAction, VersionState, alert_action
 from dlstream.drift.calibration import Calibration, expected_windows_to_false_alert
 from dlstream.drift.windows import Reference, WindowResult, decode_rows, evaluate_window
@@ -85,36 +85,36 @@ class VersionDetector:
         )
         return Judgement(result, action)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> VersionSummary:
         """What `drift status` shows of the version."""
         state = self.state
-        return {
-            "windows": state.windows,
-            "flagged_windows": state.flagged_windows,
-            "flagged_streak": state.flagged_streak,
-            "last_p_value": state.last_p_value,
-            "last_tests": state.last_tests,
-            "class_counts": {
+        return VersionSummary(
+            windows=state.windows,
+            flagged_windows=state.flagged_windows,
+            flagged_streak=state.flagged_streak,
+            last_p_value=state.last_p_value,
+            last_tests=state.last_tests,
+            class_counts={
                 label: count
                 for label, count in zip(self.reference.labels, state.class_counts, strict=True)
                 if count
             },
-            "confidence_histogram": state.confidence_histogram,
-            "calibration": self.calibration_summary(),
-            "updated_at": format_time(datetime.now(UTC)),
-        }
+            confidence_histogram=state.confidence_histogram,
+            calibration=self.calibration_summary(),
+            updated_at=format_time(datetime.now(UTC)),
+        )
 
-    def calibration_summary(self) -> dict[str, Any]:
+    def calibration_summary(self) -> CalibrationSummary:
         """How the thresholds were set, and the false-alert rate they give: the expected windows (and
         predictions) of undrifted traffic between false alerts under the alert policy."""
         settings = self.settings
         windows = expected_windows_to_false_alert(settings.false_alarm_rate, settings.alert_after_windows)
-        return {
-            "null_windows": self.calibration.windows,
-            "calibration_predictions": len(self.reference.calibration_softmax),
-            "reference_predictions": len(self.reference.softmax),
-            "false_alarm_rate": settings.false_alarm_rate,
-            "alert_after_windows": settings.alert_after_windows,
-            "expected_windows_to_false_alert": round(windows, 1),
-            "expected_predictions_to_false_alert": round(windows * self.calibration.window_size),
-        }
+        return CalibrationSummary(
+            null_windows=self.calibration.windows,
+            calibration_predictions=len(self.reference.calibration_softmax),
+            reference_predictions=len(self.reference.softmax),
+            false_alarm_rate=settings.false_alarm_rate,
+            alert_after_windows=settings.alert_after_windows,
+            expected_windows_to_false_alert=round(windows, 1),
+            expected_predictions_to_false_alert=round(windows * self.calibration.window_size),
+        )

@@ -6,7 +6,6 @@ there, whichever launcher started it) and releases the model's lock when it ends
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import uuid
@@ -22,6 +21,7 @@ from dlstream.config.settings import Settings
 from dlstream.domain.card import ModelCard, read_card
 from dlstream.domain.contract import header_map
 from dlstream.domain.errors import StackError
+from dlstream.domain.monitoring import RetrainingRun
 from dlstream.models.export import next_version
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.retraining import (
@@ -37,6 +37,7 @@ from dlstream.models.triton_config import serving_version as served_version
 from dlstream.repository.references import publish_references
 from dlstream.retrain.decisions import promotion
 from dlstream.retrain.owner_command import base_reference, run_command, score, write_candidate
+from dlstream.retrain.report import RetrainingReport
 
 log = structlog.get_logger("dlstream.retrain")
 
@@ -61,13 +62,13 @@ def join_payloads(settings: Settings, feedback: list[dict[str, Any]]) -> list[tu
 
 def run_retraining(
     settings: Settings, *, model: str, alert_id: str | None, repository: Path
-) -> dict[str, Any]:
+) -> RetrainingReport:
     """Retrain ``model``; returns the run's report (also recorded in Redis). Raises on failure, after
     recording it and releasing the lock."""
     started = time.monotonic()
-    run = with_store(settings, lambda s: s.retrain_context(model))[2]
-    owner = run.get(b"lock", b"").decode()
-    if not (alert_id and run.get(b"alert_id", b"").decode() == alert_id and owner):
+    run = with_store(settings, lambda s: s.retrain_context(model)).run or RetrainingRun()
+    owner = run.lock
+    if not (alert_id and run.alert_id == alert_id and owner):
         # Started by hand, not by the monitor: take the lock here.
         owner = f"manual:{uuid.uuid4().hex[:8]}"
         if not with_store(settings, lambda s: s.lock_retraining(model, owner)):
@@ -87,8 +88,8 @@ def run_retraining(
     try:
         report = _retrain(settings, model=model, repository=repository, started=started)
         fields = {
-            "state": "promoted" if report["promoted"] else "rejected",
-            "detail": json.dumps(report),
+            "state": "promoted" if report.promoted else "rejected",
+            "detail": report.to_json(),
             "finished_at": str(time.time()),
         }
         with_store(settings, lambda s: s.record_run(model, fields, history=True))
@@ -97,7 +98,7 @@ def run_retraining(
         fields = {"state": "no-recipe", "detail": str(exc), "finished_at": str(time.time())}
         with_store(settings, lambda s: s.record_run(model, fields, history=True))
         log.warning("retrain.no_recipe", model=model)
-        return {"model": model, "promoted": False, "reason": str(exc)}
+        return RetrainingReport(model=model, promoted=False, reason=str(exc))
     except Exception as exc:
         failed = {
             "state": "failed",
@@ -110,7 +111,7 @@ def run_retraining(
         with_store(settings, lambda s: s.unlock_retraining(model, owner))
 
 
-def _retrain(settings: Settings, *, model: str, repository: Path, started: float) -> dict[str, Any]:
+def _retrain(settings: Settings, *, model: str, repository: Path, started: float) -> RetrainingReport:
     model_dir = repository / model
     serving_version = served_version(model_dir)
     serving_dir = model_dir / str(serving_version)
@@ -166,8 +167,8 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         serving=(serving_feedback, serving_base),
         candidate=(candidate.feedback_accuracy, candidate.base_accuracy),
     )
-    report["epochs"] = candidate.epochs
-    if not report["promoted"]:
+    report.epochs = candidate.epochs
+    if not report.promoted:
         return report
     new_version = next_version(model_dir)  # after a rollback, newer versions than the serving one exist
     export_candidate(
@@ -201,7 +202,7 @@ def _verdict(
     *,
     serving: tuple[float, float],
     candidate: tuple[float, float],
-) -> dict[str, Any]:
+) -> RetrainingReport:
     """The promotion gate's verdict on accuracies ``(held-out feedback, base data)``, as the run's report."""
     retrain = settings.retrain
     verdict = promotion(
@@ -212,34 +213,34 @@ def _verdict(
         min_gain=retrain.min_gain,
         max_base_drop=retrain.max_base_drop,
     )
-    report: dict[str, Any] = {
-        "model": model,
-        "alert_id": retrain.alert_id,
-        "serving_version": serving_version,
-        "feedback_train": len(feedback.train_labels),
-        "feedback_held_out": len(feedback.eval_labels),
-        "serving_feedback_accuracy": round(serving[0], 4),
-        "candidate_feedback_accuracy": round(candidate[0], 4),
-        "serving_base_accuracy": round(serving[1], 4),
-        "candidate_base_accuracy": round(candidate[1], 4),
-        "promoted": verdict.promote,
-        "reason": verdict.reason,
-    }
-    log.info("retrain.verdict", **report)
+    report = RetrainingReport(
+        model=model,
+        alert_id=retrain.alert_id,
+        serving_version=serving_version,
+        feedback_train=len(feedback.train_labels),
+        feedback_held_out=len(feedback.eval_labels),
+        serving_feedback_accuracy=round(serving[0], 4),
+        candidate_feedback_accuracy=round(candidate[0], 4),
+        serving_base_accuracy=round(serving[1], 4),
+        candidate_base_accuracy=round(candidate[1], 4),
+        promoted=verdict.promote,
+        reason=verdict.reason,
+    )
+    log.info("retrain.verdict", **report.model_dump(exclude_none=True))
     return report
 
 
 def promote(
-    settings: Settings, repository: Path, model: str, version: int, report: dict[str, Any], started: float
-) -> dict[str, Any]:
+    settings: Settings, repository: Path, model: str, version: int, report: RetrainingReport, started: float
+) -> RetrainingReport:
     """Publish the reference statistics of ``version`` and have every Triton replica serve it (through
     Triton's control API, with the key of this job's identity); ``report`` with the promotion's figures."""
-    report["new_version"] = version
+    report.new_version = version
     # The monitor judges the new version's windows against this; published before Triton serves it.
     publish_references(settings, repository, [model])
-    report["triton_load_s"] = round(load_in_triton(settings.triton, model, version), 1)
-    report["seconds"] = round(time.monotonic() - started, 1)
-    log.info("retrain.promoted", model=model, version=version, seconds=report["seconds"])
+    report.triton_load_s = round(load_in_triton(settings.triton, model, version), 1)
+    report.seconds = round(time.monotonic() - started, 1)
+    log.info("retrain.promoted", model=model, version=version, seconds=report.seconds)
     return report
 
 
@@ -252,7 +253,7 @@ def _retrain_by_command(
     *,
     started: float,
     repository: Path,
-) -> dict[str, Any]:
+) -> RetrainingReport:
     """Run the owner's training command on the feedback, judge its candidate through the same gate."""
     assert card.source is not None
     base_payloads, base_labels = base_reference(model_dir, card)
@@ -278,8 +279,8 @@ def _retrain_by_command(
             serving=(served.accuracy(feedback.eval_labels), serving_base),
             candidate=(tried.accuracy(feedback.eval_labels), candidate_base),
         )
-        report["command"] = card.retraining.command
-        if not report["promoted"]:
+        report.command = card.retraining.command
+        if not report.promoted:
             return report
         version = next_version(model_dir)
         write_candidate(
@@ -292,7 +293,7 @@ def _retrain_by_command(
             metrics={
                 "retrained_from": card.version,
                 "alert_id": settings.retrain.alert_id,
-                "accuracy": report["candidate_feedback_accuracy"],
+                "accuracy": report.candidate_feedback_accuracy,
                 "evaluation": "held-out labelled feedback",
                 "samples": len(feedback.eval_labels),
                 "classes": len(card.labels),

@@ -20,7 +20,15 @@ from redis.exceptions import RedisError
 from dlstream.adapters.redis.connection import connection_options, redis_failure
 from dlstream.adapters.redis.drift_scripts import LOOKUP_SEEN, RECORD_PREDICTIONS, SAVE_WINDOW_OUTCOMES
 from dlstream.config.settings import DriftSettings, RedisSettings, Settings
+from dlstream.domain.contract import DriftAlert
 from dlstream.domain.errors import TransientError
+from dlstream.domain.monitoring import (
+    ModelOverview,
+    RetrainContext,
+    RetrainingRun,
+    VersionSummary,
+    overview_json,
+)
 
 HISTORY = 1000  # alerts and retraining runs kept for `dlstream drift alerts`
 T = TypeVar("T")
@@ -104,6 +112,14 @@ class Recording:
     early_labels: list[str | None]
     lengths: dict[tuple[str, str], int]
     full: dict[tuple[str, str], PeekedWindows] = field(default_factory=dict)
+
+
+def _run(fields: dict[bytes, bytes]) -> RetrainingRun | None:
+    """A retraining run's Redis hash, decoded (None when the model never had one)."""
+    if not fields:
+        return None
+    known = RetrainingRun.model_fields
+    return RetrainingRun(**{k.decode(): v.decode() for k, v in fields.items() if k.decode() in known})
 
 
 def _ids_and_seen(batch: Sequence[Recorded], order: Sequence[int]) -> bytes:
@@ -257,7 +273,7 @@ class DriftStore:
         *,
         judged: int,
         state: str,
-        summary: dict[str, Any],
+        summary: VersionSummary,
         alerts: Sequence[tuple[str, str]] = (),
         records: Sequence[dict[str, Any]] = (),
     ) -> bool:
@@ -284,7 +300,7 @@ class DriftStore:
             state,
             self.settings.state_ttl_s,
             f"{model}:{version}",
-            json.dumps(summary),
+            summary.model_dump_json(),
             cooldown,
             HISTORY,
             len(records),
@@ -333,14 +349,18 @@ class DriftStore:
         (raw,) = await self._execute(pipe)
         return [json.loads(r) for r in raw]
 
-    async def retrain_context(self, model: str) -> tuple[bytes | None, int, dict[bytes, bytes]]:
+    async def retrain_context(self, model: str) -> RetrainContext:
         """A model's open alert, how much feedback it has, and its last retraining run."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.key("alert", "open", model))
         pipe.llen(self.key("feedback", model))
         pipe.hgetall(self.key("retrain", model))
         open_alert, feedback, run = await self._execute(pipe)
-        return open_alert, int(feedback), run
+        return RetrainContext(
+            open_alert=DriftAlert.model_validate_json(open_alert) if open_alert else None,
+            feedback=int(feedback),
+            run=_run(run),
+        )
 
     async def lock_retraining(self, model: str, owner: str) -> bool:
         """Take the model's retraining lock (False when a job holds it)."""
@@ -375,7 +395,7 @@ class DriftStore:
             pipe.ltrim(self.key("runs"), 0, HISTORY - 1)
             await self._execute(pipe)
 
-    async def overview(self) -> dict[str, Any]:
+    async def overview(self) -> dict[str, ModelOverview]:
         """Everything `dlstream drift status` shows: versions, accuracy, open alerts, retraining runs."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.key("versions"))
@@ -402,27 +422,27 @@ class DriftStore:
                 summaries[name]["labelled"] = counts["labelled"]
                 summaries[name]["accuracy"] = round(counts.get("correct", 0) / counts["labelled"], 4)
         rest = results[len(summaries) :]
-        overview: dict[str, Any] = {}
+        overview: dict[str, ModelOverview] = {}
         for j, model in enumerate(models):
             open_alert, run, feedback, locked = rest[4 * j : 4 * j + 4]
-            overview[model] = {
-                "versions": {
-                    name.rsplit(":", 1)[1]: summary
+            overview[model] = ModelOverview(
+                versions={
+                    name.rsplit(":", 1)[1]: VersionSummary.model_validate(summary)
                     for name, summary in summaries.items()
                     if name.rsplit(":", 1)[0] == model
                 },
-                "open_alert": json.loads(open_alert) if open_alert else None,
-                "feedback": int(feedback),
-                "retraining": {k.decode(): v.decode() for k, v in run.items()} or None,
-                "retraining_locked": bool(locked),
-            }
+                open_alert=DriftAlert.model_validate_json(open_alert) if open_alert else None,
+                feedback=int(feedback),
+                retraining=_run(run),
+                retraining_locked=bool(locked),
+            )
         return overview
 
     async def report_data(self, model: str | None = None) -> dict[str, Any]:
         """What the drift report draws: :meth:`overview` (of ``model`` alone if given) with each version's
         window records and its reference's class counts and confidence histogram, and the alert and
         retraining-run histories of those models, oldest first."""
-        overview = await self.overview()
+        overview: dict[str, Any] = overview_json(await self.overview())
         if model is not None:
             overview = {name: info for name, info in overview.items() if name == model}
         versions = [(name, v) for name, info in overview.items() for v in info["versions"]]
