@@ -5,7 +5,7 @@ VENV  := .venv/bin
 IMPORTS := PYTHONPATH=services:pipelines $(VENV)/lint-imports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up demo down status bench docs lint sizes typecheck unit deploy-check integration k8s test
+.PHONY: help setup models up demo down status bench docs lint layers sizes typecheck unit deploy-check integration k8s test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: setup ## ruff lint and format check, and the import contracts between the 
 	$(VENV)/ruff check services pipelines tests scripts setup.py
 	$(VENV)/ruff format --check services pipelines tests scripts setup.py
 	$(IMPORTS)
+
+layers: setup ## lines per subpackage and the imports between subpackages (what the import contracts check)
+	PYTHONPATH=services:pipelines $(VENV)/python scripts/layers.py
 
 sizes: setup ## install each role's set (client, worker, monitor, models) into a fresh venv and print its size
 	$(VENV)/python scripts/install_sizes.py

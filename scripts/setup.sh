@@ -62,7 +62,9 @@ want="$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (torch is large; pip's cache makes later runs fast)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # setuptools warns on every editable install of a package mapped from folders (services/, pipelines/)
+  # that other names could shadow; dlstream is the only name either folder holds.
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi
 

@@ -1,5 +1,5 @@
-"""The base install (no torch) carries the client, the worker and the monitor: their modules must not import
-what only the ``models`` extra installs."""
+"""The installs without torch (the client, the ``worker`` and ``monitor`` extras): their modules must not
+import what only the ``models`` and ``stack`` extras install."""
 
 from __future__ import annotations
 

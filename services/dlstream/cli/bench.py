@@ -35,7 +35,7 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
     repo = repository_of(ctx)
     models = list(names) or [m for m in loadable_models(repo) if m != "healthcheck"]
     report = bench_models(settings, repo, models, seconds)
-    click.echo(json.dumps(report, indent=None if as_json else 2))
+    click.echo(report.model_dump_json(indent=None if as_json else 2))
 
 
 @bench.command("stream")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from pydantic import BaseModel
 
 from dlstream.config.settings import Settings
 from dlstream.models.samples import held_out_payloads
@@ -38,7 +39,35 @@ def _batches(payloads: list[bytes], size: int) -> list[np.ndarray[Any, np.dtype[
     return [np.array([[p] for p in payloads[i * size : (i + 1) * size]], dtype=object) for i in range(count)]
 
 
-def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> dict[str, Any]:
+class ModelFigures(BaseModel):
+    """One model's throughput: Triton over gRPC by batch size, and the in-process runner at Triton's best."""
+
+    triton_batch1_ips: float
+    triton_best_batch: int
+    triton_best_ips: float
+    triton_ips_by_batch: dict[str, float]
+    torch_in_process_ips: float
+    triton_vs_torch: float
+
+
+class MachineFigures(BaseModel):
+    """What the figures were measured on."""
+
+    cpus: int | None
+    platform: str
+    torch_threads: int
+
+
+class ModelsBench(BaseModel):
+    """`dlstream bench models`: figures for every model, with what they were measured on."""
+
+    unit: str
+    machine: MachineFigures
+    seconds_per_figure: float
+    models: dict[str, ModelFigures]
+
+
+def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> ModelFigures:
     """The figures for one model."""
     version_dir = repo / model / "1"
     seed = json.loads((version_dir / "metrics.json").read_text())["seed"]
@@ -72,30 +101,28 @@ def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> d
         return len(batch)
 
     torch_ips = items_per_second(run_local, seconds)
-    return {
-        "triton_batch1_ips": round(triton[1], 1),
-        "triton_best_batch": best,
-        "triton_best_ips": round(triton[best], 1),
-        "triton_ips_by_batch": {str(k): round(v, 1) for k, v in triton.items()},
-        "torch_in_process_ips": round(torch_ips, 1),
-        "triton_vs_torch": round(triton[best] / torch_ips, 3),
-    }
+    return ModelFigures(
+        triton_batch1_ips=round(triton[1], 1),
+        triton_best_batch=best,
+        triton_best_ips=round(triton[best], 1),
+        triton_ips_by_batch={str(k): round(v, 1) for k, v in triton.items()},
+        torch_in_process_ips=round(torch_ips, 1),
+        triton_vs_torch=round(triton[best] / torch_ips, 3),
+    )
 
 
-def bench_models(settings: Settings, repo: Path, models: list[str], seconds: float) -> dict[str, Any]:
+def bench_models(settings: Settings, repo: Path, models: list[str], seconds: float) -> ModelsBench:
     """Figures for every model (items per second, ``ips``), with what they were measured on."""
     import os
     import platform
 
     import torch
 
-    return {
-        "unit": "items per second; Triton over gRPC from raw bytes, sequential requests",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "seconds_per_figure": seconds,
-        "models": {model: bench_model(settings, repo, model, seconds) for model in models},
-    }
+    return ModelsBench(
+        unit="items per second; Triton over gRPC from raw bytes, sequential requests",
+        machine=MachineFigures(
+            cpus=os.cpu_count(), platform=platform.platform(), torch_threads=torch.get_num_threads()
+        ),
+        seconds_per_figure=seconds,
+        models={model: bench_model(settings, repo, model, seconds) for model in models},
+    )
