@@ -66,6 +66,12 @@ def test_the_client_commands_run_and_the_others_say_which_extra_they_need(client
     for command in ("publish", "subscribe", "label", "dlq"):
         shown = _run(client_venv, "dlstream", command, "--help")
         assert shown.returncode == 0, (command, shown.stderr)
-    refused = _run(client_venv, "dlstream", "models", "build")
-    assert refused.returncode != 0
-    assert "pip install 'dlstream[" in refused.stderr
+    assert "(not installed) pip install 'dlstream[stack]'" in " ".join(listed.stdout.split())
+    for argv, extra in (
+        (("models", "build"), "models"),
+        (("stack", "up"), "stack"),
+        (("drift", "run"), "monitor"),
+    ):
+        refused = _run(client_venv, "dlstream", *argv)
+        assert refused.returncode != 0, argv
+        assert f"pip install 'dlstream[{extra}]'" in refused.stderr, (argv, refused.stderr)

@@ -59,3 +59,7 @@ def test_a_command_that_needs_the_models_extra_says_how_to_install_it() -> None:
     assert kubernetes is not None
     assert "pip install 'dlstream[monitor]'" in kubernetes
     assert missing_extra(ModuleNotFoundError("No module named 'left_pad'", name="left_pad")) is None
+    # A command group that cannot load names its role's extra, whichever of its modules is missing.
+    stack = missing_extra(ModuleNotFoundError("No module named 'redis'", name="redis"), "stack")
+    assert stack is not None
+    assert "pip install 'dlstream[stack]'" in stack

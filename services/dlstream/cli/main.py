@@ -29,6 +29,17 @@ COMMANDS = {
     "config": "dlstream.cli.config:config",
 }
 
+# The extra a command group's role installs, named when the group cannot load (``missing_extra``).
+COMMAND_EXTRAS = {
+    "stack": "stack",
+    "models": "models",
+    "inference": "worker",
+    "drift": "monitor",
+    "demo": "stack",
+    "bench": "stack",
+    "fuzz": "models",
+}
+
 # The extra that installs each top-level module a role needs (see pyproject.toml); the base install lacks
 # them all.
 EXTRA_OF_MODULE = {
@@ -55,12 +66,14 @@ EXTRA_OF_MODULE = {
 }
 
 
-def missing_extra(exc: ModuleNotFoundError) -> str | None:
-    """The message for a command that needs an extra the install lacks, else None."""
+def missing_extra(exc: ModuleNotFoundError, command: str | None = None) -> str | None:
+    """The message for a command that needs an extra the install lacks (the command's own extra when it is
+    named, else the one that installs the missing module), else None."""
     top = (exc.name or "").split(".")[0]
     extra = EXTRA_OF_MODULE.get(top)
     if extra is None:
         return None
+    extra = COMMAND_EXTRAS.get(command or "", extra)
     return f"this command needs the '{extra}' extra (missing module {top}): pip install 'dlstream[{extra}]'"
 
 
@@ -78,7 +91,7 @@ class _LazyGroup(click.Group):
         try:
             command: click.Command = getattr(importlib.import_module(module), attribute)
         except ModuleNotFoundError as exc:
-            message = missing_extra(exc)
+            message = missing_extra(exc, cmd_name)
             if message is None:
                 raise
             return _unavailable(cmd_name, message)
@@ -92,7 +105,11 @@ def _unavailable(name: str, message: str) -> click.Command:
         raise click.ClickException(message)
 
     return click.Command(
-        name, callback=refuse, help=message, short_help="(not installed) " + message.split(": ")[-1]
+        name,
+        callback=refuse,
+        help=message,
+        short_help="(not installed) " + message.split(": ")[-1],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
 
 
@@ -113,7 +130,8 @@ def main() -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
-        message = missing_extra(exc)
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+        message = missing_extra(exc, command)
         if message is None:
             raise
         click.echo(f"error: {message}", err=True)
