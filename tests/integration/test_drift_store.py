@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from dlstream.adapters.redis.drift_store import DriftStore, Recorded, Seen, with_store
@@ -114,7 +112,7 @@ def test_window_outcomes_are_saved_once_however_often_they_are_retried(
         assert nxt.open_alert == alert.encode()
         summary = await store.client.hget(store.key("versions"), "m:1")
         assert summary is not None
-        assert json.loads(summary) == {"windows": 1}
+        assert VersionSummary.model_validate_json(summary) == VersionSummary(windows=1)
         await _forget(store)
 
     with_store(deployed, run)
