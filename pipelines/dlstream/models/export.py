@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 EMBEDDING_DIMS = 8
+# The model.py of every version: it moves tensors between Triton and dlstream.models.serving.
+TRITON_MODEL_FILE = Path(__file__).with_name("triton_model.py")
 
 
 class ServingModule(nn.Module):
@@ -57,7 +59,7 @@ def write_version(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    shutil.copy2(Path(__file__).with_name("triton_model.py"), staging / "model.py")
+    shutil.copy2(TRITON_MODEL_FILE, staging / "model.py")
     for name, document in files.items():
         (staging / name).write_text(json.dumps(document, indent=2))
     for name, source in artifacts.items():

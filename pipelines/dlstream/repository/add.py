@@ -39,7 +39,7 @@ from dlstream.domain.card import (
 from dlstream.domain.contract import Modality
 from dlstream.domain.errors import DlstreamError
 from dlstream.models.evaluate import classification_report
-from dlstream.models.export import EMBEDDING_DIMS
+from dlstream.models.export import EMBEDDING_DIMS, TRITON_MODEL_FILE
 from dlstream.models.preprocess.declared import Preprocessor, preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.reference import pca_projection, reference_statistics
@@ -351,7 +351,7 @@ def write_model(repo: Path, prepared: Prepared, work_dir: Path, reference_dir: P
     try:
         for item in work_dir.iterdir():
             shutil.copy2(item, version_dir / item.name)
-        shutil.copy2(Path(__file__).with_name("triton_model.py"), version_dir / "model.py")
+        shutil.copy2(TRITON_MODEL_FILE, version_dir / "model.py")
         if prepared.projection is not None:
             mean, components = prepared.projection
             np.savez(version_dir / PROJECTION_FILE, mean=mean, components=components)
