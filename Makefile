@@ -5,7 +5,7 @@ VENV  := .venv/bin
 IMPORTS := PYTHONPATH=services:pipelines $(VENV)/lint-imports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models up demo down status bench docs lint layers sizes typecheck unit deploy-check integration k8s test
+.PHONY: help setup models up demo down status bench docs lint layers sizes check typecheck unit deploy-check integration k8s test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,13 @@ sizes: setup ## install each role's set (client, worker, monitor, models) into a
 
 typecheck: setup ## mypy (strict)
 	$(VENV)/mypy
+
+check: setup ## the quick tier before a commit: lint, format, import contracts, types and unit tests; no services
+	$(VENV)/ruff check services pipelines tests scripts setup.py
+	$(VENV)/ruff format --check services pipelines tests scripts setup.py
+	$(IMPORTS)
+	$(VENV)/mypy
+	$(VENV)/pytest -q tests/unit
 
 unit: setup ## unit tests (pure logic, no services)
 	$(VENV)/pytest tests/unit
