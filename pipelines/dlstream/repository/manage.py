@@ -158,7 +158,7 @@ def model_rows(settings: Settings, repo: Path | None) -> list[ModelRow]:
                 accuracy=card.accuracy,
                 retraining=card.retraining.kind,
                 open_alert=context.open_alert.id if context.open_alert else None,
-                last_retraining=context.run.state if context.run else None,
+                last_retraining=context.run.state or None,
                 problem=catalog.problems.get(name),
             )
         )

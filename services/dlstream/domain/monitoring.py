@@ -47,7 +47,8 @@ class VersionSummary(BaseModel):
 
 class RetrainingRun(BaseModel):
     """A model's current or last retraining run, as the monitor and its job record it (times are Unix
-    seconds as text, as Redis holds them; empty where not known yet)."""
+    seconds as text, as Redis holds them; empty where not known yet, every field empty for a model that never
+    had one). Fields Redis holds that are not named here are ignored."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -61,11 +62,6 @@ class RetrainingRun(BaseModel):
     from_version: str = ""
     detail: str = ""
 
-    @property
-    def finished(self) -> bool:
-        """Whether the run ended (promoted, rejected, failed or without a recipe)."""
-        return self.state in FINAL_RUN_STATES
-
 
 class RetrainContext(BaseModel):
     """What deciding on a model's retraining needs: its open alert, how much feedback it has, its last run."""
@@ -74,7 +70,7 @@ class RetrainContext(BaseModel):
 
     open_alert: DriftAlert | None = None
     feedback: int = 0
-    run: RetrainingRun | None = None
+    run: RetrainingRun = Field(default_factory=RetrainingRun)
 
 
 class ModelOverview(BaseModel):

@@ -22,7 +22,7 @@ from dlstream.domain.contract import (
     PredictionData,
     format_time,
 )
-from dlstream.domain.monitoring import FINAL_RUN_STATES, RetrainContext, RetrainingRun, VersionSummary
+from dlstream.domain.monitoring import FINAL_RUN_STATES, RetrainContext, VersionSummary
 from dlstream.drift.alerting import AlertAction, VersionState
 from dlstream.drift.calibration import Calibration
 from dlstream.drift.metrics import DriftMetrics
@@ -359,8 +359,8 @@ class DriftMonitor:
         alert, run = context.open_alert, context.run
         if alert is None:
             return
-        last_alert = run.alert_id or None if run is not None else None
-        started_at = float(run.started_at) if run is not None and run.started_at else None
+        last_alert = run.alert_id or None
+        started_at = float(run.started_at) if run.started_at else None
         check = retrain_check(
             alert_id=alert.id,
             last_run_alert_id=last_alert,
@@ -405,7 +405,7 @@ class DriftMonitor:
     async def poll_runs(self) -> None:
         """Follow the jobs this monitor started: count their outcomes; fail a local job that died silently."""
         for model, handle in list(self._running.items()):
-            run = (await self.store.retrain_context(model)).run or RetrainingRun()
+            run = (await self.store.retrain_context(model)).run
             state = run.state
             code = self.launcher.exit_code(handle) if self.launcher is not None else None
             if state == "running" and code is not None:

@@ -21,7 +21,6 @@ from dlstream.config.settings import Settings
 from dlstream.domain.card import ModelCard, read_card
 from dlstream.domain.contract import header_map
 from dlstream.domain.errors import StackError
-from dlstream.domain.monitoring import RetrainingRun
 from dlstream.models.export import next_version
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.retraining import (
@@ -66,7 +65,7 @@ def run_retraining(
     """Retrain ``model``; returns the run's report (also recorded in Redis). Raises on failure, after
     recording it and releasing the lock."""
     started = time.monotonic()
-    run = with_store(settings, lambda s: s.retrain_context(model)).run or RetrainingRun()
+    run = with_store(settings, lambda s: s.retrain_context(model)).run
     owner = run.lock
     if not (alert_id and run.alert_id == alert_id and owner):
         # Started by hand, not by the monitor: take the lock here.

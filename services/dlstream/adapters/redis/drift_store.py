@@ -114,12 +114,9 @@ class Recording:
     full: dict[tuple[str, str], PeekedWindows] = field(default_factory=dict)
 
 
-def _run(fields: dict[bytes, bytes]) -> RetrainingRun | None:
-    """A retraining run's Redis hash, decoded (None when the model never had one)."""
-    if not fields:
-        return None
-    known = RetrainingRun.model_fields
-    return RetrainingRun(**{k.decode(): v.decode() for k, v in fields.items() if k.decode() in known})
+def _run(fields: dict[bytes, bytes]) -> RetrainingRun:
+    """A retraining run's Redis hash, decoded (every field empty when the model never had one)."""
+    return RetrainingRun.model_validate({k.decode(): v.decode() for k, v in fields.items()})
 
 
 def _ids_and_seen(batch: Sequence[Recorded], order: Sequence[int]) -> bytes:
@@ -433,7 +430,7 @@ class DriftStore:
                 },
                 open_alert=DriftAlert.model_validate_json(open_alert) if open_alert else None,
                 feedback=int(feedback),
-                retraining=_run(run),
+                retraining=_run(run) if run else None,
                 retraining_locked=bool(locked),
             )
         return overview
