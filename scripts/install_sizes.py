@@ -47,16 +47,23 @@ def wheel_top_level(wheel: Path) -> list[str]:
     return sorted(name for name in names if not name.endswith((".dist-info", ".data")))
 
 
+def install_set(venv: Path, extra: str, wheel: Path, *, timeout_s: float | None = None) -> list[str]:
+    """Create the venv ``venv`` and install the set ``extra`` ("" for the client) from ``wheel`` into it, as
+    the images install it; its pip command."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=timeout_s)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    requirement = f"dlstream{extra} @ {wheel.as_uri()}"
+    subprocess.run([*pip, "install", "--quiet", "--no-compile", requirement], check=True, timeout=timeout_s)
+    return pip
+
+
 def measure(name: str, extra: str, wheel: Path) -> dict[str, object]:
     """Install one set into a fresh venv and report its size, the largest top-level entries and whether
     torch, the Kubernetes client or matplotlib came with it."""
     with tempfile.TemporaryDirectory(prefix=f"dlstream-{name}-") as folder:
         venv = Path(folder) / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
         started = time.monotonic()
-        requirement = f"dlstream{extra} @ {wheel.as_uri()}"
-        subprocess.run([*pip, "install", "--quiet", "--no-compile", requirement], check=True)
+        pip = install_set(venv, extra, wheel)
         seconds = time.monotonic() - started
         frozen = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True).stdout
         installed = {line.split("==")[0].lower() for line in frozen.splitlines() if "==" in line}

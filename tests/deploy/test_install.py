@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from scripts.install_sizes import build_wheel, tree_bytes, wheel_top_level
+from scripts.install_sizes import build_wheel, install_set, tree_bytes, wheel_top_level
 
 CLIENT_BUDGET_MB = 150
 
@@ -23,9 +22,7 @@ def client_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the plain ``pip install dlstream`` (the client set), run from a folder outside the
     repository so that nothing of the source tree is importable by accident."""
     venv = tmp_path_factory.mktemp("client") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "install", "--no-compile", f"dlstream @ {wheel.as_uri()}"], check=True, timeout=600)
+    install_set(venv, "", wheel, timeout_s=600)
     return venv
 
 
