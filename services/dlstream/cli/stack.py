@@ -13,6 +13,7 @@ from dlstream.tools.stack.local_stack import LocalStack, ServiceStatus
 
 
 def local_stack(ctx: click.Context, secure: bool = False) -> LocalStack:
+    """The local stack of the settings, or the secure one in its own run directory."""
     settings = settings_of(ctx)
     if secure:
         settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"secure": True})})
@@ -93,6 +94,7 @@ def stack_logs(ctx: click.Context, service: str, lines: int, secure: bool) -> No
 
 
 def print_status(statuses: list[ServiceStatus], as_json: bool) -> None:
+    """One line per service, or one JSON object."""
     if as_json:
         payload = {
             s.name: {"state": s.state, "pid": s.pid, "ports": s.ports, "log": s.log_path} for s in statuses
