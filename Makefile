@@ -79,4 +79,4 @@ test: setup ## everything CI runs: lint, types, unit, deployment, Kubernetes and
 	@# Missing models are built here, outside pytest's per-test timeout, which a busy machine would exceed.
 	$(VENV)/dlstream models build
 	$(VENV)/python -m tests.k8s.cluster build
-	$(VENV)/pytest --durations=25 tests/unit tests/deploy tests/k8s tests/integration
+	$(VENV)/pytest tests/unit tests/deploy tests/k8s tests/integration

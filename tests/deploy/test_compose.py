@@ -12,6 +12,8 @@ import yaml
 
 from tests.deploy.conftest import PROJECT_ROOT
 
+pytestmark = pytest.mark.deploy
+
 PROFILES = ("cpu", "gpu")
 ONE_SHOT = {"models"}
 

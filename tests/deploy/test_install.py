@@ -9,6 +9,8 @@ import pytest
 
 from scripts.install_sizes import build_wheel, install_set, tree_bytes, wheel_top_level
 
+pytestmark = pytest.mark.deploy
+
 CLIENT_BUDGET_MB = 150
 
 

@@ -16,6 +16,8 @@ from dlstream.inference.metrics import InferenceMetrics
 from dlstream.retrain.job_manifest import load_job_template, render_retrain_job
 from tests.deploy.conftest import PROJECT_ROOT, is_custom, render, validate_custom
 
+pytestmark = pytest.mark.deploy
+
 KUBERNETES_VERSION = "1.31.0"
 TEMPLATE = PROJECT_ROOT / "k8s" / "base" / "retrain" / "job-template.yaml"
 Rendered = tuple[str, list[dict[str, Any]]]

@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from tests.integration.workers import Worker
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.integration
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,13 +69,19 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     ensure_models_built(PROJECT_ROOT / stack.settings.triton.model_repository)
     try:
         stack.up()
+        SESSION_STACK.append(stack)
         yield stack
     finally:
+        SESSION_STACK.clear()
         stack.down()
 
 
-# What was found broken in the session's stack before a test, and started again; the summary lists it.
+# The session's stack while it runs; what was found broken in it after a failed test or before a test (and
+# started again); how many tests ran on it. The summary lists the crashes and their rate.
+SESSION_STACK: list[LocalStack] = []
+CRASHED: list[str] = []
 REVIVED: list[str] = []
+ON_STACK: list[str] = []
 
 
 @pytest.fixture(autouse=True)
@@ -88,20 +92,49 @@ def _session_stack_serving(request: pytest.FixtureRequest) -> None:
     if "local_stack" not in request.fixturenames or os.environ.get("DLSTREAM_TEST_ATTACH") == "1":
         return
     stack: LocalStack = request.getfixturevalue("local_stack")
-    broken = [s for s in stack.status() if not s.ok]
-    if not broken:
+    ON_STACK.append(request.node.nodeid)
+    found = broken_services(stack)
+    if not found:
         return
-    found = ", ".join(f"{s.name} {s.state} ({s.crash or 'see ' + s.log_path})" for s in broken)
     REVIVED.append(f"before {request.node.nodeid}: {found}")
     stack.up()
 
 
+def broken_services(stack: LocalStack) -> str:
+    """Services of ``stack`` that crashed, died or stopped answering, with their crash lines; "" if none."""
+    broken = [s for s in stack.status() if not s.ok]
+    return ", ".join(f"{s.name} {s.state} ({s.crash or 'see ' + s.log_path})" for s in broken)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test that failed while a service of the session's stack was down says so, with the crash line: the
+    failure is the crash's, not the test's (the next test starts the service again)."""
+    report: pytest.TestReport = yield
+    if report.failed and report.when == "call" and SESSION_STACK and item.nodeid in ON_STACK[-1:]:
+        found = broken_services(SESSION_STACK[0])
+        if found:
+            CRASHED.append(f"{item.nodeid}: {found}")
+            report.sections.append(("session stack crashed during this test", found))
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """List the services of the session's stack that had to be started again."""
-    if REVIVED:
-        terminalreporter.section("session stack: services started again")
-        for line in REVIVED:
-            terminalreporter.write_line(line)
+    """The crashes of the session's stack: the tests they failed, the services started again, the rate."""
+    if not ON_STACK:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("session stack")
+    write(
+        f"{len(CRASHED)} test(s) failed by a crashed service and {len(REVIVED)} restart(s) "
+        f"in {len(ON_STACK)} tests on the session's stack"
+    )
+    for line in CRASHED:
+        write(f"failed by a crash: {line}")
+    for line in REVIVED:
+        write(f"started again {line}")
 
 
 @pytest.fixture(scope="session")

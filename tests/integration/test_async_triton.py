@@ -14,6 +14,8 @@ from dlstream.models.preprocess.image import encode_png
 from dlstream.models.zoo.data.photos import photo
 from tests.integration.conftest import PROJECT_ROOT
 
+pytestmark = pytest.mark.integration
+
 
 def test_concurrent_payloads_come_back_with_their_model_version(settings: Settings) -> None:
     labels = read_card(PROJECT_ROOT / settings.triton.model_repository / "imagenet" / "1").labels

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from dlstream.adapters.kafka.admin import KafkaAdmin
 from dlstream.config.settings import Settings
 from tests.integration.workers import dlstream
+
+pytestmark = pytest.mark.integration
 
 FIGURES = ("pipeline_eps", "direct_triton_eps", "overhead_ratio", "naive_eps", "vs_naive", "p50_ms", "p99_ms")
 STAGES = {"kafka_ms", "batch_ms", "inference_ms", "outcome_ms", "delivery_ms"}

@@ -6,11 +6,15 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import Modality
 from tests.integration.conftest import TopicFactory
 from tests.integration.triton_models import unloaded
 from tests.integration.workers import Worker, deployment_settings, dlstream, held_out_events
+
+pytestmark = pytest.mark.integration
 
 
 def json_lines(text: str) -> list[dict[str, object]]:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from dlstream.config.settings import load_settings
 from dlstream.tools.stack.local_stack import LocalStack, ServiceStatus, first_match
 from dlstream.tools.stack.process import group_members, is_running
 from dlstream.tools.stack.service import StackService
 from dlstream.tools.stack.triton_server import TritonServer
 from tests.integration.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
 
 # Prints the crash line while the file named by its argument exists, then lingers with a child of its own.
 LINGERING = """

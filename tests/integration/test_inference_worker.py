@@ -26,6 +26,8 @@ from tests.integration.workers import (
     wait_for_predictions,
 )
 
+pytestmark = pytest.mark.integration
+
 PER_MODALITY = 1000
 PAYLOAD_LIMIT = 256 * 1024
 # The same held-out samples run through the pipeline as through the build's evaluation; batching and

@@ -10,12 +10,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from kafka import KafkaProducer
 
 from dlstream.adapters.kafka.connection import client_options
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import Modality, new_request
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
+
+pytestmark = pytest.mark.integration
 
 EVENTS = 10_000
 

@@ -20,6 +20,8 @@ from dlstream.models.serving import load_runner, run_requests
 from dlstream.models.zoo.data.photos import PHOTOS
 from tests.integration.conftest import PROJECT_ROOT
 
+pytestmark = pytest.mark.integration
+
 BATCH = 16
 
 

@@ -7,7 +7,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from dlstream.tools.stack.process import ProcessGroup, group_members, is_running
+
+pytestmark = pytest.mark.integration
 
 
 def test_stop_takes_down_the_whole_group_including_grandchildren(tmp_path: Path) -> None:

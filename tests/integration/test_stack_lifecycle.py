@@ -17,6 +17,8 @@ from dlstream.tools.stack.local_stack import LocalStack
 from dlstream.tools.stack.process import group_members, is_running
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 
+pytestmark = pytest.mark.integration
+
 RECORDS = 2_000
 
 

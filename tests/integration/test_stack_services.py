@@ -12,6 +12,8 @@ from dlstream.adapters.kafka.admin import KafkaAdmin
 from dlstream.adapters.redis.connection import redis_client
 from dlstream.config.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 
 def test_redis_answers_with_password_and_pipelines(settings: Settings, unique_name: str) -> None:
     store = redis_client(settings.redis)

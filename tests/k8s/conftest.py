@@ -13,8 +13,6 @@ import pytest
 from tests.k8s.cluster import ClusterError, LocalCluster
 from tests.k8s.crds import all_crds
 
-pytestmark = pytest.mark.k8s
-
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:

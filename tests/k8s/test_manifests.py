@@ -15,6 +15,8 @@ from dlstream.retrain.launchers import KubernetesLauncher
 from tests.deploy.conftest import render
 from tests.k8s.cluster import LocalCluster
 
+pytestmark = pytest.mark.k8s
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = "dlstream-retrain-launcher"
 

@@ -26,9 +26,12 @@ from tests.k8s.node import NODE_NAME, RealNode, build_images, build_trainer_imag
 
 MODEL = "text_topics"
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("DLSTREAM_TEST_TRAINER_POD") != "1", reason="opt-in: DLSTREAM_TEST_TRAINER_POD=1"
-)
+pytestmark = [
+    pytest.mark.k8s,
+    pytest.mark.skipif(
+        os.environ.get("DLSTREAM_TEST_TRAINER_POD") != "1", reason="opt-in: DLSTREAM_TEST_TRAINER_POD=1"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from tests.integration.workers import (
 from tests.k8s.cluster import LocalCluster
 from tests.k8s.node import NODE_NAME, RealNode, build_images, running_node
 
+pytestmark = pytest.mark.k8s
+
 EVENTS = 100
 
 

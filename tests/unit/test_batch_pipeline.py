@@ -10,6 +10,8 @@ import pytest
 
 from dlstream.inference.pipelining import BatchPipeline
 
+pytestmark = pytest.mark.unit
+
 
 @dataclass
 class Decided:

@@ -13,6 +13,8 @@ import pytest
 from dlstream.models.build_cache import MANIFEST, BuildCache
 from dlstream.models.spec import ModelSpec
 
+pytestmark = [pytest.mark.unit, pytest.mark.slow(reason="each test builds a tiny model through the cache")]
+
 PLUGIN = """
 from dataclasses import replace
 

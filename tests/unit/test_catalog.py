@@ -13,6 +13,8 @@ from dlstream.domain.contract import Modality
 from dlstream.domain.errors import ContractError, DeadLetterReason
 from tests.cards import card, config_of, rendered
 
+pytestmark = pytest.mark.unit
+
 
 def _catalog(*cards: ModelCard, overrides: dict[str, str] | None = None, **extra: str) -> ModelCatalog:
     index = [{"name": c.name, "version": "1", "state": "READY"} for c in cards]

@@ -16,6 +16,8 @@ from dlstream.config.settings import Settings
 from dlstream.domain.contract import Modality, dead_letter, new_request
 from dlstream.domain.errors import ClientError, ContractError, DeadLetterReason
 
+pytestmark = pytest.mark.unit
+
 
 def test_folders_expand_to_their_files_of_the_modality_in_sorted_order(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()

@@ -13,6 +13,8 @@ from faust.types import TP as Partition
 
 from dlstream.adapters.faust.transport import committable_offset, transport_class
 
+pytestmark = pytest.mark.unit
+
 TP = Partition("requests", 0)
 
 

@@ -20,6 +20,8 @@ from dlstream.domain.contract import (
 )
 from dlstream.domain.errors import ContractError, DeadLetterReason
 
+pytestmark = pytest.mark.unit
+
 LIMIT = 1024
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 

@@ -11,6 +11,8 @@ import pytest
 
 from dlstream.runtime.cpu_sharing import WAIT_POLICY
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,7 +42,12 @@ def _policy_after(preamble: str, preset: str | None) -> str:
     [
         ("", None, "PASSIVE"),  # before torch loads: its threads will sleep while they wait
         ("", "ACTIVE", "ACTIVE"),  # the user's own choice stands
-        ("import torch", None, "unset"),  # too late to matter: left alone rather than claimed
+        pytest.param(
+            "import torch",
+            None,
+            "unset",  # too late to matter: left alone rather than claimed
+            marks=pytest.mark.slow(reason="starts a Python that imports torch"),
+        ),
     ],
 )
 def test_the_wait_policy_is_set_only_before_torch_loads_and_never_over_a_choice(

@@ -12,6 +12,8 @@ from dlstream.adapters.kafka.connection import aiokafka_options, client_options,
 from dlstream.config.settings import KafkaSettings
 from dlstream.retrain.job_manifest import load_job_template, render_retrain_job
 
+pytestmark = pytest.mark.unit
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "k8s" / "base" / "retrain" / "job-template.yaml"
 
 

@@ -7,11 +7,14 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 from tritonclient.utils import InferenceServerException
 
 from dlstream.adapters.triton.discovery import TritonDiscovery
 from dlstream.config.settings import load_settings
+
+pytestmark = pytest.mark.unit
 
 
 class FakeTriton:

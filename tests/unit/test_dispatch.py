@@ -6,6 +6,8 @@ import pytest
 
 from dlstream.inference.dispatch import BatchTimes, InFlight, hold_until
 
+pytestmark = pytest.mark.unit
+
 
 def answered_one_after_another(times: BatchTimes, sizes: list[int], took: object) -> float:
     now = 0.0

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import faust
+import pytest
 
 from dlstream.adapters.faust.app import DrainingApp
 from dlstream.adapters.faust.worker import EXIT_STOP_DEADLINE, pending_tasks
+
+pytestmark = pytest.mark.unit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,6 +88,7 @@ def test_pending_tasks_name_the_innermost_wait() -> None:
     assert any(d.startswith("Event.wait at ") for d in described), described
 
 
+@pytest.mark.slow(reason="waits out a stuck worker's 1 s drain deadline")
 def test_a_worker_stuck_after_sigterm_exits_at_its_deadline(tmp_path: Path) -> None:
     # The deadline's thread ends the process even while its main thread (the event loop) is blocked.
     script = (

@@ -19,6 +19,8 @@ from dlstream.retrain.decisions import promotion, retrain_check
 from dlstream.retrain.job_manifest import ALERT_ANNOTATION, MODEL_LABEL
 from dlstream.retrain.launchers import KubernetesLauncher
 
+pytestmark = pytest.mark.unit
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LABELS = [str(i) for i in range(4)]
 

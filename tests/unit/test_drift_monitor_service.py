@@ -25,6 +25,8 @@ from dlstream.drift.monitor import DriftMonitor
 from dlstream.runtime.health import WorkerState
 from tests.drift_samples import Published, event_value, predictions, reference_document
 
+pytestmark = pytest.mark.unit
+
 WINDOW = 10
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from dlstream.drift.report import render_report
+
+pytestmark = pytest.mark.unit
 
 
 def _data() -> dict[str, Any]:

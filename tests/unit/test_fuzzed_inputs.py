@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from dlstream.tools.fuzz.runner import fuzz, mutate
 from dlstream.tools.fuzz.targets import Target, read_record, targets, write_record
 
+pytestmark = pytest.mark.unit
+
 TARGETS = targets()
 HEADER_NAMES = [
     "ce_specversion",

@@ -11,6 +11,8 @@ from dlstream.domain.errors import ContractError, DeadLetterReason
 from dlstream.inference.predictions import build_prediction, top_k
 from dlstream.inference.routing import modality_of_topic
 
+pytestmark = pytest.mark.unit
+
 TIMING = Timing(queued_ms=1.0, inference_ms=2.0, total_ms=3.5)
 
 

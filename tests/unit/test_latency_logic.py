@@ -19,6 +19,8 @@ from dlstream.tools.bench.latency import (
 )
 from tests.predictions import prediction_data
 
+pytestmark = pytest.mark.unit
+
 
 async def trickle(items: list[int], gaps: dict[int, float]) -> AsyncIterator[int]:
     """Yield ``items``, sleeping ``gaps[i]`` seconds before item ``i``."""

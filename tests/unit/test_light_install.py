@@ -11,6 +11,8 @@ import pytest
 
 from dlstream.cli.main import EXTRA_OF_MODULE, missing_extra
 
+pytestmark = pytest.mark.unit
+
 # What `dlstream publish/subscribe/label/dlq`, `inference run` and `drift run/status/alerts/report` import.
 BASE_MODULES = (
     "dlstream.cli.main",
@@ -36,6 +38,7 @@ MODELS_ONLY = sorted(
 )
 
 
+@pytest.mark.slow(reason="imports the client, worker and monitor in fresh Pythons")
 @pytest.mark.timeout(120)
 def test_the_client_worker_and_monitor_import_nothing_of_the_models_extra() -> None:
     code = (

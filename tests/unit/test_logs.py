@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from dlstream.runtime.logs import RepeatLimiter
+
+pytestmark = pytest.mark.unit
 
 
 def record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:

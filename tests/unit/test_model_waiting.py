@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from dlstream.adapters.triton.client import Inference, PayloadRejected
 from dlstream.config.settings import load_settings
@@ -16,6 +17,8 @@ from dlstream.domain.errors import ModelUnavailable
 from dlstream.inference.metrics import InferenceMetrics
 from dlstream.inference.processor import ConsumedRecord, InferenceProcessor
 from tests.cards import card, config_of
+
+pytestmark = pytest.mark.unit
 
 DIGITS = card("digits", labels=2, default=True)
 TOPICS = card("topics", Modality.TEXT, labels=2)

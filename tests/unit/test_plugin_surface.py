@@ -13,6 +13,8 @@ import pytest
 
 import dlstream.models
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / "pipelines" / "dlstream" / "models" / "zoo"
 BUILT_IN = ("digits", "imagenet", "speech_digits", "text_topics")

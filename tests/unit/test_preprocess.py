@@ -30,6 +30,8 @@ from dlstream.models.reference import pca_projection, reference_statistics
 from dlstream.models.zoo import speech_digits
 from dlstream.models.zoo.data.split import stratified_split
 
+pytestmark = pytest.mark.unit
+
 
 def wav_bytes(samples: npt.NDArray[np.float64], rate: int, channels: int = 1, width: int = 2) -> bytes:
     buffer = io.BytesIO()

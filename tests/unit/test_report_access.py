@@ -9,6 +9,8 @@ import pytest
 from dlstream.config.settings import load_settings
 from dlstream.drift.report_access import needs_login, requester_redis
 
+pytestmark = pytest.mark.unit
+
 
 def _basic(text: str) -> str:
     return "Basic " + base64.b64encode(text.encode()).decode()

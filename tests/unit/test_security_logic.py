@@ -26,6 +26,8 @@ from dlstream.tools.stack.security import (
     kafka_grants,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _secrets(folder: Path, **files: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

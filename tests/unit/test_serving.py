@@ -21,6 +21,8 @@ from dlstream.models.serving import Outputs, run_requests
 from dlstream.models.source_models import ServingModule
 from dlstream.models.zoo import digits, imagenet
 
+pytestmark = pytest.mark.unit
+
 decode_digit = preprocessor(digits.PREPROCESSING).decode
 
 

@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from dlstream.config.docs import TABLE_BEGIN, TABLE_END, markdown_table, settings_rows
 from dlstream.config.settings import Settings, TopicSettings, load_settings
 
+pytestmark = pytest.mark.unit
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 

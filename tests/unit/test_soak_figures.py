@@ -6,6 +6,8 @@ import pytest
 
 from dlstream.tools.bench.soak_figures import Period, slope_per_hour, soak_growth
 
+pytestmark = pytest.mark.unit
+
 
 def period(at: float, worker_mb: float, p99: float = 50.0, **rss: float) -> Period:
     return Period(at=at, events=100, p50_ms=p99 / 2, p99_ms=p99, rss_mb={"worker": worker_mb, **rss})

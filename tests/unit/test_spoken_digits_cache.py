@@ -17,6 +17,8 @@ from dlstream.models.zoo.data.spoken_digits import (
     make_spoken_digits,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, SpokenDigits]]:
@@ -27,6 +29,7 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, S
         yield root, make_spoken_digits(0, test_only=True)
 
 
+@pytest.mark.slow(reason="synthesises the held-out clips again to compare them")
 def test_a_kept_data_set_reads_back_equal_and_a_cut_one_is_not_read(
     held_out: tuple[Path, SpokenDigits],
 ) -> None:

@@ -20,6 +20,8 @@ from dlstream.tools.stack.process import mask, scrub_arguments
 from dlstream.tools.stack.service import unreachable_part
 from dlstream.tools.stack.triton_server import TritonServer, loadable_models
 
+pytestmark = pytest.mark.unit
+
 
 def test_only_models_with_a_config_and_a_built_version_are_loaded(tmp_path: Path) -> None:
     (tmp_path / "built" / "1").mkdir(parents=True)

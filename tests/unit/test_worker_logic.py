@@ -22,6 +22,8 @@ from dlstream.runtime.health import WorkerState, partition_lag
 from dlstream.runtime.heap import freeze_startup_heap
 from tests.cards import card, config_of
 
+pytestmark = pytest.mark.unit
+
 
 def test_health_is_503_until_the_agent_runs_and_while_it_stops() -> None:
     state = WorkerState()
