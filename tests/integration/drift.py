@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +19,13 @@ from dlstream.repository.references import publish_references
 from dlstream.runtime.net import free_ports
 from dlstream.tools.demo import CONTENT_TYPES
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
-from tests.integration.workers import Sample, deployment_settings, held_out_events
+from tests.integration.workers import (
+    Sample,
+    deployment_settings,
+    held_out_events,
+    send_and_flush,
+    wait_for_predictions,
+)
 
 T = TypeVar("T")
 WINDOW = 50
@@ -58,7 +65,7 @@ def retraining_outcome(settings: Settings, model: str, *, timeout_s: float) -> d
         run = overview(settings).get(model, {}).get("retraining") or {}
         return run if run.get("state") in ("promoted", "rejected", "failed") else None
 
-    return wait_for(ended, timeout_s=timeout_s, what=f"the retraining job of {model}", interval_s=3.0)
+    return wait_for(ended, timeout_s=timeout_s, what=f"the retraining job of {model}", interval_s=1.0)
 
 
 def alerts_on_kafka(settings: Settings) -> list[DriftAlert]:
@@ -69,7 +76,7 @@ def alerts_on_kafka(settings: Settings) -> list[DriftAlert]:
     ]
 
 
-def wait_for(check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 2.0) -> T:
+def wait_for(check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.5) -> T:
     """Poll ``check`` until it returns something; fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -96,3 +103,42 @@ def events_of(modality: Modality, payloads: list[bytes], labels: list[int]) -> l
         )
         for p, y in zip(payloads, labels, strict=True)
     ]
+
+
+def after_promotion(settings: Settings, model: str, base: Callable[[], list[Sample]]) -> dict[str, Any]:
+    """Once version 2 of ``model`` was promoted and served the shifted traffic: the alert on version 1 is
+    resolved, the monitor's metrics count the promoted run, and 20 windows of base traffic on version 2 raise
+    no alert. ``base`` makes base events with new ids (called again until there are enough). Version 2's
+    summary after that traffic."""
+
+    def resolved() -> list[DriftAlert] | None:
+        return [a for a in alerts_on_kafka(settings) if a.status == "resolved"] or None
+
+    closing = wait_for(resolved, timeout_s=120, what="the alert to be resolved")
+    assert [a.version for a in closing] == ["1"], closing
+
+    def promoted_counted() -> str | None:
+        url = f"http://127.0.0.1:{settings.drift.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+        line = f'dlstream_retraining_runs_total{{model="{model}",outcome="promoted"}} 1.0'
+        return text if line in text else None
+
+    wait_for(promoted_counted, timeout_s=30, what="the promoted run in the monitor's metrics")
+
+    judged = overview(settings)[model]["versions"]["2"]["windows"]
+    clean: list[Sample] = []
+    while len(clean) < 20 * WINDOW:
+        clean += base()
+    clean = clean[: 20 * WINDOW]
+    send_and_flush(settings, clean)
+    wait_for_predictions(settings, {s.event.id for s in clean})
+
+    def judged_base() -> dict[str, Any] | None:
+        version: dict[str, Any] = overview(settings)[model]["versions"]["2"]
+        return version if version["windows"] >= judged + 20 else None
+
+    version_2 = wait_for(judged_base, timeout_s=120, what="20 windows of base traffic on version 2")
+    raised = [a for a in alerts_on_kafka(settings) if a.status == "open" and a.version == "2"]
+    assert raised == [], raised
+    return version_2

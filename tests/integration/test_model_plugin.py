@@ -1,6 +1,7 @@
 """A fifth model that lives in one test-only module (``tests/plugins/shapes.py``) and one entry-point
 registration: built by the CLI, served by two Tritons on one repository, routed by a worker that learns it
-from Triton, drift-monitored, retrained after an alert, and promoted on both Tritons before the job ends."""
+from Triton, drift-monitored, retrained after an alert, and promoted on both Tritons before the job ends; the
+whole drift loop under a full shift, on a network that trains in seconds."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from dlstream.client.publisher import Publisher
 from dlstream.config.settings import Settings, settings_env
 from dlstream.domain.contract import Modality
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
-from tests.integration.drift import MONITOR_ARGV, drift_settings, events_of, retraining_outcome
+from tests.integration.drift import (
+    MONITOR_ARGV,
+    after_promotion,
+    drift_settings,
+    events_of,
+    retraining_outcome,
+)
 from tests.integration.triton_models import private_triton
 from tests.integration.workers import Sample, Worker, send_and_flush, wait_for_predictions
 from tests.plugins import shapes
@@ -80,6 +87,7 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
             repository=repository,
             retrain_launcher="local",
             retrain_min_feedback=300,  # the job starts once every label is in: the same data in every run
+            alert_cooldown_s=0.0,  # so that version 2 could raise an alert of its own at once
             log_dir=tmp_path / "retrain",
         )
         deployed = deployed.model_copy(
@@ -129,6 +137,13 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
             print(f"inverted shapes: v1 {accuracy_v1:.3f}, v2 {accuracy_v2:.3f}; job {report}")
             assert versions == {"2"}
             assert accuracy_v2 >= accuracy_v1 + 0.2
+
+            # The shift was total; base traffic that comes back is traffic version 2 was built for too.
+            base_payloads, base_labels = shapes.payloads(14, 100)
+            version_2 = after_promotion(
+                deployed, "shapes", lambda: events_of(Modality.IMAGE, base_payloads, base_labels)
+            )
+            print(f"version 2 after base traffic: {version_2}")
         finally:
             monitor.stop()
             worker.stop()

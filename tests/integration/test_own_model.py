@@ -358,13 +358,13 @@ def test_a_torchscript_audio_model_retrained_by_its_owners_command_promoted_roll
         # after the second swap: nothing fails. It lasts as long as the swaps take (longer on a busy machine).
         payloads, _ = tones.tones(600, seed=5, shift=1.0)
         stop = threading.Event()
-        limit = 18_000  # ten minutes at 30 events/s
-        thread, ids = _publish_in_background(deployed, payloads, rate=30.0, stop=stop, limit=limit)
+        limit = 60_000  # ten minutes at 100 events/s
+        thread, ids = _publish_in_background(deployed, payloads, rate=100.0, stop=stop, limit=limit)
 
         try:
             # The worker keeps up with the stream: events sent after a swap completed are served by the
             # version it left in place.
-            _until(lambda: len(ids) >= 600, 120, "the stream to flow")
+            _until(lambda: len(ids) >= 300, 120, "the stream to flow")
             print(dlstream(deployed, "models", "rollback", "tones").stdout.strip())
             swapped_at = len(ids)
             _until(lambda: len(ids) >= swapped_at + 300, 120, "part of the stream after the rollback")
