@@ -17,6 +17,7 @@ FIGURES = ("pipeline_eps", "direct_triton_eps", "overhead_ratio", "naive_eps", "
 STAGES = {"kafka_ms", "batch_ms", "inference_ms", "outcome_ms", "delivery_ms"}
 
 
+@pytest.mark.slow(reason="five load levels of 6 s, then one and two workers started and balanced")
 def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic(
     settings: Settings, tmp_path: Path
 ) -> None:

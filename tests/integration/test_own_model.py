@@ -291,6 +291,7 @@ def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.slow(reason="the owner's training command runs in a job, then two swaps under a stream")
 def test_a_torchscript_audio_model_retrained_by_its_owners_command_promoted_rolled_back_under_traffic(
     empty_triton: LocalStack, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
