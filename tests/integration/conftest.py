@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -148,15 +149,36 @@ def ensure_models_built(repo: Path) -> None:
     build_models(repo, [])
 
 
+def copy_models(source: Path, names: tuple[str, ...], target: Path) -> Path:
+    """``target`` holding version 1 and the configs of the models ``names`` of the repository ``source``:
+    a Triton on it loads only what a test needs."""
+    for name in names:
+        shutil.copytree(
+            source / name,
+            target / name,
+            ignore=lambda folder, found, top=source / name: [
+                n for n in found if Path(folder) == top and n not in ("config.pbtxt", "configs", "1")
+            ],
+        )
+    return target
+
+
 @contextmanager
-def partial_stack(run_dir: Path, services: tuple[str, ...]) -> Iterator[Settings]:
+def partial_stack(
+    run_dir: Path, services: tuple[str, ...], models: tuple[str, ...] | None = None
+) -> Iterator[Settings]:
     """A stack of only ``services`` on free ports in ``run_dir`` (models built first if Triton is one of
-    them); its settings while it runs."""
+    them; with ``models``, Triton serves a copy of those alone); its settings while it runs."""
     settings = stack_settings(run_dir)
     settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"services": services})})
-    stack = LocalStack(settings, project_root=PROJECT_ROOT)
     if "triton" in services:
         ensure_models_built(PROJECT_ROOT / settings.triton.model_repository)
+        if models is not None:
+            source = PROJECT_ROOT / settings.triton.model_repository
+            repository = copy_models(source, models, run_dir / "repository")
+            triton = settings.triton.model_copy(update={"model_repository": repository})
+            settings = settings.model_copy(update={"triton": triton})
+    stack = LocalStack(settings, project_root=PROJECT_ROOT)
     try:
         stack.up()
         yield stack.settings

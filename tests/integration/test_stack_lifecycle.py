@@ -15,7 +15,7 @@ from dlstream.config.settings import load_settings
 from dlstream.runtime.net import free_ports
 from dlstream.tools.stack.local_stack import LocalStack
 from dlstream.tools.stack.process import group_members, is_running
-from tests.integration.conftest import PROJECT_ROOT, TopicFactory
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory, copy_models
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +72,20 @@ def test_broker_sigkilled_and_restarted_keeps_every_acknowledged_record(
 
 def test_a_second_stack_with_a_worker_starts_healthy_and_down_leaves_no_process(tmp_path: Path) -> None:
     kafka, controller, redis_port, http, grpc, metrics, web, worker_metrics = free_ports(8)
+    # One model is enough for a Triton whose backend stub runs in its process group.
+    repository = copy_models(
+        PROJECT_ROOT / load_settings().triton.model_repository, ("digits",), tmp_path / "repo"
+    )
     settings = load_settings(
         environment="test",
         kafka={"bootstrap_servers": f"127.0.0.1:{kafka}", "partitions": 2},
         redis={"port": redis_port},
-        triton={"http_port": http, "grpc_port": grpc, "metrics_port": metrics},
+        triton={
+            "http_port": http,
+            "grpc_port": grpc,
+            "metrics_port": metrics,
+            "model_repository": repository,
+        },
         inference={"web_port": web, "metrics_port": worker_metrics, "group_id": f"second-{web}"},
         stack={
             "services": ("kafka", "redis", "triton", "inference"),

@@ -28,8 +28,9 @@ EVENTS = 100
 
 @pytest.fixture(scope="module")
 def kafka_and_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Kafka and Triton of this module on free ports (the worker pod needs nothing else)."""
-    with partial_stack(tmp_path_factory.mktemp("pod-stack"), ("kafka", "triton")) as settings:
+    """Kafka and Triton of this module on free ports (the worker pod needs nothing else), Triton serving
+    only the model the pod's events name."""
+    with partial_stack(tmp_path_factory.mktemp("pod-stack"), ("kafka", "triton"), ("digits",)) as settings:
         yield settings
 
 

@@ -12,7 +12,10 @@ from dlstream.drift.windows import Reference, WindowRows, confidence_histogram, 
 from dlstream.tools.bench.drift import _split_rates, _windows, expected_alerts, set_aside
 from tests.predictions import prediction_data
 
-pytestmark = pytest.mark.unit
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.slow(reason="simulates thousands of windows of model-like traffic"),
+]
 
 CLASSES = 10
 LABELS = [str(i) for i in range(CLASSES)]
@@ -60,7 +63,6 @@ def p_values(rng: np.random.Generator, calibration: Calibration, windows: int, *
     )
 
 
-@pytest.mark.slow(reason="simulates thousands of undrifted windows to measure the false-alarm rate")
 @pytest.mark.parametrize("size", [50, 200])
 def test_undrifted_windows_are_flagged_at_the_configured_rate(size: int) -> None:
     """Averaged over reference samples: one sample's rate scatters around the configured one by how far that

@@ -8,7 +8,7 @@ import pytest
 
 from dlstream.drift.report import render_report
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.slow(reason="renders the report and its plots with matplotlib")]
 
 
 def _data() -> dict[str, Any]:

@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 from dlstream.tools.fuzz.runner import fuzz, mutate
 from dlstream.tools.fuzz.targets import Target, read_record, targets, write_record
 
-pytestmark = pytest.mark.unit
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.slow(reason="hypothesis runs 150 examples per target, decoders included"),
+]
 
 TARGETS = targets()
 HEADER_NAMES = [
