@@ -60,11 +60,13 @@ fi
 stamp=.venv/.dlstream-setup
 want="$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages into .venv (torch is large; pip's cache makes later runs fast)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  echo "setup: installing Python packages into .venv (torch is large; the first install downloads it, later ones link it from uv's cache)"
+  # uv (from PyPI) installs the same resolution as pip; from its cache it links the wheels' files instead of
+  # unpacking several GB of CUDA libraries into every fresh clone (seconds instead of minutes).
+  .venv/bin/python -m pip install -q uv
   # setuptools warns on every editable install of a package mapped from folders (services/, pipelines/)
   # that other names could shadow; dlstream is the only name either folder holds.
-  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[dev]'
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/uv pip install -q --python .venv/bin/python -e '.[dev]'
   echo "$want" > "$stamp"
 fi
 

@@ -20,6 +20,7 @@ LIMIT_S = {"unit": 1.0, "deploy": 30.0, "k8s": 120.0, "integration": 120.0}
 SLOW_BUDGET_S = 480.0
 """Longest total call time of the ``slow`` tests together."""
 SLOWEST = 25
+FILES = 15
 
 
 @dataclass
@@ -141,6 +142,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             )
     slow = [t for t in ran.values() if t.slow]
     write(f"{'slow':<12} {len(slow):>4} tests {budget.slow_total_s():>8.1f} s   (budget {SLOW_BUDGET_S:g} s)")
+    files: dict[str, float] = defaultdict(float)
+    for nodeid, timing in ran.items():
+        files[nodeid.split("::")[0]] += timing.total_s
+    write(f"{FILES} slowest files (setup, call and teardown of their tests):")
+    for path, seconds in sorted(files.items(), key=lambda f: f[1], reverse=True)[:FILES]:
+        write(f"{seconds:>8.1f}s {path}")
     write(f"{SLOWEST} slowest phases:")
     phases = [(s, when, nodeid, t) for nodeid, t in ran.items() for when, s in t.phases.items()]
     for seconds, when, nodeid, timing in sorted(phases, key=lambda p: p[0], reverse=True)[:SLOWEST]:

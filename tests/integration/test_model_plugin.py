@@ -1,7 +1,8 @@
 """A fifth model that lives in one test-only module (``tests/plugins/shapes.py``) and one entry-point
 registration: built by the CLI, served by two Tritons on one repository, routed by a worker that learns it
-from Triton, drift-monitored, retrained after an alert, and promoted on both Tritons before the job ends; the
-whole drift loop under a full shift, on a network that trains in seconds."""
+from Triton, drift-monitored, retrained after an alert, and promoted on both Tritons before the job ends:
+the whole drift loop under a partial shift (half of the traffic inverted), on a network that trains in
+seconds."""
 
 from __future__ import annotations
 
@@ -49,6 +50,15 @@ def _accuracy(settings: Settings, samples: list[Sample]) -> tuple[float, set[str
     assert {p.data.model for p in predicted.values()} == {"shapes"}
     hits = sum(predicted[s.event.id].data.label == shapes.LABELS[s.label] for s in samples)
     return hits / len(samples), {p.data.model_version for p in predicted.values()}
+
+
+def _partial_shift(
+    inverted_seed: int, upright_seed: int, per_class: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Inverted shapes, and all the events in send order: inverted and upright alternating."""
+    shifted = events_of(Modality.IMAGE, *shapes.payloads(inverted_seed, per_class, inverted=True))
+    upright = events_of(Modality.IMAGE, *shapes.payloads(upright_seed, per_class))
+    return shifted, [s for pair in zip(shifted, upright, strict=True) for s in pair]
 
 
 def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_tritons(
@@ -109,13 +119,14 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
             assert versions == {"1"}
             assert clean_accuracy >= 0.9
 
-            drifted_payloads, drifted_labels = shapes.payloads(12, 100, inverted=True)
-            before = events_of(Modality.IMAGE, drifted_payloads, drifted_labels)
-            send_and_flush(deployed, before)
-            accuracy_v1, versions = _accuracy(deployed, before)
+            # Half of the traffic turns to inverted shapes: an alert, retraining on the labelled traffic,
+            # version 2 promoted on both Tritons.
+            shifted, mixed = _partial_shift(12, 15, 50)
+            send_and_flush(deployed, mixed)
+            accuracy_v1, versions = _accuracy(deployed, shifted)
             assert versions == {"1"}
             with Publisher(deployed) as publisher:
-                for sample in before:
+                for sample in mixed:
                     publisher.publish_label(sample.event.id, shapes.LABELS[sample.label])
 
             run = retraining_outcome(deployed, "shapes", timeout_s=480)
@@ -130,15 +141,16 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
                 finally:
                     client.close()
 
-            after_payloads, after_labels = shapes.payloads(13, 50, inverted=True)
-            after = events_of(Modality.IMAGE, after_payloads, after_labels)
-            send_and_flush(deployed, after)
-            accuracy_v2, versions = _accuracy(deployed, after)
+            # The same mix goes on, served by version 2: better on the inverted half.
+            shifted, mixed = _partial_shift(13, 16, 25)
+            send_and_flush(deployed, mixed)
+            _, versions = _accuracy(deployed, mixed)
+            accuracy_v2, _ = _accuracy(deployed, shifted)
             print(f"inverted shapes: v1 {accuracy_v1:.3f}, v2 {accuracy_v2:.3f}; job {report}")
             assert versions == {"2"}
             assert accuracy_v2 >= accuracy_v1 + 0.2
 
-            # The shift was total; base traffic that comes back is traffic version 2 was built for too.
+            # Base traffic alone is traffic version 2 was built for too: the alert resolves, none is raised.
             base_payloads, base_labels = shapes.payloads(14, 100)
             version_2 = after_promotion(
                 deployed, "shapes", lambda: events_of(Modality.IMAGE, base_payloads, base_labels)

@@ -1,6 +1,7 @@
-"""The retraining recipes of the audio and text plugins, without services: train on base data plus labelled
-feedback, export a version, and serve it through the runner Triton uses (digits runs the whole loop with the
-services in test_drift_monitor)."""
+"""The retraining recipes of the built-in models, without services: train on base data plus labelled
+feedback, export a version, and serve it through the runner Triton uses (the whole loop with the services
+runs on the small plugin model in test_model_plugin). The prepared base training data comes from the
+training-data cache, as in a retraining job."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
+from dlstream.models.data_cache import TrainingDataCache
 from dlstream.models.retraining import (
     Feedback,
     export_candidate,
@@ -20,14 +23,14 @@ from dlstream.models.retraining import (
     train_candidate,
 )
 from dlstream.models.samples import held_out_payloads
-from dlstream.models.zoo.drifted import noisy_speech
+from dlstream.models.zoo.drifted import drifted_digits, noisy_speech
 
 pytestmark = pytest.mark.integration
 
 BASE_SAMPLE = 600
 
 
-@pytest.mark.parametrize(("model", "epochs"), [("text_topics", 20), ("speech_digits", 2)])
+@pytest.mark.parametrize(("model", "epochs"), [("digits", 1), ("text_topics", 20), ("speech_digits", 2)])
 def test_a_recipe_trains_on_feedback_and_exports_a_version_the_runner_serves(
     model: str, epochs: int, tmp_path: Path
 ) -> None:
@@ -37,13 +40,18 @@ def test_a_recipe_trains_on_feedback_and_exports_a_version_the_runner_serves(
     chosen = [payloads[i] for i in order]
     if model == "speech_digits":
         chosen = noisy_speech(chosen, snr_db=5.0)
+    elif model == "digits":
+        chosen = drifted_digits(chosen, "inverted")
     truth = [labels[i] for i in order]
     feedback = Feedback(chosen[:100], truth[:100], chosen[100:], truth[100:])
     # A sample of the base held-out data is enough to see that the network still knows it.
     sampled = random.Random(1).sample(range(len(payloads)), BASE_SAMPLE)
     base = ([payloads[i] for i in sampled], [labels[i] for i in sampled])
     spec = retrainable_spec(model)
-    candidate = train_candidate(spec, feedback, base, epochs=epochs, feedback_weight=2, seed=0)
+    cache = TrainingDataCache(Settings().stack.cache_dir / "training-data")
+    candidate = train_candidate(
+        spec, feedback, base, epochs=epochs, feedback_weight=2, seed=0, data_cache=cache
+    )
     print(f"{model}, {epochs} epochs: base accuracy {candidate.base_accuracy:.3f} (gate 0.5)")
     assert candidate.base_accuracy > 0.5, candidate
     result = export_candidate(

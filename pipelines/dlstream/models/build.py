@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dlstream.domain.card import CARD_FILE, ModelCard, Outputs, Retraining, read_card
+from dlstream.models.data_cache import TrainingDataCache
 from dlstream.models.evaluate import classification_report, plot_confusion
 from dlstream.models.export import EMBEDDING_DIMS, ServingModule, write_version
 from dlstream.models.preprocess.declared import preprocessor
@@ -62,15 +63,20 @@ def build_spec(
     seed: int = 0,
     epochs: int | None = None,
     replace: bool = False,
+    data_cache: TrainingDataCache | None = None,
 ) -> BuildResult:
     """Train (or load, for a pretrained spec), evaluate on the held-out payloads through the declared
-    preprocessing Triton uses, and write ``repo/<name>/<version>/`` with its card and the model's configs."""
+    preprocessing Triton uses, and write ``repo/<name>/<version>/`` with its card and the model's configs.
+    ``data_cache`` keeps the prepared training data for later builds and retraining jobs."""
     started = time.monotonic()
     labels = spec.labels()
     network = spec.network(len(labels))
     extra: dict[str, Any] = dict(spec.extra_metrics)
     if spec.training is not None:
-        inputs, targets = spec.training.data(seed)
+        if data_cache is not None:
+            inputs, targets = data_cache.load(spec, seed=seed)
+        else:
+            inputs, targets = spec.training.data(seed)
         used = epochs or spec.training.epochs
         losses = train_classifier(
             network,

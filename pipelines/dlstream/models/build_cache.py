@@ -11,52 +11,28 @@ and a restore checks them too, as ccache's manifests do for headers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import sysconfig
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import import_module
-from importlib.metadata import distributions
 from pathlib import Path
 
 import structlog
 
 from dlstream.domain.card import read_card
 from dlstream.models.build import BuildResult, build_spec, read_metrics
+from dlstream.models.build_key import FORMAT, SOURCE_PACKAGES, build_key, file_digest, package_dir
+from dlstream.models.data_cache import TrainingDataCache
 from dlstream.models.export import rename_into_place
 from dlstream.models.spec import ModelSpec
 from dlstream.models.triton_config import write_configs
 
-FORMAT = 1
 KEPT_PER_MODEL = 3
 MANIFEST = "manifest.json"
-SOURCE_PACKAGES = (
-    "dlstream.models",
-    "dlstream.domain",
-    "dlstream.config",
-    "dlstream.runtime",
-    "dlstream.adapters",
-)
 log = structlog.get_logger("dlstream.models")
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _package_dir(package: str) -> Path:
-    return Path(next(iter(import_module(package).__path__))).resolve()
-
-
-def _installed() -> list[str]:
-    found = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
-    return sorted(found)
 
 
 def _library_roots() -> tuple[Path, ...]:
@@ -90,27 +66,7 @@ class BuildCache:
 
     def key(self, spec: ModelSpec, module: str, *, seed: int) -> str:
         """The digest of a build of ``spec`` (defined in module ``module``) with ``seed``."""
-        digest = hashlib.sha256()
-        parts = [
-            f"format={FORMAT}",
-            f"model={spec.name}",
-            f"seed={seed}",
-            f"python={platform.python_version()}",
-            f"machine={platform.machine()}",
-            f"data={spec.data_version() if spec.data_version else ''}",
-            *_installed(),
-        ]
-        for package in SOURCE_PACKAGES:
-            folder = _package_dir(package)
-            for path in sorted(folder.rglob("*")):
-                if not path.is_file() or "__pycache__" in path.parts:
-                    continue
-                parts.append(f"{package}/{path.relative_to(folder)}={file_digest(path)}")
-        module_file = getattr(import_module(module), "__file__", None)
-        if module_file:
-            parts.append(f"module={module}={file_digest(Path(module_file))}")
-        digest.update("\n".join(parts).encode())
-        return digest.hexdigest()[:32]
+        return build_key(spec, module, seed=seed)
 
     def build(
         self,
@@ -135,7 +91,8 @@ class BuildCache:
             if restored is not None:
                 log.info("build_cache.restored", model=spec.name, entry=str(entry))
                 return BuildResult(spec.name, 1, restored, read_metrics(restored), cached=True)
-        result = build_spec(spec, repo, version=1, seed=seed, replace=True)
+        data_cache = TrainingDataCache(self.root.parent / "training-data")
+        result = build_spec(spec, repo, version=1, seed=seed, replace=True, data_cache=data_cache)
         if self.key(spec, module, seed=seed) != key:
             # The sources changed while it trained: the build may be of neither version of them.
             log.warning("build_cache.sources_changed", model=spec.name)
@@ -178,7 +135,7 @@ class BuildCache:
     def store(self, model: str, key: str, version_dir: Path, *, loaded_before: set[str]) -> Path:
         """Keep a copy of a fresh build, with the digests of the modules it imported from outside the
         hashed sources and the installed distributions; the oldest entries beyond a few are removed."""
-        hashed = tuple(_package_dir(p) for p in SOURCE_PACKAGES) + _library_roots()
+        hashed = tuple(package_dir(p) for p in SOURCE_PACKAGES) + _library_roots()
         modules = {
             str(path): file_digest(path)
             for path in sorted(_module_files(set(sys.modules) - loaded_before))

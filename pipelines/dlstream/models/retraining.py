@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dlstream.models.build import BuildResult, finish_build
+from dlstream.models.data_cache import TrainingDataCache
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.registry import load_spec
@@ -107,13 +108,15 @@ def accuracy(network: nn.Module, inputs: torch.Tensor, labels: list[int]) -> flo
 
 @dataclass(frozen=True)
 class Candidate:
-    """A network trained on base data plus feedback, and its accuracies."""
+    """A network trained on base data plus feedback, its accuracies, and the preprocessed inputs it was
+    judged on (the held-out feedback, then the base held-out data), which the export reuses."""
 
     network: nn.Module
     feedback_accuracy: float
     base_accuracy: float
     train_samples: int
     epochs: int
+    judged_inputs: torch.Tensor | None = None
 
 
 def train_candidate(
@@ -124,13 +127,15 @@ def train_candidate(
     epochs: int | None,
     feedback_weight: int,
     seed: int,
+    data_cache: TrainingDataCache | None = None,
 ) -> Candidate:
-    """Train a fresh network on the base training data plus ``feedback_weight`` copies of the feedback."""
+    """Train a fresh network on the base training data plus ``feedback_weight`` copies of the feedback.
+    ``data_cache`` reads the prepared base training data when a build or an earlier job kept it."""
     if spec.training is None:
         raise KeyError(f"{spec.name} has no training recipe")
     recipe = spec.training
     inputs_of = preprocessor(spec.preprocessing).inputs
-    base_x, base_y = recipe.data(seed)
+    base_x, base_y = data_cache.load(spec, seed=seed) if data_cache is not None else recipe.data(seed)
     parts_x, parts_y = [base_x], [base_y]
     if feedback.train_payloads:
         fx = inputs_of(feedback.train_payloads)
@@ -144,8 +149,10 @@ def train_candidate(
     train_classifier(network, inputs, labels, config, augment=recipe.augment, desc="retrain")
     eval_x = inputs_of(feedback.eval_payloads) if feedback.eval_payloads else None
     feedback_accuracy = accuracy(network, eval_x, feedback.eval_labels) if eval_x is not None else 0.0
-    base_accuracy = accuracy(network, inputs_of(base_test[0]), base_test[1])
-    return Candidate(network, feedback_accuracy, base_accuracy, len(inputs), used_epochs)
+    base_x_test = inputs_of(base_test[0])
+    base_accuracy = accuracy(network, base_x_test, base_test[1])
+    judged = torch.cat([eval_x, base_x_test]) if eval_x is not None else base_x_test
+    return Candidate(network, feedback_accuracy, base_accuracy, len(inputs), used_epochs, judged)
 
 
 def export_candidate(
@@ -162,10 +169,14 @@ def export_candidate(
 ) -> BuildResult:
     """Write version ``version`` atomically. Its reference statistics describe the traffic it will serve:
     its own outputs on recent live traffic (the held-out feedback) together with the base held-out data, so
-    that base traffic, drifted traffic and any mix of the two are all traffic it was built for."""
+    that base traffic, drifted traffic and any mix of the two are all traffic it was built for.
+    ``feedback`` and ``base_test`` are those the candidate was trained and judged with: their preprocessed
+    inputs are reused."""
     payloads = list(feedback.eval_payloads) + list(base_test[0])
     truth = list(feedback.eval_labels) + list(base_test[1])
-    inputs = preprocessor(spec.preprocessing).inputs(payloads)
+    inputs = candidate.judged_inputs
+    if inputs is None or len(inputs) != len(payloads):
+        inputs = preprocessor(spec.preprocessing).inputs(payloads)
     probabilities, embeddings = predict(candidate.network, inputs)
     truth_array: npt.NDArray[np.int64] = np.array(truth, dtype=np.int64)
     return finish_build(

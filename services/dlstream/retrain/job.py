@@ -21,6 +21,7 @@ from dlstream.config.settings import Settings
 from dlstream.domain.card import ModelCard, read_card
 from dlstream.domain.contract import header_map
 from dlstream.domain.errors import StackError
+from dlstream.models.data_cache import TrainingDataCache
 from dlstream.models.export import next_version
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.retraining import (
@@ -157,6 +158,7 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
         epochs=retrain.epochs,
         feedback_weight=retrain.feedback_weight,
         seed=retrain.seed,
+        data_cache=TrainingDataCache(settings.stack.cache_dir / "training-data"),
     )
     report = _verdict(
         settings,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import ssl
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
+from pathlib import Path
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -27,13 +29,45 @@ def http_ok(host: str, port: int, path: str, timeout_s: float) -> bool:
         return False
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+
+
+def _listening_range() -> range:
+    """Ports below the kernel's ephemeral range: no outgoing connection takes one of them between the
+    moment it is found free and the moment a server binds it (a port from ``bind(0)`` lies inside that range,
+    where any client's connection may take it first)."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(LOWEST_PORT, low) if low - LOWEST_PORT >= 1_000 else range(0)
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct TCP ports that were free on ``host`` a moment ago."""
+    """``count`` distinct TCP ports that were free on ``host`` a moment ago, below the ephemeral range where
+    the kernel has one, and none handed out before by this process."""
+    candidates = _listening_range()
+    ports: list[int] = []
     with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in socks]
+        for port in random.sample(candidates, len(candidates)):
+            if len(ports) == count:
+                break
+            if port in _handed_out:
+                continue
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            ports.append(port)
+        while len(ports) < count:  # no range below the ephemeral one: the kernel's choice
+            sock = stack.enter_context(socket.socket())
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+    _handed_out.update(ports)
+    return ports
 
 
 def tls_mismatch(
