@@ -29,6 +29,9 @@ if [[ $load == 1 ]]; then
   hog=$!
 fi
 
+# Jiffies the machine's CPUs spent busy (user, nice, system, irq, softirq, steal) since boot.
+cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
 status=0
 for run in $(seq 1 "$runs"); do
   dir="$work/run-$run"
@@ -37,14 +40,19 @@ for run in $(seq 1 "$runs"); do
   git clone -q "$repo" "$dir/main"
   cp -r "$shared" "$dir/shared"
   start=$(date +%s)
+  busy_before=$(cpu_busy)
   set +e
   (cd "$dir/main" && CI=true bash .ci/run </dev/null >"$dir/ci.log" 2>&1)
   code=$?
   set -e
   total=$(( $(date +%s) - start ))
+  busy=$(( $(cpu_busy) - busy_before ))
+  ticks=$(getconf CLK_TCK)
   pytest_line=$(grep -E "^=+ .*(passed|failed).* in [0-9.]+s" "$dir/ci.log" | tail -1 || true)
   echo "run $run: exit $code after ${total} s ($(( total / 60 )) min $(( total % 60 )) s); load: $([[ $load == 1 ]] && echo 'stress-ng --cpu 1' || echo none)"
   echo "  pytest: ${pytest_line:-no summary}"
+  # Whether the run waits or computes: the machine's busy cores on average over the run, the hog included.
+  echo "  cpu: $(awk -v b="$busy" -v t="$ticks" -v s="$total" 'BEGIN { printf "%.2f", b / t / (s > 0 ? s : 1) }') of $(nproc) cores busy on average"
   # The summaries of the budget and of the session stack, to the end of pytest's output.
   sed -n '/= \(time budget\|session stack\) =/,$p' "$dir/ci.log" | sed 's/^/  /'
   echo "  log: $dir/ci.log"
