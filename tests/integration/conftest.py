@@ -10,6 +10,8 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
+import threading
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -60,11 +62,71 @@ def stack_settings(run_dir: Path) -> Settings:
     )
 
 
+class EarlyStack:
+    """The session's stack started in a thread while the Kubernetes tier runs (it mostly waits for its
+    control plane), so the integration tier finds it up. ``take`` hands it to the ``local_stack`` fixture;
+    ``discard`` stops it when no test took it."""
+
+    def __init__(self) -> None:
+        self.run_dir = Path(tempfile.mkdtemp(prefix="dlstream-stack-"))
+        self.stack = LocalStack(stack_settings(self.run_dir), project_root=PROJECT_ROOT)
+        self.taken = False
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._start, name="session-stack", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            ensure_models_built(PROJECT_ROOT / self.stack.settings.triton.model_repository)
+            self.stack.up()
+        except Exception as exc:  # noqa: BLE001 - any failure is re-raised by take(), in the test needing it
+            self._error = exc
+
+    def take(self) -> LocalStack:
+        """The stack once its start ended; its error if it failed."""
+        self.taken = True
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.stack
+
+    def discard(self) -> None:
+        """Stop the stack and remove its folder."""
+        self._thread.join()
+        self.stack.down()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+EARLY: list[EarlyStack] = []
+
+
+def start_session_stack_early() -> None:
+    """Start the session's stack in the background, once, unless attaching to a running one."""
+    if not EARLY and os.environ.get("DLSTREAM_TEST_ATTACH") != "1":
+        EARLY.append(EarlyStack())
+
+
+def discard_unused_early_stack() -> None:
+    """Stop an early stack that no test took (the integration tests were deselected or never ran)."""
+    if EARLY and not EARLY[0].taken:
+        EARLY.pop().discard()
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The session's running stack (started here unless attaching)."""
+    """The session's running stack (started here, or taken from the early start, unless attaching)."""
     if os.environ.get("DLSTREAM_TEST_ATTACH") == "1":
         yield LocalStack(load_settings(), project_root=PROJECT_ROOT)
+        return
+    if EARLY:
+        early = EARLY[0]
+        try:
+            stack = early.take()
+            SESSION_STACK.append(stack)
+            yield stack
+        finally:
+            SESSION_STACK.clear()
+            early.discard()
         return
     stack = LocalStack(stack_settings(tmp_path_factory.mktemp("stack")), project_root=PROJECT_ROOT)
     ensure_models_built(PROJECT_ROOT / stack.settings.triton.model_repository)

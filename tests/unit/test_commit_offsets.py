@@ -69,3 +69,19 @@ def test_committable_offset() -> None:
     assert committable_offset([4, 5], [3]) is None
     assert committable_offset([1, 2, 4], [3]) == 3
     assert committable_offset([2, 1, 0], []) == 3
+
+
+def test_events_a_drain_stopped_waiting_for_still_stop_the_commit() -> None:
+    # A rebalance's drain passed its deadline with 0-4 still with Triton; 5-9 were done. The wait ends (the
+    # set Faust waits on is empty), but the commit that follows must not pass 0-4: another member would skip
+    # them.
+    consumer_class: Any = transport_class(100).Consumer
+    state = consumer_state(acked=[5, 6, 7, 8, 9], pending=[0, 1, 2, 3, 4], committed=None)
+    assert consumer_class.abandon_unacked(state) == 5
+    assert state._unacked_messages == set()
+    assert consumer_class._new_offset(state, TP) is None
+    # Once they are done (acknowledged), the partition commits past them.
+    state.abandoned.clear()
+    state._acked[TP] += [0, 1, 2, 3, 4]
+    state._acked_index[TP] |= {0, 1, 2, 3, 4}
+    assert consumer_class._new_offset(state, TP) == 10

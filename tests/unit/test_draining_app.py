@@ -60,6 +60,27 @@ def test_the_wait_ends_at_the_deadline_and_commits(tmp_path: Path) -> None:
     assert consumer.commits == 1  # Faust's loop commits what was acknowledged once its set is empty
 
 
+class KeepingConsumer(StuckConsumer):
+    """A stuck consumer that, like the transport's, keeps the events a drain stopped waiting for."""
+
+    def __init__(self, taken: int) -> None:
+        super().__init__(taken)
+        self.abandoned: set[int] = set()
+
+    def abandon_unacked(self) -> int:
+        self.abandoned |= self._unacked_messages
+        count = len(self._unacked_messages)
+        self._unacked_messages.clear()
+        return count
+
+
+def test_at_the_deadline_the_events_in_work_are_handed_to_the_consumer_not_forgotten(tmp_path: Path) -> None:
+    consumer = KeepingConsumer(taken=3)
+    asyncio.run(app(tmp_path, 0.3)._consumer_wait_empty(consumer, logging.getLogger("test")))
+    assert consumer.abandoned == {0, 1, 2}
+    assert consumer.commits == 1
+
+
 def test_a_wait_that_ends_by_itself_is_not_cut(tmp_path: Path) -> None:
     consumer = StuckConsumer(taken=0)
     began = time.monotonic()

@@ -33,9 +33,18 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(import_module(package).__path__))).resolve()
 
 
+INSTALLERS = frozenset({"pip", "uv", "setuptools", "wheel"})
+"""Distributions that install the others and take no part in a build: a venv made by another installer or
+an upgraded pip restores the same builds."""
+
+
 @functools.cache  # a process does not install distributions while it builds; the scan costs 0.2 s
 def _installed() -> list[str]:
-    found = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
+    found = {
+        f"{d.metadata['Name']}=={d.version}"
+        for d in distributions()
+        if d.metadata["Name"] and d.metadata["Name"].lower() not in INSTALLERS
+    }
     return sorted(found)
 
 

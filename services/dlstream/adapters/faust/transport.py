@@ -11,7 +11,8 @@ commit it does not check that the run starts where the partition's events start,
 single missing offset pass; so when events are acknowledged out of order (a worker's batches finish in the
 order Triton answers them, an event waiting for its model is acknowledged after its batch), a commit could
 pass an event still in work, and a crash or a stop then lost it. Here a partition's commit stops at the first
-event handed to the stream and not yet acknowledged (:func:`committable_offset`).
+event handed to the stream and not yet acknowledged (:func:`committable_offset`), including the events a drain
+stopped waiting for at its deadline (they are still in work: a stop or a rebalance must not commit past them).
 """
 
 from __future__ import annotations
@@ -59,9 +60,32 @@ def transport_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        # Events in work that a drain stopped waiting for (see abandon_unacked).
+        abandoned: set[Any]
+
+        def abandon_unacked(self) -> int:
+            """Stop waiting for the events in work (a drain's deadline passed): Faust's wait for an empty
+            set then ends. Commits still stop at them until each is acknowledged or its partition leaves
+            this member, so another member or a restart redelivers what was not finished. How many."""
+            unacked = self._unacked_messages
+            self.abandoned = getattr(self, "abandoned", set()) | set(unacked)
+            count = len(unacked)
+            unacked.clear()
+            return count
+
+        def ack(self, message: Any) -> bool:
+            getattr(self, "abandoned", set()).discard(message)
+            return bool(super().ack(message))
+
+        async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+            # Events of a partition that moved to another member are that member's to redeliver.
+            self.abandoned = {m for m in getattr(self, "abandoned", set()) if m.tp in assigned}
+            await super().on_partitions_assigned(assigned, generation_id)
+
         def _new_offset(self, tp: Any) -> int | None:
             acked = self._acked[tp]
-            pending = (m.offset for m in list(self._unacked_messages) if m.tp == tp)
+            in_work = list(self._unacked_messages) + list(getattr(self, "abandoned", ()))
+            pending = (m.offset for m in in_work if m.tp == tp)
             offset = committable_offset(acked, pending)
             if offset is None:
                 return None
