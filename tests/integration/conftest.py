@@ -62,14 +62,15 @@ def stack_settings(run_dir: Path) -> Settings:
     )
 
 
-class EarlyStack:
-    """The session's stack started in a thread while the Kubernetes tier runs (it mostly waits for its
-    control plane), so the integration tier finds it up. ``take`` hands it to the ``local_stack`` fixture;
-    ``discard`` stops it when no test took it."""
+class StartingStack:
+    """The session's stack, started in a thread: early, while the Kubernetes tier runs (it mostly waits for
+    its control plane), or by the ``local_stack`` fixture when nothing started it before. ``take`` hands it
+    over once up; ``discard`` stops it and, for an early one, removes its folder (outside pytest's)."""
 
-    def __init__(self) -> None:
-        self.run_dir = Path(tempfile.mkdtemp(prefix="dlstream-stack-"))
-        self.stack = LocalStack(stack_settings(self.run_dir), project_root=PROJECT_ROOT)
+    def __init__(self, run_dir: Path, *, remove_run_dir: bool) -> None:
+        self.run_dir = run_dir
+        self.remove_run_dir = remove_run_dir
+        self.stack = LocalStack(stack_settings(run_dir), project_root=PROJECT_ROOT)
         self.taken = False
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._start, name="session-stack", daemon=True)
@@ -91,25 +92,27 @@ class EarlyStack:
         return self.stack
 
     def discard(self) -> None:
-        """Stop the stack and remove its folder."""
+        """Stop the stack (and remove its folder if it is not pytest's)."""
         self._thread.join()
         self.stack.down()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-EARLY: list[EarlyStack] = []
+STARTED: list[StartingStack] = []
 
 
 def start_session_stack_early() -> None:
     """Start the session's stack in the background, once, unless attaching to a running one."""
-    if not EARLY and os.environ.get("DLSTREAM_TEST_ATTACH") != "1":
-        EARLY.append(EarlyStack())
+    if not STARTED and os.environ.get("DLSTREAM_TEST_ATTACH") != "1":
+        run_dir = Path(tempfile.mkdtemp(prefix="dlstream-stack-"))
+        STARTED.append(StartingStack(run_dir, remove_run_dir=True))
 
 
 def discard_unused_early_stack() -> None:
     """Stop an early stack that no test took (the integration tests were deselected or never ran)."""
-    if EARLY and not EARLY[0].taken:
-        EARLY.pop().discard()
+    if STARTED and not STARTED[0].taken:
+        STARTED.pop().discard()
 
 
 @pytest.fixture(scope="session")
@@ -118,25 +121,16 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     if os.environ.get("DLSTREAM_TEST_ATTACH") == "1":
         yield LocalStack(load_settings(), project_root=PROJECT_ROOT)
         return
-    if EARLY:
-        early = EARLY[0]
-        try:
-            stack = early.take()
-            SESSION_STACK.append(stack)
-            yield stack
-        finally:
-            SESSION_STACK.clear()
-            early.discard()
-        return
-    stack = LocalStack(stack_settings(tmp_path_factory.mktemp("stack")), project_root=PROJECT_ROOT)
-    ensure_models_built(PROJECT_ROOT / stack.settings.triton.model_repository)
+    if not STARTED:
+        STARTED.append(StartingStack(tmp_path_factory.mktemp("stack"), remove_run_dir=False))
+    starting = STARTED[0]
     try:
-        stack.up()
+        stack = starting.take()
         SESSION_STACK.append(stack)
         yield stack
     finally:
         SESSION_STACK.clear()
-        stack.down()
+        starting.discard()
 
 
 # The session's stack while it runs; what was found broken in it after a failed test or before a test (and

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dlstream.domain.card import CARD_FILE, ModelCard, Outputs, Retraining, read_card
-from dlstream.models.data_cache import TrainingDataCache
+from dlstream.models.data_cache import TrainingDataCache, training_data
 from dlstream.models.evaluate import classification_report, plot_confusion
 from dlstream.models.export import EMBEDDING_DIMS, ServingModule, write_version
 from dlstream.models.preprocess.declared import preprocessor
@@ -73,10 +73,7 @@ def build_spec(
     network = spec.network(len(labels))
     extra: dict[str, Any] = dict(spec.extra_metrics)
     if spec.training is not None:
-        if data_cache is not None:
-            inputs, targets = data_cache.load(spec, seed=seed)
-        else:
-            inputs, targets = spec.training.data(seed)
+        inputs, targets = training_data(spec, seed=seed, cache=data_cache)
         used = epochs or spec.training.epochs
         losses = train_classifier(
             network,

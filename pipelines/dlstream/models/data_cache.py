@@ -68,3 +68,10 @@ class TrainingDataCache:
         entries = sorted(entry.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[KEPT_PER_MODEL:]:
             old.unlink(missing_ok=True)
+
+
+def training_data(spec: ModelSpec, *, seed: int, cache: TrainingDataCache | None) -> Tensors:
+    """The training tensors of ``spec`` with ``seed``: through ``cache`` when there is one, else prepared."""
+    if spec.training is None:
+        raise KeyError(f"{spec.name} has no training recipe")
+    return cache.load(spec, seed=seed) if cache is not None else spec.training.data(seed)

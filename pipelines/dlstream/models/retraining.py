@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dlstream.models.build import BuildResult, finish_build
-from dlstream.models.data_cache import TrainingDataCache
+from dlstream.models.data_cache import TrainingDataCache, training_data
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.registry import load_spec
@@ -135,7 +135,7 @@ def train_candidate(
         raise KeyError(f"{spec.name} has no training recipe")
     recipe = spec.training
     inputs_of = preprocessor(spec.preprocessing).inputs
-    base_x, base_y = data_cache.load(spec, seed=seed) if data_cache is not None else recipe.data(seed)
+    base_x, base_y = training_data(spec, seed=seed, cache=data_cache)
     parts_x, parts_y = [base_x], [base_y]
     if feedback.train_payloads:
         fx = inputs_of(feedback.train_payloads)
