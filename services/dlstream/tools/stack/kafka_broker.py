@@ -233,6 +233,7 @@ class KafkaBroker(StackService):
     def _format(self, data: Path) -> None:
         # --standalone makes this node the whole dynamic controller quorum.
         arguments = [
+            *self.settings.stack.kafka_jvm_options,
             "-cp",
             self._classpath,
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
@@ -265,8 +266,7 @@ class KafkaBroker(StackService):
                 "java",
                 f"-Xmx{heap}",
                 f"-Xms{heap}",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20",
+                *self.settings.stack.kafka_jvm_options,
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
                 f"-Dkafka.logs.dir={self.dir}",
