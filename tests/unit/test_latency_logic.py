@@ -15,6 +15,7 @@ from dlstream.tools.bench.latency import (
     backlog_growth,
     breakdown,
     p99_bound_ms,
+    parse_levels,
     percentiles,
 )
 from tests.predictions import prediction_data
@@ -186,3 +187,10 @@ def test_a_backlog_that_trends_up_is_growth_and_a_steady_one_is_not() -> None:
 
 def test_the_p99_bound_is_one_batch_wait_and_three_triton_round_trips() -> None:
     assert p99_bound_ms(2.0, 6.0) == 20.0
+
+
+def test_load_levels_are_sorted_fractions_and_anything_else_is_refused() -> None:
+    assert parse_levels("0.9, 0.5,0.5") == (0.5, 0.9)
+    for bad in ("0.5,1.5", "0", "half", ","):
+        with pytest.raises(ValueError, match=r"load level|numbers"):
+            parse_levels(bad)

@@ -38,6 +38,15 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
     click.echo(report.model_dump_json(indent=None if as_json else 2))
 
 
+def _fractions(_: click.Context, __: click.Parameter, value: str) -> tuple[float, ...]:
+    from dlstream.tools.bench.latency import parse_levels
+
+    try:
+        return parse_levels(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
 @bench.command("stream")
 @click.option("--model", default="digits", show_default=True, help="Image model to measure.")
 @click.option(
@@ -49,6 +58,14 @@ def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float,
 @click.option("--naive-events", default=1000, show_default=True, help="Events of the naive agent's run.")
 @click.option("--runs", default=5, show_default=True, help="Throughput runs; the ratio is their median.")
 @click.option("--level-seconds", default=60.0, show_default=True, help="How long each load level is held.")
+@click.option(
+    "--levels",
+    default="0.1,0.3,0.5,0.7,0.9",
+    show_default=True,
+    callback=_fractions,
+    help="Load levels of the latency curve, as fractions of the measured maximum, comma-separated; the "
+    "headline p50 and p99 are those of the level nearest 0.5.",
+)
 @click.option(
     "--idle-events",
     default=300,
@@ -72,6 +89,7 @@ def bench_stream_cmd(
     naive_events: int,
     runs: int,
     level_seconds: float,
+    levels: tuple[float, ...],
     idle_events: int,
     workers: int,
     plot_path: Path | None,
@@ -93,6 +111,7 @@ def bench_stream_cmd(
         idle_events=idle_events,
         work_dir=Path.cwd() / ".dlstream" / "bench" / time.strftime("%Y%m%d-%H%M%S"),
         workers=workers,
+        load_levels=levels,
     )
     if plot_path is not None:
         from dlstream.tools.bench.plot import plot_curve

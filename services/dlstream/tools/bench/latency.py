@@ -105,3 +105,15 @@ def p99_bound_ms(max_wait_ms: float, triton_ms_at_batch: float) -> float:
     round trips at the batch size the worker formed (the batch the event waited behind, its own, and one
     of slack)."""
     return round(max_wait_ms + 3 * triton_ms_at_batch, 1)
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """Load levels from a comma-separated list of fractions of the maximum, sorted and deduplicated;
+    :class:`ValueError` unless each is in (0, 1] and there is at least one."""
+    try:
+        levels = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    except ValueError as error:
+        raise ValueError(f"not a comma-separated list of numbers: {text!r}") from error
+    if not levels or not all(0 < level <= 1 for level in levels):
+        raise ValueError(f"each load level is a fraction in (0, 1]: {text!r}")
+    return levels

@@ -16,7 +16,8 @@ All figures come from one run on the running stack, one model and the same held-
 - ``idle``: single events, each published after the previous prediction arrived, end to end (``ce_time`` to
   the prediction in the subscriber's hands); measured right after the floor, on a worker of its own, so that
   the two are taken in the same conditions, starting ``IDLE_SETTLE_S`` after that worker's warm-up;
-- ``curve``: p50, p99 and p99.9 end to end at 10, 30, 50, 70 and 90 % of ``pipeline_eps``, each level held
+- ``curve``: p50, p99 and p99.9 end to end at 10, 30, 50, 70 and 90 % of ``pipeline_eps`` (``--levels``
+  picks others; the headline ``p50_ms`` and ``p99_ms`` are the level's nearest 50 %), each level held
   ``level_seconds``, with the backlog sampled every second, the batch size the worker formed, the breakdown
   of where the time went, and the p99 bound (batch wait + 3 x Triton's latency at that batch size);
 - ``naive_eps``: the same throughput run for :mod:`dlstream.tools.bench.naive_agent` (one event at a time);
@@ -283,9 +284,13 @@ def bench_stream(
     idle_events: int,
     work_dir: Path,
     workers: int = 1,
+    load_levels: Sequence[float] = LOAD_LEVELS,
 ) -> dict[str, Any]:
-    """Measure the floor, the pipeline, its latency curve, direct Triton and the naive agent on ``model``;
-    with ``workers`` > 1 also the throughput of 1 to ``workers`` workers of one group."""
+    """Measure the floor, the pipeline, its latency curve at ``load_levels`` (fractions of the pipeline's
+    maximum), direct Triton and the naive agent on ``model``; with ``workers`` > 1 also the throughput of 1 to
+    ``workers`` workers of one group. The headline latency is that of the level nearest half the maximum."""
+    if not load_levels or not all(0 < level <= 1 for level in load_levels):
+        raise ValueError(f"load levels must be fractions in (0, 1]: {list(load_levels)}")
     work_dir.mkdir(parents=True, exist_ok=True)
     samples, _ = held_out_payloads(model, 0)
     payloads = [samples[i % len(samples)] for i in range(events)]
@@ -329,7 +334,7 @@ def bench_stream(
             try:
                 run_.start(warm_up=2 * batch)
                 levels = []
-                for fraction in LOAD_LEVELS:
+                for fraction in sorted(load_levels):
                     offered = fraction * pipeline
                     arrivals, backlog, mean_batch = run_.level(offered, level_seconds)
                     levels.append((fraction, offered, arrivals, backlog, mean_batch))
@@ -376,7 +381,7 @@ def bench_stream(
         **percentiles([a.end_to_end_ms for a in idle_arrivals]),
         "breakdown_ms": breakdown(idle_arrivals),
     }
-    half = next(row for row in curve if row["load"] == 0.5)
+    half = min(curve, key=lambda row: abs(row["load"] - 0.5))
     direct = statistics.median(directs)
     overhead = statistics.median(ratios)
     return {
@@ -395,6 +400,7 @@ def bench_stream(
         "overhead_ratio_runs": [round(r, 3) for r in ratios],
         "naive_eps": round(naive, 1),
         "vs_naive": round(pipeline / naive, 2),
+        "latency_load": half["load"],
         "offered_eps": half["offered_eps"],
         "latency_events": half["events"],
         "p50_ms": half["p50_ms"],
