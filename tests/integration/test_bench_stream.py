@@ -17,14 +17,15 @@ FIGURES = ("pipeline_eps", "direct_triton_eps", "overhead_ratio", "naive_eps", "
 STAGES = {"kafka_ms", "batch_ms", "inference_ms", "outcome_ms", "delivery_ms"}
 
 
-@pytest.mark.slow(reason="five load levels of 6 s, then one and two workers started and balanced")
+@pytest.mark.slow(reason="two load levels of 5 s, then one and two workers started and balanced")
 def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic(
     settings: Settings, tmp_path: Path
 ) -> None:
     plot = tmp_path / "curve.png"
     args = [
         *("bench", "stream", "--json", "--events", "300", "--naive-events", "100", "--runs", "1"),
-        *("--level-seconds", "6", "--idle-events", "5", "--workers", "2", "--plot", str(plot)),
+        *("--level-seconds", "5", "--levels", "0.5,0.9", "--idle-events", "5", "--workers", "2"),
+        *("--plot", str(plot)),
     ]
     result = dlstream(settings, *args, timeout_s=600)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
@@ -36,7 +37,8 @@ def test_bench_stream_prints_one_json_object_plots_the_curve_and_leaves_no_topic
     assert report["idle"]["events"] == 5
     assert set(report["direct_triton_eps_by_request"]) == {"one_per_payload", "one_per_batch", "request_size"}
     assert all(rate > 0 for rate in report["direct_triton_eps_by_request"].values())
-    assert [row["load"] for row in report["curve"]] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert [row["load"] for row in report["curve"]] == [0.5, 0.9]
+    assert report["latency_load"] == 0.5
     for row in report["curve"]:
         assert row["p99_9_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
         assert set(row["breakdown_ms"]) == STAGES, row

@@ -31,7 +31,8 @@ from tests.integration.workers import (
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 20.0
+# Five discovery intervals (2 s): long enough for a loaded model to be found on a busy machine.
+WAIT_S = 10.0
 
 
 def _photos(count: int) -> list[Sample]:

@@ -41,7 +41,10 @@ from tests.integration.workers import (
 
 pytestmark = pytest.mark.integration
 
-CLEAN_WINDOWS = 20
+# Two flagged windows in a row make an alert; at the test's false-alarm rate (0.01 per window) clean traffic
+# raises one in 10 windows with a chance of about 1e-3, while a reference that does not fit the served model
+# flags most windows. The alarm rates themselves are measured by `dlstream bench drift`.
+CLEAN_WINDOWS = 10
 NOBODY = 65534
 
 
@@ -56,7 +59,7 @@ def unreadable(folder: Path) -> Iterator[None]:
         folder.chmod(mode)
 
 
-def test_clean_held_out_traffic_raises_no_alert_over_20_windows_per_modality(
+def test_clean_held_out_traffic_raises_no_alert_over_10_windows_per_modality(
     settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
     # The worker and the monitor run as an unprivileged user that cannot read the model repository: they
