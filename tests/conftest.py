@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from dlstream.runtime.cpu_sharing import share_cores_while_waiting
 from tests.budget import (
     pytest_addoption,
     pytest_collection_modifyitems,
@@ -14,6 +15,10 @@ from tests.budget import (
     pytest_terminal_summary,
 )
 from tests.budget import pytest_sessionfinish as budget_sessionfinish
+
+# Before any test imports torch: the tests' own training and in-process models then leave the cores to the
+# stack's processes (and to whatever shares the machine) while their OpenMP threads wait, as builds do.
+share_cores_while_waiting()
 
 # Whether a collected test needs the integration tier's session stack.
 NEEDS_STACK: list[bool] = []
