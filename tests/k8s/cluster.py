@@ -203,6 +203,9 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_RANGE}",
                 # nodelifecycle stays: it lifts the not-ready taint of a new node once kwok reports it Ready.
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
+                # The tests make volumes for claims as a provisioner would; the binder's default pass every
+                # 15 s left pods waiting for their claims for up to 30 s.
+                "--pvclaimbinder-sync-period=1s",
             ]
         if name == "kube-scheduler":
             return [
