@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 import urllib.request
@@ -89,10 +88,8 @@ def wait_for(check: Callable[[], T | None], *, timeout_s: float, what: str, inte
 
 
 def shuffled_clean(modality: Modality, count: int, seed: int) -> list[Sample]:
-    """Held-out events in random order, as real traffic mixes classes."""
-    samples = held_out_events(modality, count, source="tests/drift-clean")
-    random.Random(seed).shuffle(samples)
-    return samples
+    """Held-out events drawn at random from the whole set, in random order, as real traffic mixes classes."""
+    return held_out_events(modality, count, source="tests/drift-clean", seed=seed)
 
 
 def events_of(modality: Modality, payloads: list[bytes], labels: list[int]) -> list[Sample]:

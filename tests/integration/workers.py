@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -169,12 +170,19 @@ def _held_out(modality: Modality) -> tuple[list[bytes], list[int]]:
     return payloads, labels
 
 
-def held_out_events(modality: Modality, count: int, *, source: str = "tests/good") -> list[Sample]:
-    """``count`` events cycling through the model's held-out samples (each event its own id)."""
+def held_out_events(
+    modality: Modality, count: int, *, source: str = "tests/good", seed: int | None = None
+) -> list[Sample]:
+    """``count`` events cycling through the model's held-out samples (each event its own id): in the set's
+    order, or with ``seed`` in a random order of the whole set, so that fewer events than the set holds are
+    still a fair sample of it (its first ones need not be)."""
     payloads, labels = _held_out(modality)
+    order = list(range(len(payloads)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
     samples = []
     for i in range(count):
-        j = i % len(payloads)
+        j = order[i % len(payloads)]
         event = new_request(modality, payloads[j], content_type=CONTENT_TYPES[modality], source=source)
         samples.append(Sample(modality, event, labels[j]))
     return samples

@@ -56,6 +56,7 @@ def test_the_wait_policy_is_set_only_before_torch_loads_and_never_over_a_choice(
     assert _policy_after(preamble, preset) == expected
 
 
+@pytest.mark.slow(reason="starts a Python that imports the CLI (1.5 s beside a CPU hog)")
 def test_the_models_commands_set_it() -> None:
     runner = (
         "from click.testing import CliRunner\n"
