@@ -15,7 +15,6 @@ APT_PACKAGES=(
   fortunes                # the fortune categories of the text data set
   docker-compose          # validates docker-compose.yml against the Compose specification (tests)
   chromium                # renders the drift report page in the tests (headless screenshot)
-  etcd-server             # the local Kubernetes control plane of the tests/k8s tier
   containerd              # the real node of the tests/k8s tier (with the kubelet built there)
   containernetworking-plugins  # its loopback network for hostNetwork pods
   podman                  # builds the worker image without a Docker engine

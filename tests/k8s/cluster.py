@@ -4,8 +4,12 @@ by pid (never found by name).
 
 The Kubernetes binaries are built once from the Go module proxy into ``~/.cache/dlstream/k8s/<version>/bin``
 (a wrapper module that requires ``k8s.io/kubernetes`` and points each ``k8s.io/*`` staging module at its
-published ``v0.x`` release; a plain ``go install`` refuses k8s.io/kubernetes's own replace directives); kwok
-comes from ``go install``; etcd from Debian's ``etcd-server``.
+published ``v0.x`` release; a plain ``go install`` refuses k8s.io/kubernetes's own replace directives); etcd
+from the same module, at the version k8s.io/kubernetes requires; kwok from ``go install``.
+
+etcd is not Debian's ``etcd-server``: its 3.4.23 cannot answer the watch-progress requests that client-go's
+streamed watch lists need, so kwok's informers had every watch end at once and saw pod changes only at their
+re-lists, up to tens of seconds apart (a job's completion, a deployment's pods going ready).
 
     python -m tests.k8s.cluster build     # binaries, Strimzi's CRDs and images (7 to 18 minutes cold)
     python -m tests.k8s.cluster up DIR    # a cluster in DIR; prints the kubeconfig's path
@@ -33,6 +37,16 @@ K8S_VERSION = "v1.36.3"
 STAGING_VERSION = "v0.36.3"
 KWOK_VERSION = "v0.7.0"
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+ETCD_MAIN = """package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+"""
 SERVICE_RANGE = "10.96.0.0/16"
 ADMIN_GROUP = "system:masters"
 CACHE = Path.home() / ".cache" / "dlstream" / "k8s" / K8S_VERSION
@@ -57,12 +71,14 @@ def bin_dir() -> Path:
 
 
 def build_binaries() -> Path:
-    """Build kube-apiserver, kube-controller-manager, kube-scheduler and kwok unless they are there."""
+    """Build kube-apiserver, kube-controller-manager, kube-scheduler, the kubelet, etcd and kwok unless they
+    are there."""
     target = bin_dir()
     if shutil.which("go") is None:
         raise ClusterError("Go is not installed")
     missing = [c for c in COMPONENTS if not (target / c).exists()]
-    if missing:
+    etcd_missing = not (target / "etcd").exists()
+    if missing or etcd_missing:
         source = CACHE / "src"
         source.mkdir(parents=True, exist_ok=True)
         info = json.loads(run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"]))
@@ -78,14 +94,18 @@ def build_binaries() -> Path:
         )
         imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in COMPONENTS)
         (source / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+        (source / "etcd").mkdir(exist_ok=True)
+        (source / "etcd" / "main.go").write_text(ETCD_MAIN)
         run(["go", "mod", "tidy"], cwd=source)
         target.mkdir(parents=True, exist_ok=True)
-        run(["go", "build", "-o", f"{target}/", *(f"k8s.io/kubernetes/cmd/{c}" for c in missing)], cwd=source)
+        if missing:
+            cmds = [f"k8s.io/kubernetes/cmd/{c}" for c in missing]
+            run(["go", "build", "-o", f"{target}/", *cmds], cwd=source)
+        if etcd_missing:
+            run(["go", "build", "-o", str(target / "etcd"), "./etcd"], cwd=source)
     if not (target / "kwok").exists():
         env_argv = ["env", f"GOBIN={target}", "go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"]
         run(env_argv)
-    if shutil.which("etcd") is None:
-        raise ClusterError("etcd is not installed (Debian package etcd-server; `make setup-k8s`)")
     return target
 
 
@@ -162,7 +182,7 @@ class LocalCluster:
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
         if name == "etcd":
             return [
-                "etcd",
+                str(bins / "etcd"),
                 f"--data-dir={self.dir / 'etcd'}",
                 f"--listen-client-urls={etcd_url}",
                 f"--advertise-client-urls={etcd_url}",
