@@ -61,6 +61,10 @@ def _partial_shift(
     return shifted, [s for pair in zip(shifted, upright, strict=True) for s in pair]
 
 
+@pytest.mark.slow(
+    reason="the whole drift loop: a model built, two Tritons started, a retraining job promoting on both "
+    "(128 s beside a CPU hog)"
+)
 def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_tritons(
     settings: Settings, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
