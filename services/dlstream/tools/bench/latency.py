@@ -114,6 +114,11 @@ def parse_levels(text: str) -> tuple[float, ...]:
         levels = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
     except ValueError as error:
         raise ValueError(f"not a comma-separated list of numbers: {text!r}") from error
+    return check_levels(levels)
+
+
+def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    """``levels`` as a tuple; :class:`ValueError` unless each is in (0, 1] and there is at least one."""
     if not levels or not all(0 < level <= 1 for level in levels):
-        raise ValueError(f"each load level is a fraction in (0, 1]: {text!r}")
-    return levels
+        raise ValueError(f"each load level is a fraction in (0, 1]: {list(levels)}")
+    return tuple(levels)

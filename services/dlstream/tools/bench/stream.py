@@ -60,6 +60,7 @@ from dlstream.tools.bench.latency import (
     Arrival,
     backlog_growth,
     breakdown,
+    check_levels,
     in_worker_ms,
     p99_bound_ms,
     percentiles,
@@ -289,8 +290,7 @@ def bench_stream(
     """Measure the floor, the pipeline, its latency curve at ``load_levels`` (fractions of the pipeline's
     maximum), direct Triton and the naive agent on ``model``; with ``workers`` > 1 also the throughput of 1 to
     ``workers`` workers of one group. The headline latency is that of the level nearest half the maximum."""
-    if not load_levels or not all(0 < level <= 1 for level in load_levels):
-        raise ValueError(f"load levels must be fractions in (0, 1]: {list(load_levels)}")
+    check_levels(load_levels)
     work_dir.mkdir(parents=True, exist_ok=True)
     samples, _ = held_out_payloads(model, 0)
     payloads = [samples[i % len(samples)] for i in range(events)]
