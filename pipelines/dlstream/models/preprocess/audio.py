@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from dlstream.models.preprocess.errors import PayloadError
 
@@ -56,6 +55,9 @@ def decode_wav(payload: bytes, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np
     if len(samples) > MAX_SECONDS * rate:
         raise PayloadError(f"audio is {len(samples) / rate:.1f} s long, over the {MAX_SECONDS} s limit")
     if rate != sample_rate:
+        # scipy.signal takes about 1 s to import; every Triton stub imports this module, few resample.
+        from scipy.signal import resample_poly
+
         g = math.gcd(rate, sample_rate)
         samples = np.asarray(resample_poly(samples, sample_rate // g, rate // g), dtype=np.float32)
     if len(samples) < sample_rate // 50:

@@ -192,6 +192,9 @@ class TritonServer(StackService):
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
             "--log-verbose=0",
+            # Every config is complete (the build writes it, models add requires its inputs and outputs);
+            # auto-completion would start one more backend stub per model load only to read the config.
+            "--disable-auto-complete-config",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         if self.control_key:
