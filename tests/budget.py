@@ -9,8 +9,12 @@ summary prints each tier's time, the slow set against its budget and the slowest
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +34,8 @@ class Timing:
     tier: str
     slow: str
     phases: dict[str, float] = field(default_factory=dict)
+    busy_cpu_s: float = 0.0
+    """CPU seconds the whole machine spent while the test ran (every process, the suite's or not)."""
 
     @property
     def total_s(self) -> float:
@@ -68,11 +74,24 @@ class Budget:
 BUDGET = pytest.StashKey[Budget]()
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the machine has spent outside idle and I/O wait since boot (``/proc/stat``)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--no-budget``: print the budget's summary but do not fail the session on it."""
+    """``--no-budget``: print the budget's summary but do not fail the session on it; ``--timings-json``:
+    write every test's phases and the machine's busy CPU seconds to a file."""
     parser.addoption(
         "--no-budget", action="store_true", help="report the time budget without failing the session on it"
     )
+    parser.addoption("--timings-json", default=None, help="write every test's timings to this JSON file")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,6 +126,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _CURRENT[:] = [session.config.stash[BUDGET]]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Count the machine's busy CPU seconds over the test's setup, call and teardown: a test slow with little
+    CPU waits on something; one slow with much CPU does too much work."""
+    started = busy_cpu_s()
+    yield
+    if _CURRENT and item.nodeid in _CURRENT[0].tests:
+        _CURRENT[0].tests[item.nodeid].busy_cpu_s = busy_cpu_s() - started
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Record the duration of each phase of each test."""
     if _CURRENT and report.nodeid in _CURRENT[0].tests:
@@ -118,6 +147,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail an otherwise green session whose tests broke the budget."""
     budget = session.config.stash[BUDGET]
     budget.over = budget.check()
+    path = session.config.getoption("--timings-json")
+    if path:
+        ran = {nodeid: asdict(t) for nodeid, t in budget.tests.items() if t.phases}
+        Path(path).write_text(json.dumps(ran, indent=1))
     if budget.over and budget.enforce and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -142,12 +175,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             )
     slow = [t for t in ran.values() if t.slow]
     write(f"{'slow':<12} {len(slow):>4} tests {budget.slow_total_s():>8.1f} s   (budget {SLOW_BUDGET_S:g} s)")
-    files: dict[str, float] = defaultdict(float)
+    files: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for nodeid, timing in ran.items():
-        files[nodeid.split("::")[0]] += timing.total_s
-    write(f"{FILES} slowest files (setup, call and teardown of their tests):")
-    for path, seconds in sorted(files.items(), key=lambda f: f[1], reverse=True)[:FILES]:
-        write(f"{seconds:>8.1f}s {path}")
+        files[nodeid.split("::")[0]][0] += timing.total_s
+        files[nodeid.split("::")[0]][1] += timing.busy_cpu_s
+    write(
+        f"{FILES} slowest files (setup, call and teardown of their tests; the machine's busy CPU seconds "
+        "meanwhile, whatever ran):"
+    )
+    for path, (seconds, cpu) in sorted(files.items(), key=lambda f: f[1][0], reverse=True)[:FILES]:
+        write(f"{seconds:>8.1f}s {cpu:>7.1f} cpu-s {path}")
     write(f"{SLOWEST} slowest phases:")
     phases = [(s, when, nodeid, t) for nodeid, t in ran.items() for when, s in t.phases.items()]
     for seconds, when, nodeid, timing in sorted(phases, key=lambda p: p[0], reverse=True)[:SLOWEST]:

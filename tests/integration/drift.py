@@ -28,6 +28,8 @@ from tests.integration.workers import (
 
 T = TypeVar("T")
 WINDOW = 50
+# Windows of base traffic that must raise no alert after a promotion.
+BASE_WINDOWS = 10
 MONITOR_ARGV = [sys.executable, "-m", "dlstream.cli", "drift", "run"]
 
 
@@ -102,11 +104,24 @@ def events_of(modality: Modality, payloads: list[bytes], labels: list[int]) -> l
     ]
 
 
+def judged_windows(settings: Settings, model: str, version: str, count: int) -> None:
+    """Wait until the monitor has judged ``count`` windows of ``model`` ``version``: it is consuming, so
+    what is sent next reaches it in the order it is predicted, not as a backlog read one partition after
+    another."""
+
+    def judged() -> int | None:
+        windows = overview(settings).get(model, {}).get("versions", {}).get(version, {}).get("windows", 0)
+        return windows if windows >= count else None
+
+    wait_for(judged, timeout_s=120, what=f"{count} windows of {model} version {version} judged")
+
+
 def after_promotion(settings: Settings, model: str, base: Callable[[], list[Sample]]) -> dict[str, Any]:
     """Once version 2 of ``model`` was promoted and served the shifted traffic: the alert on version 1 is
-    resolved, the monitor's metrics count the promoted run, and 20 windows of base traffic on version 2 raise
-    no alert. ``base`` makes base events with new ids (called again until there are enough). Version 2's
-    summary after that traffic."""
+    resolved, the monitor's metrics count the promoted run, and 10 windows of base traffic on version 2 raise
+    no alert (two flagged windows in a row have a chance of about 1e-3 at the 0.01 rate). ``base`` makes
+    base events with new ids (called again until there are enough). Version 2's summary after that
+    traffic."""
 
     def resolved() -> list[DriftAlert] | None:
         return [a for a in alerts_on_kafka(settings) if a.status == "resolved"] or None
@@ -125,17 +140,18 @@ def after_promotion(settings: Settings, model: str, base: Callable[[], list[Samp
 
     judged = overview(settings)[model]["versions"]["2"]["windows"]
     clean: list[Sample] = []
-    while len(clean) < 20 * WINDOW:
+    while len(clean) < BASE_WINDOWS * WINDOW:
         clean += base()
-    clean = clean[: 20 * WINDOW]
+    clean = clean[: BASE_WINDOWS * WINDOW]
     send_and_flush(settings, clean)
     wait_for_predictions(settings, {s.event.id for s in clean})
 
     def judged_base() -> dict[str, Any] | None:
         version: dict[str, Any] = overview(settings)[model]["versions"]["2"]
-        return version if version["windows"] >= judged + 20 else None
+        return version if version["windows"] >= judged + BASE_WINDOWS else None
 
-    version_2 = wait_for(judged_base, timeout_s=120, what="20 windows of base traffic on version 2")
+    what = f"{BASE_WINDOWS} windows of base traffic on version 2"
+    version_2 = wait_for(judged_base, timeout_s=120, what=what)
     raised = [a for a in alerts_on_kafka(settings) if a.status == "open" and a.version == "2"]
     assert raised == [], raised
     return version_2

@@ -21,9 +21,11 @@ from dlstream.domain.contract import Modality
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import (
     MONITOR_ARGV,
+    WINDOW,
     after_promotion,
     drift_settings,
     events_of,
+    judged_windows,
     retraining_outcome,
 )
 from tests.integration.triton_models import private_triton
@@ -122,6 +124,9 @@ def test_a_plugin_module_is_built_served_routed_monitored_and_retrained_on_two_t
             clean_accuracy, versions = _accuracy(deployed, clean)
             assert versions == {"1"}
             assert clean_accuracy >= 0.9
+            # Read as a backlog, the shifted events would reach the monitor one partition after another,
+            # mixed with the clean ones into fewer shifted windows.
+            judged_windows(deployed, "shapes", "1", len(clean) // WINDOW)
 
             # Half of the traffic turns to inverted shapes: an alert, retraining on the labelled traffic,
             # version 2 promoted on both Tritons.

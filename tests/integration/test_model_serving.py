@@ -23,7 +23,7 @@ from tests.integration.conftest import PROJECT_ROOT
 pytestmark = pytest.mark.integration
 
 BATCH = 16
-AGREEMENT = 320
+AGREEMENT = 160
 
 
 def _tensor(batch: list[bytes]) -> grpcclient.InferInput:
