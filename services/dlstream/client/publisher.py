@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from dlstream.adapters.kafka.bootstrap import BOOTSTRAP_TIMEOUT_S, bootstrapped
 from dlstream.adapters.kafka.connection import client_options
 from dlstream.adapters.kafka.refusals import KafkaRefusals
 from dlstream.client.files import content_type_for
@@ -54,13 +55,18 @@ class Publisher:
         self._failures: list[BaseException] = []
         self._refusals = KafkaRefusals(settings.kafka).attach()
         try:
-            self._producer = KafkaProducer(
-                **client_options(settings.kafka),
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=settings.kafka.publisher_linger_ms,
-                max_request_size=max(1024 * 1024, 2 * settings.contract.max_payload_bytes),
-                client_id="dlstream-publisher",
+            self._producer = bootstrapped(
+                lambda bootstrap: KafkaProducer(
+                    **client_options(settings.kafka),
+                    **bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=settings.kafka.publisher_linger_ms,
+                    max_request_size=max(1024 * 1024, 2 * settings.contract.max_payload_bytes),
+                    client_id="dlstream-publisher",
+                ),
+                self._refusals,
+                BOOTSTRAP_TIMEOUT_S,
             )
         except KafkaError as exc:
             self._refusals.detach()

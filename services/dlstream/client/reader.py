@@ -9,6 +9,7 @@ from typing import Any, Literal
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from dlstream.adapters.kafka.bootstrap import BOOTSTRAP_TIMEOUT_S, bootstrapped
 from dlstream.adapters.kafka.connection import client_options
 from dlstream.adapters.kafka.refusals import KafkaRefusals
 from dlstream.config.settings import KafkaSettings
@@ -39,13 +40,18 @@ def read_records(
     """
     refusals = KafkaRefusals(settings).attach()
     try:
-        consumer = KafkaConsumer(
-            **client_options(settings),
-            enable_auto_commit=False,
-            group_id=None,
-            fetch_max_bytes=max(52428800, max_record_bytes),
-            max_partition_fetch_bytes=max_record_bytes,
-            client_id="dlstream-reader",
+        consumer = bootstrapped(
+            lambda bootstrap: KafkaConsumer(
+                **client_options(settings),
+                **bootstrap,
+                enable_auto_commit=False,
+                group_id=None,
+                fetch_max_bytes=max(52428800, max_record_bytes),
+                max_partition_fetch_bytes=max_record_bytes,
+                client_id="dlstream-reader",
+            ),
+            refusals,
+            BOOTSTRAP_TIMEOUT_S,
         )
     except KafkaError as exc:
         refusals.detach()

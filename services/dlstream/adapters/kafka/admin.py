@@ -16,6 +16,7 @@ from kafka import errors as kafka_errors
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from dlstream.adapters.kafka.bootstrap import bootstrapped
 from dlstream.adapters.kafka.connection import client_options
 from dlstream.adapters.kafka.refusals import explained_kafka_errors
 from dlstream.config.settings import KafkaSettings
@@ -48,12 +49,16 @@ class KafkaAdmin:
     def _client(self) -> Iterator[Any]:
         with explained_kafka_errors(
             self.settings, f"Kafka at {self.settings.bootstrap_servers} is unreachable"
-        ):
-            client = KafkaAdminClient(
-                **client_options(self.settings),
-                request_timeout_ms=int(self.timeout_s * 1000),
-                bootstrap_timeout_ms=int(self.timeout_s * 1000),
-                client_id="dlstream-admin",
+        ) as refusals:
+            client = bootstrapped(
+                lambda bootstrap: KafkaAdminClient(
+                    **client_options(self.settings),
+                    **bootstrap,
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                    client_id="dlstream-admin",
+                ),
+                refusals,
+                self.timeout_s,
             )
         try:
             with explained_kafka_errors(self.settings, "Kafka admin request failed"):

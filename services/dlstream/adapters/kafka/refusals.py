@@ -57,6 +57,20 @@ class KafkaRefusals(logging.Handler):
         logging.getLogger("kafka").addHandler(self)
         return self
 
+    def refused(self) -> bool:
+        """Whether the broker refused this client for good: a refusal was logged, or its listener speaks TLS
+        and the client not (or the other way round), or it requires SASL and the client connects without."""
+        if self.refusals:
+            return True
+        settings = self.settings
+        host, port = settings.first_host_port
+        wants_tls = settings.security_protocol.endswith("SSL")
+        if tls_mismatch(host, port, wants_tls=wants_tls, context=ssl_context(settings)) is not None:
+            return True
+        return not settings.security_protocol.startswith("SASL") and bool(
+            sasl_mechanisms(host, port, tls=wants_tls)
+        )
+
     def detach(self) -> None:
         """Stop listening."""
         logging.getLogger("kafka").removeHandler(self)
@@ -67,13 +81,13 @@ class KafkaRefusals(logging.Handler):
 
 
 @contextmanager
-def explained_kafka_errors(settings: KafkaSettings, doing: str) -> Iterator[None]:
+def explained_kafka_errors(settings: KafkaSettings, doing: str) -> Iterator[KafkaRefusals]:
     """Run a block of kafka-python calls; a :class:`KafkaError` out of it becomes :class:`AccessDenied`
     when the broker refused this client (credentials, rights, TLS or not), else :class:`TransientError`
     ``"<doing>: <error>"``."""
     refusals = KafkaRefusals(settings).attach()
     try:
-        yield
+        yield refusals
     except KafkaError as exc:
         raise refusals.explain(exc, doing) from exc
     finally:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError, RedisError
 
 from dlstream.config.settings import RedisSettings
@@ -38,9 +41,22 @@ class RedisStore:
         self.raw.close()
 
 
-def connection_options(settings: RedisSettings, timeout_s: float) -> dict[str, Any]:
-    """Keyword arguments of redis-py's clients (sync and asyncio) for the configured Redis."""
+RETRIES = 3
+"""Retries of a command whose connection failed (redis-py's own default is 10)."""
+
+
+def worth_retrying(error: Exception) -> bool:
+    """Whether a connection error may pass: a refused password never does (redis-py's AuthenticationError is
+    a ConnectionError, which it retries with backoff: 4 s lost before the refusal was reported)."""
+    return not isinstance(error, AuthenticationError)
+
+
+def connection_options(settings: RedisSettings, timeout_s: float, *, asyncio: bool = False) -> dict[str, Any]:
+    """Keyword arguments of redis-py's clients (sync, or ``asyncio``) for the configured Redis."""
+    retry = redis.asyncio.retry.Retry if asyncio else redis.retry.Retry
+    backoff = ExponentialWithJitterBackoff(base=0.01, cap=1.0)
     options: dict[str, Any] = {
+        "retry": retry(backoff, RETRIES, is_retryable=worth_retrying),
         "host": settings.host,
         "port": settings.port,
         "db": settings.db,

@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 def async_redis(settings: RedisSettings, *, timeout_s: float = 5.0) -> aioredis.Redis:
     """An asyncio client for the configured Redis."""
-    return aioredis.Redis(**connection_options(settings, timeout_s))
+    return aioredis.Redis(**connection_options(settings, timeout_s, asyncio=True))
 
 
 LENGTH = struct.Struct(">I")
