@@ -11,6 +11,7 @@ from tests.budget import (
     pytest_collection_modifyitems,
     pytest_configure,
     pytest_runtest_logreport,
+    pytest_runtest_protocol,
     pytest_sessionstart,
     pytest_terminal_summary,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_runtest_logreport",
+    "pytest_runtest_protocol",
     "pytest_sessionfinish",
     "pytest_sessionstart",
     "pytest_terminal_summary",

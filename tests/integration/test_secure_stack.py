@@ -524,3 +524,20 @@ def test_nothing_the_stack_keeps_at_rest_is_readable_by_another_user(
         assert server is not None
         uid = int(Path(f"/proc/{server.pid}/status").read_text().split("Uid:")[1].split()[0])
         assert uid == service_uid, name
+
+
+def test_a_second_stack_beside_the_first_stops_with_no_process_left(secure_stack: LocalStack) -> None:
+    """Last in this module: it stops the module's stack. A second full stack, on ports of its own beside the
+    session's, is healthy, and after ``down`` no process of its process groups is left, Triton's backend
+    stubs included."""
+    statuses = secure_stack.status()
+    assert all(s.ok for s in statuses), statuses
+    pids = [s.pid for s in statuses if s.pid is not None]
+    assert len(pids) == len(secure_stack.services)
+    assert any(len(group_members(pid)) > 1 for pid in pids), "Triton's backend stub runs in its group"
+    metrics = secure_stack.settings.inference.metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
+        assert b"dlstream_events_in" in response.read()
+    secure_stack.down()
+    assert all(group_members(pid) == [] for pid in pids)
+    assert {s.state for s in secure_stack.status()} == {"stopped"}

@@ -1,21 +1,17 @@
-"""The stack's own promises: crash recovery of the broker, dead children reported, nothing left behind."""
+"""The stack's own promises: a SIGKILLed broker restarted by `up` keeps every acknowledged record."""
 
 from __future__ import annotations
 
 import os
 import signal
-import urllib.request
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from dlstream.adapters.kafka.connection import client_options
-from dlstream.config.settings import load_settings
-from dlstream.runtime.net import free_ports
 from dlstream.tools.stack.local_stack import LocalStack
-from dlstream.tools.stack.process import group_members, is_running
-from tests.integration.conftest import PROJECT_ROOT, TopicFactory, copy_models
+from dlstream.tools.stack.process import is_running
+from tests.integration.conftest import TopicFactory
 
 pytestmark = pytest.mark.integration
 
@@ -58,53 +54,17 @@ def test_broker_sigkilled_and_restarted_keeps_every_acknowledged_record(
         group_id=group_id,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=10_000,
+        consumer_timeout_ms=60_000,  # a bound on a silence, not a wait: reading ends at the last record
     )
+    values: list[str] = []
     try:
         partitions = [TopicPartition(topic, p) for p in range(6)]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        values = [message.value.decode() for message in consumer]
+        for message in consumer:
+            values.append(message.value.decode())
+            if len(values) == RECORDS:
+                break
     finally:
         consumer.close()
     assert sorted(values) == sorted(f"record {i}" for i in range(RECORDS))
-
-
-def test_a_second_stack_with_a_worker_starts_healthy_and_down_leaves_no_process(tmp_path: Path) -> None:
-    kafka, controller, redis_port, http, grpc, metrics, web, worker_metrics = free_ports(8)
-    # One model is enough for a Triton whose backend stub runs in its process group.
-    repository = copy_models(
-        PROJECT_ROOT / load_settings().triton.model_repository, ("digits",), tmp_path / "repo"
-    )
-    settings = load_settings(
-        environment="test",
-        kafka={"bootstrap_servers": f"127.0.0.1:{kafka}", "partitions": 2},
-        redis={"port": redis_port},
-        triton={
-            "http_port": http,
-            "grpc_port": grpc,
-            "metrics_port": metrics,
-            "model_repository": repository,
-        },
-        inference={"web_port": web, "metrics_port": worker_metrics, "group_id": f"second-{web}"},
-        stack={
-            "services": ("kafka", "redis", "triton", "inference"),
-            "run_dir": tmp_path / "second",
-            "kafka_controller_port": controller,
-            "kafka_heap": "256m",
-            "service_user": "",  # pytest's temporary folders are closed to other users
-        },
-    )
-    stack = LocalStack(settings, project_root=PROJECT_ROOT)
-    try:
-        statuses = stack.up()
-        assert all(s.ok for s in statuses), statuses
-        pids = [s.pid for s in statuses if s.pid is not None]
-        assert len(pids) == 4
-        assert any(len(group_members(pid)) > 1 for pid in pids), "Triton's backend stub runs in its group"
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=5) as response:
-            assert b"dlstream_events_in" in response.read()
-    finally:
-        stack.down()
-    assert all(group_members(pid) == [] for pid in pids)
-    assert [s.state for s in stack.status()] == ["stopped"] * 4
