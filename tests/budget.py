@@ -177,8 +177,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     write(f"{'slow':<12} {len(slow):>4} tests {budget.slow_total_s():>8.1f} s   (budget {SLOW_BUDGET_S:g} s)")
     files: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for nodeid, timing in ran.items():
-        files[nodeid.split("::")[0]][0] += timing.total_s
-        files[nodeid.split("::")[0]][1] += timing.busy_cpu_s
+        totals = files[nodeid.split("::")[0]]
+        totals[0] += timing.total_s
+        totals[1] += timing.busy_cpu_s
     write(
         f"{FILES} slowest files (setup, call and teardown of their tests; the machine's busy CPU seconds "
         "meanwhile, whatever ran):"

@@ -105,9 +105,7 @@ def events_of(modality: Modality, payloads: list[bytes], labels: list[int]) -> l
 
 
 def judged_windows(settings: Settings, model: str, version: str, count: int) -> None:
-    """Wait until the monitor has judged ``count`` windows of ``model`` ``version``: it is consuming, so
-    what is sent next reaches it in the order it is predicted, not as a backlog read one partition after
-    another."""
+    """Wait until the monitor has judged ``count`` windows of ``model`` ``version`` in all."""
 
     def judged() -> int | None:
         windows = overview(settings).get(model, {}).get("versions", {}).get(version, {}).get("windows", 0)
@@ -146,12 +144,8 @@ def after_promotion(settings: Settings, model: str, base: Callable[[], list[Samp
     send_and_flush(settings, clean)
     wait_for_predictions(settings, {s.event.id for s in clean})
 
-    def judged_base() -> dict[str, Any] | None:
-        version: dict[str, Any] = overview(settings)[model]["versions"]["2"]
-        return version if version["windows"] >= judged + BASE_WINDOWS else None
-
-    what = f"{BASE_WINDOWS} windows of base traffic on version 2"
-    version_2 = wait_for(judged_base, timeout_s=120, what=what)
+    judged_windows(settings, model, "2", judged + BASE_WINDOWS)
+    version_2: dict[str, Any] = overview(settings)[model]["versions"]["2"]
     raised = [a for a in alerts_on_kafka(settings) if a.status == "open" and a.version == "2"]
     assert raised == [], raised
     return version_2

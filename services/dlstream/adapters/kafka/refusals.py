@@ -58,18 +58,9 @@ class KafkaRefusals(logging.Handler):
         return self
 
     def refused(self) -> bool:
-        """Whether the broker refused this client for good: a refusal was logged, or its listener speaks TLS
-        and the client not (or the other way round), or it requires SASL and the client connects without."""
-        if self.refusals:
-            return True
-        settings = self.settings
-        host, port = settings.first_host_port
-        wants_tls = settings.security_protocol.endswith("SSL")
-        if tls_mismatch(host, port, wants_tls=wants_tls, context=ssl_context(settings)) is not None:
-            return True
-        return not settings.security_protocol.startswith("SASL") and bool(
-            sasl_mechanisms(host, port, tls=wants_tls)
-        )
+        """Whether the broker refused this client for good: a refusal was logged, or its listener refuses the
+        client's protocol (:func:`listener_refusal`)."""
+        return bool(self.refusals) or listener_refusal(self.settings) is not None
 
     def detach(self) -> None:
         """Stop listening."""
@@ -107,6 +98,13 @@ def kafka_failure(
             f"Kafka at {servers} refused the credentials of user {settings.sasl_username!r} "
             f"({settings.sasl_mechanism}): {refusal}; check DLSTREAM_KAFKA__SASL_USERNAME and its password"
         )
+    return listener_refusal(settings) or TransientError(f"{doing}: {exc}")
+
+
+def listener_refusal(settings: KafkaSettings) -> AccessDenied | None:
+    """What the broker's listener refuses of this client's protocol, probed: TLS spoken on one side only, or
+    SASL required and the client connecting without; None when neither."""
+    servers = settings.bootstrap_servers
     host, port = settings.first_host_port
     context = ssl_context(settings)
     mismatch = tls_mismatch(host, port, wants_tls=settings.security_protocol.endswith("SSL"), context=context)
@@ -125,7 +123,7 @@ def kafka_failure(
                 f"(DLSTREAM_KAFKA__SECURITY_PROTOCOL is {settings.security_protocol}); use "
                 f"SASL_{'SSL' if tls else 'PLAINTEXT'} with a user and password"
             )
-    return TransientError(f"{doing}: {exc}")
+    return None
 
 
 def sasl_handshake_request(correlation_id: int) -> bytes:
