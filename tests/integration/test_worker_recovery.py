@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,13 @@ import pytest
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import Modality
 from dlstream.tools.stack.local_stack import LocalStack
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import wait_for
+from tests.integration.triton_models import private_triton
 from tests.integration.workers import (
     Sample,
     Worker,
+    deployment_settings,
     group_member,
     held_out_events,
     producer,
@@ -27,6 +32,25 @@ from tests.integration.workers import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def small_triton(settings: Settings, tmp_path: Path) -> Iterator[LocalStack]:
+    """A Triton of the test's own serving the digit models: killing and restarting it reloads two small
+    models, not the session's four (the text encoder alone costs about 25 CPU seconds to load)."""
+    repository = tmp_path / "repository"
+    for model in ("digits", "speech_digits"):
+        shutil.copytree(
+            PROJECT_ROOT / "model_repo" / model,
+            repository / model,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    triton = private_triton(settings, repository, tmp_path / "triton")
+    triton.up()
+    try:
+        yield triton
+    finally:
+        triton.down()
 
 
 def start_worker(deployed: Settings, tmp_path: Path, workers: list[Worker]) -> Worker:
@@ -94,16 +118,17 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(
 
 
 def test_triton_sigkilled_mid_stream_loses_nothing_and_sigterm_still_stops_a_worker(
-    deployed: Settings, local_stack: LocalStack, tmp_path: Path, workers: list[Worker]
+    small_triton: LocalStack, topics: TopicFactory, group_id: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
     """Two workers; Triton SIGKILLed mid-stream; one worker, SIGTERMed while both wait for Triton, must
     exit within the stack's stop timeout; the other resumes when Triton is back and takes over the group. The
     outage lasts until both workers wait and the SIGTERMed one has exited (its drain timeout is 8 s)."""
-    if "triton" not in local_stack.services or local_stack.record("triton") is None:
-        pytest.skip("needs a stack started by the tests (not DLSTREAM_TEST_ATTACH)")
-    samples = mixed(images=1200, audio=400, text=100)
+    deployed = deployment_settings(small_triton.settings, topics, group_id)
+    samples = mixed(images=1300, audio=400, text=0)
     ids = {s.event.id for s in samples}
     staying, leaving = (group_member(deployed, tmp_path, i) for i in range(2))
+    for member in (staying, leaving):
+        member.repository = small_triton.repository
     # Shorter than the default (20 s) so the outage stays short; the stop timeout checked is the stack's.
     leaving.extra_env["DLSTREAM_INFERENCE__DRAIN_TIMEOUT_S"] = "8"
     workers += [staying.start(), leaving.start()]
@@ -115,7 +140,7 @@ def test_triton_sigkilled_mid_stream_loses_nothing_and_sigterm_still_stops_a_wor
     traffic.start()
     try:
         wait_for_count(deployed, 200)
-        local_stack.kill("triton")  # its whole process group, backend stubs included; returns once gone
+        small_triton.kill("triton")  # its whole process group, backend stubs included; returns once gone
         stopped = time.monotonic()
         stopped_with = len(raw_outcomes(deployed)[0])
         wait_for(
@@ -125,13 +150,13 @@ def test_triton_sigkilled_mid_stream_loses_nothing_and_sigterm_still_stops_a_wor
             interval_s=0.5,
         )
         began = time.monotonic()
-        stop_timeout = local_stack.settings.stack.stop_timeout_s
+        stop_timeout = small_triton.settings.stack.stop_timeout_s
         code = leaving.terminate(timeout_s=stop_timeout)  # raises after SIGKILL if it does not exit in time
         sigterm_s = time.monotonic() - began
         during = len(raw_outcomes(deployed)[0])
         outage_s = time.monotonic() - stopped
     finally:
-        local_stack.start("triton")  # also when the test failed: the session's later tests need it
+        small_triton.start("triton")
         back = time.monotonic()
         traffic.join()
     assert code == 0, f"exit code {code} on SIGTERM during the outage; see {leaving.log_path}"

@@ -170,20 +170,25 @@ def make_spoken_digits(
     return data
 
 
-def _synthesise_all(
+Take = tuple[str, int, str, str, int, int]
+"""One clip to synthesise: ``(split, label, accent, variant, speed, pitch)``."""
+
+
+def plan_takes(
     seed: int,
     held_out_fraction: float,
     train_accents: int,
     test_accents: int,
     test_takes: int,
     test_only: bool,
-) -> SpokenDigits:
+) -> tuple[list[Take], list[str]]:
+    """The clips a data set holds and its held-out voice variants; the plan depends only on the arguments."""
     rng = np.random.default_rng(seed)
     variants = voice_variants()
     shuffled = list(rng.permutation(variants))
     cut = max(1, round(len(variants) * held_out_fraction))
     held_out, seen = sorted(shuffled[:cut]), sorted(shuffled[cut:])
-    jobs: list[tuple[str, int, str, str, int, int]] = []
+    jobs: list[Take] = []
     plan = (("train", seen, train_accents, 1), ("test", held_out, test_accents, test_takes))
     for split, names, per, takes in plan:
         for variant in names:
@@ -194,6 +199,18 @@ def _synthesise_all(
                         jobs.append((split, label, str(accent), variant, speed, pitch))
     if test_only:
         jobs = [job for job in jobs if job[0] == "test"]
+    return jobs, held_out
+
+
+def _synthesise_all(
+    seed: int,
+    held_out_fraction: float,
+    train_accents: int,
+    test_accents: int,
+    test_takes: int,
+    test_only: bool,
+) -> SpokenDigits:
+    jobs, held_out = plan_takes(seed, held_out_fraction, train_accents, test_accents, test_takes, test_only)
     clips: dict[str, list[Clip]] = {"train": [], "test": []}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=4) as pool:
         futures = [
