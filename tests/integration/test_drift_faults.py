@@ -36,7 +36,7 @@ from tests.integration.workers import Worker, raw_outcomes, send_steadily, wait_
 pytestmark = pytest.mark.integration
 
 
-OUTAGE_S = 15.0
+OUTAGE_S = 8.0
 
 
 def _retrying(port: int) -> str | None:
@@ -52,7 +52,7 @@ async def pending_rows(store: DriftStore, model: str, version: str) -> int:
     return int(rows) // int(width) if width else 0
 
 
-def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
+def test_redis_stopped_for_8s_loses_no_window_row_and_no_alert(
     settings: Settings, local_stack: LocalStack, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
     if "redis" not in local_stack.services or local_stack.record("redis") is None:
@@ -106,7 +106,7 @@ def test_redis_stopped_for_15s_loses_no_window_row_and_no_alert(
         open_id = wait_for(raised, timeout_s=120, what="the alert of the inverted digits")[0]
         assert open_id in {a.id for a in alerts_on_kafka(deployed)}, "the open alert never reached Kafka"
         assert monitor.running, f"the monitor died; see {monitor.log_path}"
-        print(f"Redis away 15 s: {made} predictions, windows {versions}")
+        print(f"Redis away {OUTAGE_S:.0f} s: {made} predictions, windows {versions}")
     finally:
         if traffic.is_alive():
             traffic.join()
