@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -22,9 +23,10 @@ from dlstream.domain.card import ModelCard, read_card
 from dlstream.domain.errors import DlstreamError
 from dlstream.domain.monitoring import RetrainContext
 from dlstream.models.triton_config import built_versions, serving_version, write_configs
-from dlstream.repository.add import Added, AddError, AddRequest, add_model, read_reference
-from dlstream.repository.add_triton import score_through_triton, write_reference, write_triton_model
 from dlstream.repository.references import publish_references
+
+if TYPE_CHECKING:
+    from dlstream.repository.add import Added, AddRequest
 
 
 class ManageError(DlstreamError):
@@ -42,6 +44,10 @@ class Served:
 def add_and_serve(settings: Settings, repo: Path, request: AddRequest) -> Served:
     """Add the model, publish its reference statistics and have every Triton replica serve version 1; if
     publishing or loading fails, the model folder is removed again."""
+    # Adding loads the model (torch, onnxruntime); listing, rolling back and removing need neither, and
+    # importing torch cost each of those commands about 4 CPU seconds.
+    from dlstream.repository.add import add_model
+
     added = add_model(repo, request)
     try:
         publish_references(settings, repo, [request.name])
@@ -56,6 +62,9 @@ def add_triton_and_serve(settings: Settings, repo: Path, request: AddRequest) ->
     """Add a Triton model folder of its owner, load it on every replica, run the reference samples through
     Triton for the reference statistics and publish them; if any step fails, the model is unloaded and its
     folder removed again."""
+    from dlstream.repository.add import Added, AddError, read_reference
+    from dlstream.repository.add_triton import score_through_triton, write_reference, write_triton_model
+
     path, card = write_triton_model(repo, request)
     try:
         seconds = load_in_triton(settings.triton, card.name, card.version)
