@@ -84,8 +84,13 @@ class StartingStack:
             self._error = exc
 
     def take(self) -> LocalStack:
-        """The stack once its start ended; its error if it failed."""
+        """The stack once its start ended, to be stopped by the taker; its error if it failed."""
         self.taken = True
+        return self.ready()
+
+    def ready(self) -> LocalStack:
+        """The stack once its start ended, still stopped at the session's end unless taken; its error if it
+        failed."""
         self._thread.join()
         if self._error is not None:
             raise self._error

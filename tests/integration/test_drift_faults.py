@@ -31,7 +31,7 @@ from tests.integration.drift import (
     shuffled_clean,
     wait_for,
 )
-from tests.integration.workers import Worker, raw_outcomes, send_steadily, wait_for_predictions
+from tests.integration.workers import Worker, prediction_count, send_steadily, wait_for_predictions
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_redis_stopped_for_8s_loses_no_window_row_and_no_alert(
     )
     try:
         traffic.start()
-        wait_for(lambda: len(raw_outcomes(deployed)[0]) >= 150, timeout_s=180, what="150 predictions")
+        wait_for(lambda: prediction_count(deployed) >= 150, timeout_s=180, what="150 predictions")
         local_stack.stop("redis")
         stopped = time.monotonic()
         try:

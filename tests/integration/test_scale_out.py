@@ -21,6 +21,7 @@ from tests.integration.workers import (
     group_member,
     held_out_events,
     predicted_by,
+    prediction_count,
     raw_outcomes,
     send_steadily,
     wait_for_predictions,
@@ -46,10 +47,6 @@ def images_and_text(images: int, text: int) -> list[Sample]:
         if i % every == every - 1 and fortunes:
             out.append(fortunes.pop())
     return out + fortunes
-
-
-def count(deployed: Settings) -> int:
-    return len(raw_outcomes(deployed)[0])
 
 
 def assert_every_event_predicted_once_after_dedup(deployed: Settings, samples: list[Sample]) -> int:
@@ -78,13 +75,13 @@ def test_three_workers_share_the_partitions_and_one_killed_one_added_loses_nothi
     traffic.start()
     try:
         wait_for(
-            lambda: all(predicted_by(w) > 0 for w in workers) and count(deployed) >= 1500,
+            lambda: all(predicted_by(w) > 0 for w in workers) and prediction_count(deployed) >= 1500,
             timeout_s=180,
             what="each of the three workers to predict (partitions shared), 1,500 in all",
         )
         shares = [predicted_by(w) for w in workers]
         workers[0].kill()
-        killed_at = count(deployed)
+        killed_at = prediction_count(deployed)
         newcomer = join(deployed, tmp_path, workers)
         wait_for(lambda: predicted_by(newcomer) > 0, timeout_s=180, what="the added worker to predict")
     finally:
@@ -113,7 +110,7 @@ def test_broker_sigkilled_and_restarted_with_workers_running_loses_nothing(
     leaving.extra_env["DLSTREAM_INFERENCE__DRAIN_TIMEOUT_S"] = "8"
     workers.append(leaving.start())
     send_steadily(deployed, first, chunk=500, pause_s=0.0)
-    wait_for(lambda: count(deployed) >= 500, timeout_s=180, what="500 predictions")
+    wait_for(lambda: prediction_count(deployed) >= 500, timeout_s=180, what="500 predictions")
     stop_timeout = local_stack.settings.stack.stop_timeout_s
     local_stack.kill("kafka")  # returns once the broker's process is gone
     killed = time.monotonic()

@@ -25,8 +25,8 @@ def test_soak_samples_every_process_and_reports_growth_after_warm_up(
         assert worker.proc is not None
         assert monitor.proc is not None
         args = [
-            *("bench", "soak", "--json", "--minutes", "0.5", "--warm-up-minutes", "0.1"),
-            *("--period-seconds", "10", "--rate", "30"),
+            *("bench", "soak", "--json", "--minutes", "0.3", "--warm-up-minutes", "0.05"),
+            *("--period-seconds", "6", "--rate", "30"),
             *("--process", f"worker={worker.proc.pid}", "--process", f"monitor={monitor.proc.pid}"),
         ]
         result = dlstream(deployed, *args, timeout_s=300)

@@ -23,6 +23,7 @@ from tests.integration.workers import (
     deployment_settings,
     group_member,
     held_out_events,
+    prediction_count,
     producer,
     raw_outcomes,
     send_samples,
@@ -85,7 +86,7 @@ def wait_for_count(deployed: Settings, at_least: int, timeout_s: float = 120.0) 
     """Block until the test's prediction topics hold ``at_least`` records; returns the count seen."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        count = len(raw_outcomes(deployed)[0])
+        count = prediction_count(deployed)
         if count >= at_least:
             return count
         time.sleep(0.5)
@@ -103,7 +104,7 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(
     began = time.monotonic()
     assert first.terminate(timeout_s=60) == 0
     drained_s = time.monotonic() - began
-    done_before = len(raw_outcomes(deployed)[0])
+    done_before = prediction_count(deployed)
     assert done_before < len(samples), "the worker finished before the signal"
 
     start_worker(deployed, tmp_path, workers)
@@ -142,7 +143,7 @@ def test_triton_sigkilled_mid_stream_loses_nothing_and_sigterm_still_stops_a_wor
         wait_for_count(deployed, 200)
         small_triton.kill("triton")  # its whole process group, backend stubs included; returns once gone
         stopped = time.monotonic()
-        stopped_with = len(raw_outcomes(deployed)[0])
+        stopped_with = prediction_count(deployed)
         wait_for(
             lambda: all('"retrying"' in worker_page(w, "health") for w in (staying, leaving)),
             timeout_s=60,
@@ -153,7 +154,7 @@ def test_triton_sigkilled_mid_stream_loses_nothing_and_sigterm_still_stops_a_wor
         stop_timeout = small_triton.settings.stack.stop_timeout_s
         code = leaving.terminate(timeout_s=stop_timeout)  # raises after SIGKILL if it does not exit in time
         sigterm_s = time.monotonic() - began
-        during = len(raw_outcomes(deployed)[0])
+        during = prediction_count(deployed)
         outage_s = time.monotonic() - stopped
     finally:
         small_triton.start("triton")

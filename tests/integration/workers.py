@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from dlstream.adapters.kafka.connection import client_options
 from dlstream.client.subscriber import subscribe
@@ -248,6 +248,23 @@ def raw_outcomes(settings: Settings) -> tuple[list[PredictionEvent], list[DeadLe
         else:
             predictions.append(PredictionEvent.from_kafka(record.value))
     return predictions, letters
+
+
+def prediction_count(settings: Settings) -> int:
+    """Predictions in the test's topics right now, duplicates included: their end offsets (the topics are the
+    test's own, and nothing writes them transactionally). Cheap enough to poll, unlike reading every record
+    with :func:`raw_outcomes`, which costs about 0.1 CPU ms per record on each call."""
+    consumer = KafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False, group_id=None)
+    try:
+        topics = [settings.topics.prediction(m) for m in Modality]
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
 
 
 def wait_for_predictions(

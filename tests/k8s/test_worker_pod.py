@@ -11,7 +11,7 @@ import pytest
 from dlstream.adapters.kafka.admin import KafkaAdmin
 from dlstream.config.settings import Settings, settings_env
 from dlstream.domain.contract import Modality
-from tests.integration.conftest import TopicFactory, partial_stack
+from tests.integration.conftest import STARTED, TopicFactory, partial_stack
 from tests.integration.workers import (
     deployment_settings,
     held_out_events,
@@ -28,8 +28,12 @@ EVENTS = 100
 
 @pytest.fixture(scope="module")
 def kafka_and_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Kafka and Triton of this module on free ports (the worker pod needs nothing else), Triton serving
-    only the model the pod's events name."""
+    """The integration tier's session stack when it runs in this session too (it started in the background
+    as this tier began, and starting Kafka and Triton again beside it costs about 25 CPU seconds); else Kafka
+    and Triton of this module on free ports, Triton serving only the model the pod's events name."""
+    if STARTED:
+        yield STARTED[0].ready().settings
+        return
     with partial_stack(tmp_path_factory.mktemp("pod-stack"), ("kafka", "triton"), ("digits",)) as settings:
         yield settings
 
