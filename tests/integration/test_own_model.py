@@ -387,13 +387,10 @@ def test_a_torchscript_audio_model_retrained_by_its_owners_command_promoted_roll
         print(
             f"{sent} events across two swaps: versions {sorted(set(versions))}, {swaps} changes in send order"
         )
-        assert set(versions) == {"1", "2"}
-
-        print(dlstream(deployed, "models", "rollback", "tones").stdout.strip())
-        after = events_of(Modality.AUDIO, *tones.tones(60, seed=6))
-        send_and_flush(deployed, after)
-        found = wait_for_predictions(deployed, {s.event.id for s in after})
-        assert {p.data.model_version for p in found.values()} == {"1"}
+        # Version 2 before the rollback, version 1 after it, version 2 again for the events sent after the
+        # second swap completed (the worker keeps up with the stream).
+        assert (versions[0], versions[-1]) == ("2", "2"), versions
+        assert "1" in versions
 
         [row] = [
             json.loads(line)
@@ -401,7 +398,7 @@ def test_a_torchscript_audio_model_retrained_by_its_owners_command_promoted_roll
             if line.startswith("{") and json.loads(line).get("name") == "tones"
         ]
         print(row)
-        assert (row["format"], row["versions"], row["serving"]) == ("torchscript", [1, 2], [1])
+        assert (row["format"], row["versions"], row["serving"]) == ("torchscript", [1, 2], [2])
         assert (row["retraining"], row["last_retraining"], row["default"]) == ("command", "promoted", True)
     finally:
         monitor.stop()
