@@ -48,6 +48,7 @@ def test_every_public_name_resolves() -> None:
         assert getattr(dlstream.models, name) is not None, name
 
 
+@pytest.mark.slow(reason="starts a Python that imports the SDK (0.4-0.7 s beside a CPU hog)")
 def test_importing_a_part_of_the_sdk_does_not_load_torch() -> None:
     code = (
         "import json, sys\n"
