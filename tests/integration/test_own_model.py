@@ -31,7 +31,7 @@ from dlstream.tools.demo import CONTENT_TYPES
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings, events_of, retraining_outcome
-from tests.integration.triton_models import private_triton
+from tests.integration.triton_models import private_triton, running
 from tests.integration.workers import (
     Sample,
     Worker,
@@ -61,12 +61,8 @@ def empty_triton(settings: Settings, tmp_path: Path) -> Iterator[LocalStack]:
     """A Triton of the test's own over an empty repository."""
     repository = tmp_path / "repository"
     repository.mkdir()
-    triton = private_triton(settings, repository, tmp_path / "triton")
-    triton.up()
-    try:
+    with running(private_triton(settings, repository, tmp_path / "triton")) as triton:
         yield triton
-    finally:
-        triton.down()
 
 
 class TinyImageNet(nn.Module):

@@ -16,7 +16,7 @@ from dlstream.domain.contract import Modality
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import wait_for
-from tests.integration.triton_models import private_triton
+from tests.integration.triton_models import private_triton, running
 from tests.integration.workers import (
     Sample,
     Worker,
@@ -46,12 +46,8 @@ def small_triton(settings: Settings, tmp_path: Path) -> Iterator[LocalStack]:
             repository / model,
             ignore=shutil.ignore_patterns("__pycache__"),
         )
-    triton = private_triton(settings, repository, tmp_path / "triton")
-    triton.up()
-    try:
+    with running(private_triton(settings, repository, tmp_path / "triton")) as triton:
         yield triton
-    finally:
-        triton.down()
 
 
 def start_worker(deployed: Settings, tmp_path: Path, workers: list[Worker]) -> Worker:

@@ -56,6 +56,16 @@ def unloaded(triton: TritonSettings, model: str) -> Iterator[None]:
         load(triton, model)
 
 
+@contextmanager
+def running(triton: LocalStack) -> Iterator[LocalStack]:
+    """``triton`` (a :func:`private_triton`) started for the block, stopped afterwards whatever happens."""
+    triton.up()
+    try:
+        yield triton
+    finally:
+        triton.down()
+
+
 def private_triton(settings: Settings, repository: Path, run_dir: Path) -> LocalStack:
     """A Triton of its own (free ports, own run folder) on ``repository``; not started."""
     http, grpc, metrics = free_ports(3)
