@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter
@@ -14,7 +13,7 @@ import pytest
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import Modality
 from dlstream.tools.stack.local_stack import LocalStack
-from tests.integration.conftest import PROJECT_ROOT, TopicFactory
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory, copy_models
 from tests.integration.drift import wait_for
 from tests.integration.triton_models import private_triton, running
 from tests.integration.workers import (
@@ -39,13 +38,8 @@ pytestmark = pytest.mark.integration
 def small_triton(settings: Settings, tmp_path: Path) -> Iterator[LocalStack]:
     """A Triton of the test's own serving the digit models: killing and restarting it reloads two small
     models, not the session's four (the text encoder alone costs about 25 CPU seconds to load)."""
-    repository = tmp_path / "repository"
-    for model in ("digits", "speech_digits"):
-        shutil.copytree(
-            PROJECT_ROOT / "model_repo" / model,
-            repository / model,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
+    built = PROJECT_ROOT / settings.triton.model_repository
+    repository = copy_models(built, ("digits", "speech_digits"), tmp_path / "repository")
     with running(private_triton(settings, repository, tmp_path / "triton")) as triton:
         yield triton
 

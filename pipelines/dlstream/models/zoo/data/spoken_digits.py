@@ -164,7 +164,7 @@ def make_spoken_digits(
     found = _read_clips(cached)
     if found is not None:
         return found
-    data = _synthesise_all(seed, *parameters)
+    data = _synthesise_all(*plan_takes(seed, *parameters))
     with contextlib.suppress(OSError):  # a read-only home: synthesised again next time
         _write_clips(cached, data)
     return data
@@ -202,15 +202,7 @@ def plan_takes(
     return jobs, held_out
 
 
-def _synthesise_all(
-    seed: int,
-    held_out_fraction: float,
-    train_accents: int,
-    test_accents: int,
-    test_takes: int,
-    test_only: bool,
-) -> SpokenDigits:
-    jobs, held_out = plan_takes(seed, held_out_fraction, train_accents, test_accents, test_takes, test_only)
+def _synthesise_all(jobs: list[Take], held_out: list[str]) -> SpokenDigits:
     clips: dict[str, list[Clip]] = {"train": [], "test": []}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=4) as pool:
         futures = [
