@@ -14,7 +14,9 @@ def card(
 ) -> ModelCard:
     """A valid card of version 1."""
     preprocessing: Any = (
-        TextPreprocessing() if modality is Modality.TEXT else ImagePreprocessing(colour="L", size=8)
+        TextPreprocessing()
+        if modality is Modality.TEXT
+        else ImagePreprocessing(colour="L", width=8, height=8)
     )
     if modality is Modality.AUDIO:
         from dlstream.domain.card import AudioPreprocessing

@@ -315,3 +315,14 @@ def workers() -> Iterator[list[Worker]]:
     finally:
         for worker in started:
             worker.stop()
+
+
+@pytest.fixture
+def empty_triton(settings: Settings, tmp_path: Path) -> Iterator[LocalStack]:
+    """A Triton of the test's own over an empty repository."""
+    from tests.integration.triton_models import private_triton, running  # it imports this module
+
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    with running(private_triton(settings, repository, tmp_path / "triton")) as triton:
+        yield triton

@@ -28,8 +28,8 @@ def test_concurrent_payloads_come_back_with_their_model_version(settings: Settin
         finally:
             await client.close()
         assert {r.model_version for r in results} == {"1"}
-        assert all(r.embedding.shape == (8,) for r in results)
-        return [labels[int(r.probabilities.argmax())] for r in results]
+        assert all(r.outputs["EMBEDDING"].shape == (8,) for r in results)
+        return [labels[int(r.outputs["PROBABILITIES"].argmax())] for r in results]
 
     assert asyncio.run(run()) == ["tiger cat", "espresso", "missile"]
 
@@ -47,8 +47,11 @@ def test_a_batch_is_one_request_with_one_answer_per_payload_in_order(settings: S
         finally:
             await client.close()
         assert len(results) == len(names)
-        assert all(r.embedding.shape == (8,) and r.probabilities.shape == (len(labels),) for r in results)
-        return [labels[int(r.probabilities.argmax())] for r in results]
+        assert all(
+            r.outputs["EMBEDDING"].shape == (8,) and r.outputs["PROBABILITIES"].shape == (len(labels),)
+            for r in results
+        )
+        return [labels[int(r.outputs["PROBABILITIES"].argmax())] for r in results]
 
     assert asyncio.run(run()) == ["missile", "tiger cat", "espresso", "tiger cat"]
 

@@ -158,7 +158,7 @@ def test_3000_events_and_12_kinds_of_bad_input_each_end_as_one_outcome(
         version_dir = PROJECT_ROOT / "model_repo" / MODELS[modality] / mine[0].data.model_version
         labels = read_card(version_dir).labels
         built = json.loads((version_dir / "metrics.json").read_text())["accuracy"]
-        correct = sum(labels.index(p.data.label) == good[p.data.request_id].label for p in mine)
+        correct = sum(labels.index(p.classification.label) == good[p.data.request_id].label for p in mine)
         print(f"{modality.value}: top-1 {correct / len(mine):.4f} in the stream, {built:.4f} at build")
         assert correct / len(mine) >= built - ACCURACY_TOLERANCE, (
             f"{modality}: {correct}/{len(mine)} vs {built}"

@@ -50,7 +50,7 @@ def _accuracy(settings: Settings, samples: list[Sample]) -> tuple[float, set[str
     predicted = wait_for_predictions(settings, {s.event.id for s in samples})
     assert len(predicted) == len(samples)
     assert {p.data.model for p in predicted.values()} == {"shapes"}
-    hits = sum(predicted[s.event.id].data.label == shapes.LABELS[s.label] for s in samples)
+    hits = sum(predicted[s.event.id].classification.label == shapes.LABELS[s.label] for s in samples)
     return hits / len(samples), {p.data.model_version for p in predicted.values()}
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,6 @@ from dlstream.tools.demo import CONTENT_TYPES
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings, events_of, retraining_outcome
-from tests.integration.triton_models import private_triton, running
 from tests.integration.workers import (
     Sample,
     Worker,
@@ -54,15 +53,6 @@ LITE1_PREPROCESS = [
     "mean=127",
     "std=128",
 ]
-
-
-@pytest.fixture
-def empty_triton(settings: Settings, tmp_path: Path) -> Iterator[LocalStack]:
-    """A Triton of the test's own over an empty repository."""
-    repository = tmp_path / "repository"
-    repository.mkdir()
-    with running(private_triton(settings, repository, tmp_path / "triton")) as triton:
-        yield triton
 
 
 class TinyImageNet(nn.Module):
@@ -234,7 +224,7 @@ def test_a_pretrained_onnx_model_never_trained_here_is_added_while_the_stack_run
             card.labels[int(session.run(None, {"pixels": prepare.inputs([p]).numpy()})[0].argmax())]
             for p in payloads
         ]
-        served = [found[s.event.id].data.label for s in samples]
+        served = [found[s.event.id].classification.label for s in samples]
         agreement = float(np.mean([a == b for a, b in zip(served, in_process, strict=True)]))
         print(
             f"Triton and onnxruntime in-process agree on {agreement:.1%} of {len(payloads)}; "
@@ -334,13 +324,17 @@ def test_a_torchscript_audio_model_retrained_by_its_owners_command_promoted_roll
         send_and_flush(deployed, clean)
         found = wait_for_predictions(deployed, {s.event.id for s in clean})
         assert {p.data.model_version for p in found.values()} == {"1"}
-        clean_accuracy = np.mean([found[s.event.id].data.label == tones.LABELS[s.label] for s in clean])
+        clean_accuracy = np.mean(
+            [found[s.event.id].classification.label == tones.LABELS[s.label] for s in clean]
+        )
         assert clean_accuracy >= 0.9
 
         drifted = events_of(Modality.AUDIO, *tones.tones(300, seed=4, shift=2.2))
         send_and_flush(deployed, drifted)
         found = wait_for_predictions(deployed, {s.event.id for s in drifted})
-        accuracy_v1 = np.mean([found[s.event.id].data.label == tones.LABELS[s.label] for s in drifted])
+        accuracy_v1 = np.mean(
+            [found[s.event.id].classification.label == tones.LABELS[s.label] for s in drifted]
+        )
         with Publisher(deployed) as publisher:
             for sample in drifted:
                 publisher.publish_label(sample.event.id, tones.LABELS[sample.label])
@@ -434,9 +428,9 @@ def test_a_triton_model_folder_of_its_owner_is_added_and_routed(
         send_and_flush(deployed, samples)
         found = wait_for_predictions(deployed, {s.event.id for s in samples})
         assert {p.data.model for p in found.values()} == {"lengths"}
-        right = sum(found[s.event.id].data.label == truth[i] for i, s in enumerate(samples))
+        right = sum(found[s.event.id].classification.label == truth[i] for i, s in enumerate(samples))
         assert right == len(samples)
-        probabilities = found[samples[0].event.id].data.probabilities
+        probabilities = found[samples[0].event.id].classification.probabilities
         assert probabilities is not None
         assert abs(sum(probabilities) - 1.0) < 1e-3  # the logits were turned into probabilities
         assert worker.terminate() == 0

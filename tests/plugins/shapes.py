@@ -17,7 +17,9 @@ from dlstream.models import ModelSpec, Tensors, TrainConfig, Training
 
 LABELS = ["circle", "square", "triangle"]
 SIZE = 32
-PREPROCESSING = ImagePreprocessing(colour="L", size=SIZE, scale=1.0 / 255.0, mean=[0.5], std=[0.5])
+PREPROCESSING = ImagePreprocessing(
+    colour="L", width=SIZE, height=SIZE, scale=1.0 / 255.0, mean=[0.5], std=[0.5]
+)
 PER_CLASS_TRAIN = 400
 PER_CLASS_HELD_OUT = 100
 

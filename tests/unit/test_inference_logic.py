@@ -45,7 +45,7 @@ def test_prediction_names_request_model_version_and_carries_small_label_sets_who
         k=2,
         full_probabilities_max_classes=32,
     )
-    data = prediction.data
+    data = prediction.classification
     assert (data.request_id, data.model, data.model_version, data.label) == (event.id, "digits", "2", "1")
     assert data.probabilities == pytest.approx([0.05, 0.9, 0.05])
     assert len(data.top_k) == 2
@@ -67,8 +67,8 @@ def test_large_label_sets_carry_only_the_top_k() -> None:
         k=5,
         full_probabilities_max_classes=32,
     )
-    assert prediction.data.probabilities is None
-    assert len(prediction.data.top_k) == 5
+    assert prediction.classification.probabilities is None
+    assert len(prediction.classification.top_k) == 5
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 from dlstream.adapters.triton.client import Inference, PayloadRejected
 from dlstream.config.settings import load_settings
-from dlstream.domain.card import ModelCard, Outputs
+from dlstream.domain.card import ModelCard
 from dlstream.domain.catalog import ModelCatalog, catalog_from_triton
 from dlstream.domain.contract import DeadLetter, KafkaRecord, Modality, PredictionEvent, new_request
 from dlstream.domain.errors import ModelUnavailable
@@ -42,7 +42,9 @@ class Sink:
 
 def answer(model: str) -> Inference:
     """What the fake Triton answers for one payload."""
-    return Inference(model, "1", np.array([0.3, 0.7], np.float32), np.zeros(8, np.float32))
+    return Inference(
+        model, "1", {"PROBABILITIES": np.array([0.3, 0.7], np.float32), "EMBEDDING": np.zeros(8, np.float32)}
+    )
 
 
 class World:
@@ -67,7 +69,7 @@ class World:
         )
 
     async def infer(
-        self, model: str, payloads: list[bytes], outputs: Outputs, input_name: str
+        self, model: str, payloads: list[bytes], outputs: Sequence[str], input_name: str
     ) -> list[Inference]:
         self.calls.append(model)
         if model in self.unloaded:
@@ -156,7 +158,9 @@ def test_a_batch_goes_in_small_requests_per_model_and_a_rejected_request_again_e
     world = World(catalog(digits, TOPICS))
     requests: list[tuple[str, int]] = []
 
-    async def infer(model: str, payloads: list[bytes], outputs: Outputs, input_name: str) -> list[Inference]:
+    async def infer(
+        model: str, payloads: list[bytes], outputs: Sequence[str], input_name: str
+    ) -> list[Inference]:
         requests.append((model, len(payloads)))
         if b"bad" in payloads:
             raise PayloadRejected("cannot identify image file")

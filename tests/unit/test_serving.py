@@ -17,17 +17,23 @@ from dlstream.domain.card import ImagePreprocessing
 from dlstream.models.preprocess.declared import image_tensor, preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.preprocess.image import decode_image, encode_png
-from dlstream.models.serving import Outputs, run_requests
+from dlstream.models.serving import Named, run_requests
 from dlstream.models.source_models import ServingModule
 from dlstream.models.zoo import digits, imagenet
+from tests.cards import card
 
 pytestmark = pytest.mark.unit
 
-decode_digit = preprocessor(digits.PREPROCESSING).decode
+
+def decode_digit(payload: bytes) -> Any:
+    """The input tensor of one digit image."""
+    return preprocessor(digits.PREPROCESSING).decode(payload).pixels
 
 
 class FakeRunner:
     """Decodes b"<int>" payloads; forward returns one-hot probabilities and records batch sizes."""
+
+    card = card("numbers", labels=10)
 
     def __init__(self) -> None:
         self.batches: list[int] = []
@@ -37,10 +43,10 @@ class FakeRunner:
             raise PayloadError(f"not a number: {payload!r}")
         return int(payload)
 
-    def forward(self, items: list[Any]) -> Outputs:
+    def forward(self, items: list[Any]) -> Named:
         self.batches.append(len(items))
         probs = np.eye(10, dtype=np.float32)[items]
-        return probs, np.array(items, dtype=np.float32)[:, None]
+        return {"PROBABILITIES": probs, "EMBEDDING": np.array(items, dtype=np.float32)[:, None]}
 
 
 def _request(*payloads: bytes) -> npt.NDArray[np.object_]:
@@ -100,14 +106,16 @@ def test_a_larger_grayscale_image_is_resized() -> None:
 def test_declared_imagenet_preprocessing_resizes_the_shorter_side_and_centre_crops() -> None:
     photo = np.zeros((300, 600, 3), dtype=np.uint8)
     photo[:, 290:310] = 255  # a white stripe in the middle survives the centre crop
-    tensor = preprocessor(imagenet.PREPROCESSING).decode(encode_png(photo))
+    tensor = preprocessor(imagenet.PREPROCESSING).decode(encode_png(photo)).pixels
     assert tensor.shape == (3, 224, 224)
     assert tensor[:, :, 112].min() > 0.9  # (255 - 127) / 128
     assert tensor[:, :, 0].max() < -0.9  # (0 - 127) / 128
 
 
 def test_declared_image_layout_and_per_channel_normalisation() -> None:
-    spec = ImagePreprocessing(colour="RGB", size=4, mean=[0.5, 0.0, 0.0], std=[0.5, 1.0, 1.0], layout="HWC")
+    spec = ImagePreprocessing(
+        colour="RGB", width=4, height=4, mean=[0.5, 0.0, 0.0], std=[0.5, 1.0, 1.0], layout="HWC"
+    )
     image = decode_image(encode_png(np.full((4, 4, 3), 255, dtype=np.uint8)), "RGB")
     tensor = image_tensor(image, spec)
     assert tensor.shape == (4, 4, 3)

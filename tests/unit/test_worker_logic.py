@@ -13,7 +13,6 @@ import pytest
 
 from dlstream.adapters.triton.client import Inference
 from dlstream.config.settings import Settings, load_settings, settings_env
-from dlstream.domain.card import Outputs
 from dlstream.domain.catalog import catalog_from_triton
 from dlstream.domain.contract import KafkaRecord, Modality, PredictionEvent, new_request, parse_request
 from dlstream.domain.errors import TransientError
@@ -96,9 +95,14 @@ def test_outcomes_are_resent_with_backoff_until_kafka_acknowledges() -> None:
         [{"name": "text_topics", "version": "1", "state": "READY"}], {"text_topics": config_of(topics)}
     )
 
-    async def infer(model: str, payloads: list[bytes], outputs: Outputs, input_name: str) -> list[Inference]:
+    async def infer(
+        model: str, payloads: list[bytes], outputs: Sequence[str], input_name: str
+    ) -> list[Inference]:
         scores = np.array([0.2, 0.8], dtype=np.float32)
-        return [Inference(model, "1", scores, np.zeros(8, dtype=np.float32)) for _ in payloads]
+        return [
+            Inference(model, "1", {"PROBABILITIES": scores, "EMBEDDING": np.zeros(8, np.float32)})
+            for _ in payloads
+        ]
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)

@@ -93,7 +93,7 @@ def serving_accuracy(version_dir: Path, payloads: list[bytes], labels: list[int]
     predicted: list[int] = []
     for start in range(0, len(payloads), 256):
         items = [runner.decode(p) for p in payloads[start : start + 256]]
-        probabilities, _ = runner.forward(items)
+        probabilities = runner.forward(items)[runner.card.outputs.scores]
         predicted += probabilities.argmax(axis=1).tolist()
     return float(np.mean(np.array(predicted) == np.array(labels)))
 

@@ -17,30 +17,34 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from dlstream.adapters.triton.client import softmax
 from dlstream.config.settings import Settings
-from dlstream.domain.card import SourceModel, read_card
-from dlstream.models.preprocess.declared import Preprocessor, preprocessor
+from dlstream.domain.card import ModelCard, SequenceTask, SourceModel, read_card
+from dlstream.models.postprocess import read_vocabulary, softmax, task_outputs
+from dlstream.models.preprocess.declared import ImageItem, Preprocessor, preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.source_models import LoadedModel, ServingModule, load_model_file
 
 Outputs = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
+Named = dict[str, npt.NDArray[Any]]
 
 
 class Runner(Protocol):
     """Decodes single payloads and runs decoded items as one batch."""
 
+    card: ModelCard
+
     def decode(self, payload: bytes) -> Any:
         """One payload to one model input; raises PayloadError."""
 
-    def forward(self, items: list[Any]) -> Outputs:
-        """``(probabilities [B, C], embedding [B, E])`` for a batch of decoded items."""
+    def forward(self, items: list[Any]) -> Named:
+        """The Triton outputs of the card's task, by name, for a batch of decoded items."""
 
 
 @dataclass
 class CardRunner:
-    """A TorchScript serving module fed by the preprocessing its card declares."""
+    """A plugin's TorchScript serving module (a classifier) fed by the preprocessing its card declares."""
 
+    card: ModelCard
     module: ServingModule
     preprocess: Preprocessor
     device: torch.device
@@ -49,45 +53,77 @@ class CardRunner:
         return self.preprocess.decode(payload)
 
     @torch.inference_mode()
-    def forward(self, items: list[Any]) -> Outputs:
+    def forward(self, items: list[Any]) -> Named:
         batch = self.preprocess.batch(items).to(self.device)
         probabilities, embedding = self.module(batch)
-        return probabilities.float().cpu().numpy(), embedding.float().cpu().numpy()
+        named = {self.card.outputs.scores: probabilities.float().cpu().numpy()}
+        if self.card.outputs.embedding:
+            named[self.card.outputs.embedding] = embedding.float().cpu().numpy()
+        return named
 
 
 @dataclass
 class SourceRunner:
-    """An added model file (ONNX or TorchScript): its scores become probabilities (softmax on logits), its
-    embedding output, if any, is projected as the card says."""
+    """An added model file (ONNX or TorchScript): its raw outputs become the outputs of its card's task
+    (:mod:`dlstream.models.postprocess`); its embedding output, if any, is projected as the card says."""
 
+    card: ModelCard
     model: LoadedModel
     preprocess: Preprocessor
     source: SourceModel
     projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
+    vocabulary: list[str] | None = None
 
     def decode(self, payload: bytes) -> Any:
         return self.preprocess.decode(payload)
 
-    def forward(self, items: list[Any]) -> Outputs:
+    def forward(self, items: list[Any]) -> Named:
         outputs = self.model.run(self.preprocess.batch(items))
-        return source_outputs(outputs, self.source, self.projection)
+        return runner_outputs(self.card, outputs, items, self.projection, self.vocabulary)
 
 
-def source_outputs(
-    outputs: list[npt.NDArray[np.float32]],
+def drift_embedding(
+    outputs: Sequence[npt.NDArray[np.float32]],
     source: SourceModel,
     projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None,
-) -> Outputs:
-    """``(probabilities, projected embedding)`` from a model file's raw outputs."""
-    scores = outputs[source.scores].reshape(len(outputs[source.scores]), -1)
-    probabilities = softmax(scores) if source.scores_are == "logits" else scores.astype(np.float32)
+    count: int,
+) -> npt.NDArray[np.float32]:
+    """The compact embedding the drift monitor tests: the model's embedding output projected as the card
+    says, or ``[count, 0]`` without one."""
     if source.embedding is None:
-        return probabilities, np.zeros((len(scores), 0), dtype=np.float32)
-    embedding = outputs[source.embedding].reshape(len(scores), -1).astype(np.float32)
+        return np.zeros((count, 0), dtype=np.float32)
+    embedding = outputs[source.embedding].reshape(count, -1).astype(np.float32)
     if projection is not None:
         mean, components = projection
         embedding = ((embedding - mean) @ components.T).astype(np.float32)
-    return probabilities, embedding
+    return embedding
+
+
+def source_outputs(
+    outputs: Sequence[npt.NDArray[np.float32]],
+    source: SourceModel,
+    projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None,
+) -> Outputs:
+    """``(probabilities, projected embedding)`` of a classifier's raw outputs."""
+    scores = outputs[source.scores].reshape(len(outputs[source.scores]), -1)
+    probabilities = softmax(scores) if source.scores_are == "logits" else scores.astype(np.float32)
+    return probabilities, drift_embedding(outputs, source, projection, len(scores))
+
+
+def runner_outputs(
+    card: ModelCard,
+    outputs: Sequence[npt.NDArray[np.float32]],
+    items: Sequence[Any],
+    projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None,
+    vocabulary: list[str] | None,
+) -> Named:
+    """The Triton outputs of a model file's raw ``outputs`` for decoded ``items``."""
+    assert card.source is not None
+    embedding = drift_embedding(outputs, card.source, projection, len(items))
+    geometries = [item.geometry for item in items if isinstance(item, ImageItem)]
+    return task_outputs(
+        card, outputs, count=len(items), embedding=embedding, vocabulary=vocabulary, geometries=geometries
+    )
 
 
 def read_projection(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -114,14 +150,21 @@ def load_runner(version_dir: Path, device: str, *, optimise: bool | None = None)
             version_dir / source.file, card.source_format, device, source.inputs, optimise=optimise
         )
         projection = read_projection(version_dir / card.source.projection) if card.source.projection else None
-        return SourceRunner(model, preprocess, card.source, projection)
+        vocabulary = (
+            read_vocabulary(version_dir / card.task.vocabulary)
+            if isinstance(card.task, SequenceTask)
+            else None
+        )
+        return SourceRunner(card, model, preprocess, card.source, projection, vocabulary)
     torch_device = torch.device(device)
     module = torch.jit.load(str(version_dir / "model.pt"), map_location=torch_device)  # type: ignore[no-untyped-call]
-    return CardRunner(ServingModule(module.eval(), card.name, optimise=optimise), preprocess, torch_device)
+    return CardRunner(
+        card, ServingModule(module.eval(), card.name, optimise=optimise), preprocess, torch_device
+    )
 
 
-def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Outputs | PayloadError]:
-    """Outputs per request, or the error that request alone fails with."""
+def run_named(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Named | PayloadError]:
+    """Outputs by name per request, or the error that request alone fails with."""
     decoded: list[list[Any] | PayloadError] = []
     for payloads in requests:
         try:
@@ -131,15 +174,29 @@ def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) ->
         except PayloadError as exc:
             decoded.append(exc)
     items = [item for entry in decoded if not isinstance(entry, PayloadError) for item in entry]
-    if items:
-        probabilities, embeddings = runner.forward(items)
-    results: list[Outputs | PayloadError] = []
+    named = runner.forward(items) if items else {}
+    results: list[Named | PayloadError] = []
     offset = 0
     for entry in decoded:
         if isinstance(entry, PayloadError):
             results.append(entry)
             continue
         end = offset + len(entry)
-        results.append((probabilities[offset:end], embeddings[offset:end]))
+        results.append({name: array[offset:end] for name, array in named.items()})
         offset = end
+    return results
+
+
+def run_requests(runner: Runner, requests: Sequence[npt.NDArray[np.object_]]) -> list[Outputs | PayloadError]:
+    """``(probabilities, embedding)`` per request of a classifier, or the error that request alone fails
+    with: what the ``model.py`` of versions built before tasks existed reads."""
+    outputs = runner.card.outputs
+    results: list[Outputs | PayloadError] = []
+    for result in run_named(runner, requests):
+        if isinstance(result, PayloadError):
+            results.append(result)
+            continue
+        scores = result[outputs.scores]
+        empty = np.zeros((len(scores), 0), dtype=np.float32)
+        results.append((scores, result.get(outputs.embedding or "", empty)))
     return results

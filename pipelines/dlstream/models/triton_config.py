@@ -11,7 +11,14 @@ import os
 import re
 from pathlib import Path
 
-from dlstream.domain.card import CARD_PARAMETER, ModelCard
+from dlstream.domain.card import (
+    CARD_PARAMETER,
+    DetectionTask,
+    EmbeddingTask,
+    ModelCard,
+    RegressionTask,
+    SequenceTask,
+)
 
 # How long Triton's dynamic batcher holds a request for more. A worker sends its whole batch at once, so the
 # batch is complete within a fraction of a millisecond; a longer hold only delays small batches (2 ms made a
@@ -30,15 +37,38 @@ def card_parameter(card: ModelCard) -> str:
     return f"parameters {{ key: {_string(CARD_PARAMETER)} value: {{ string_value: {_string(card_json)} }} }}"
 
 
+def output_tensors(card: ModelCard) -> list[tuple[str, str, list[int]]]:
+    """``(name, Triton data type, dims)`` of each output the card's task serves, the drift embedding last."""
+    names, task = card.outputs, card.task
+    tensors: list[tuple[str, str, list[int]]]
+    if isinstance(task, RegressionTask):
+        tensors = [(names.values, "TYPE_FP32", [len(card.labels)])]
+    elif isinstance(task, EmbeddingTask):
+        tensors = [(names.vector, "TYPE_FP32", [task.dims])]
+    elif isinstance(task, SequenceTask):
+        tensors = [(names.text, "TYPE_STRING", [1]), (names.confidence, "TYPE_FP32", [1])]
+    elif isinstance(task, DetectionTask):
+        most = task.max_detections
+        tensors = [
+            (names.boxes, "TYPE_FP32", [most, 4]),
+            (names.box_scores, "TYPE_FP32", [most]),
+            (names.box_classes, "TYPE_INT32", [most]),
+            (names.box_count, "TYPE_INT32", [1]),
+        ]
+    else:
+        tensors = [(names.scores, "TYPE_FP32", [len(card.labels)])]
+    if names.embedding:
+        tensors.append((names.embedding, "TYPE_FP32", [names.embedding_dims]))
+    return tensors
+
+
 def render_config(card: ModelCard, *, gpu: bool, pinned: int | None = None) -> str:
     """The config.pbtxt of the model ``card`` describes, for CPU or GPU instances; Triton serves the newest
     version, or the ``pinned`` one (a rollback)."""
-    outputs = [f'  {{ name: "{card.outputs.scores}" data_type: TYPE_FP32 dims: [ {len(card.labels)} ] }}']
-    if card.outputs.embedding:
-        outputs.append(
-            f'  {{ name: "{card.outputs.embedding}" data_type: TYPE_FP32 '
-            f"dims: [ {card.outputs.embedding_dims} ] }}"
-        )
+    outputs = [
+        f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
+        for name, data_type, dims in output_tensors(card)
+    ]
     preferred = [b for b in (16, 32, 64, 128) if b <= card.max_batch_size] or [card.max_batch_size]
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     return "\n".join(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from dlstream.models.serving import load_runner, run_requests
+from dlstream.models.postprocess import BAD_OUTPUT_PREFIX, OutputShapeError
+from dlstream.models.serving import load_runner, run_named
 
 
 class TritonPythonModel:
@@ -28,7 +29,12 @@ class TritonPythonModel:
     def execute(self, requests):
         payloads = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         try:
-            results = run_requests(self.runner, payloads)
+            results = run_named(self.runner, payloads)
+        except OutputShapeError as exc:
+            # Final for these payloads (the model's output is wrong, not the payload): the worker
+            # dead-letters them with reason bad-model-output.
+            error = pb_utils.TritonError(f"{BAD_OUTPUT_PREFIX}{exc}", pb_utils.TritonError.INVALID_ARG)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         except Exception as exc:  # noqa: BLE001 - a model failure: every request must still get a response
             error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
@@ -40,10 +46,6 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            # The config lists the probabilities, then the embedding when the model has one.
-            tensors = [
-                pb_utils.Tensor(name, array.astype(dtype))
-                for (name, dtype), array in zip(self.outputs, result, strict=False)
-            ]
+            tensors = [pb_utils.Tensor(name, result[name].astype(dtype)) for name, dtype in self.outputs]
             responses.append(pb_utils.InferenceResponse(tensors))
         return responses

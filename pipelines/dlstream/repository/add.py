@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -26,26 +26,34 @@ from pydantic import ValidationError
 
 from dlstream.domain.card import (
     CARD_FILE,
+    LABELS_MEAN,
     MODEL_NAME_PATTERN,
     AudioPreprocessing,
+    ClassificationTask,
+    DetectionTask,
+    EmbeddingTask,
     ImagePreprocessing,
     ModelCard,
     Outputs,
     Preprocessing,
     Retraining,
+    SequenceTask,
     SourceModel,
+    TaskName,
     TokensPreprocessing,
 )
 from dlstream.domain.contract import Modality
 from dlstream.domain.errors import DlstreamError
 from dlstream.models.evaluate import classification_report
 from dlstream.models.export import EMBEDDING_DIMS, TRITON_MODEL_FILE
+from dlstream.models.postprocess import OutputShapeError, read_vocabulary
 from dlstream.models.preprocess.declared import Preprocessor, preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.reference import pca_projection, reference_statistics
-from dlstream.models.serving import source_outputs
+from dlstream.models.serving import runner_outputs, source_outputs
 from dlstream.models.source_models import LoadedModel, ModelFileError, load_model_file
 from dlstream.models.triton_config import write_configs
+from dlstream.repository.task_options import TaskOptionError, parse_task
 
 SourceFormat = Literal["onnx", "torchscript"]
 REFERENCE_SUFFIXES: dict[Modality, tuple[str, ...]] = {
@@ -75,13 +83,15 @@ class AddRequest:
     modality: Modality
     source_format: SourceFormat | Literal["triton"]
     model_file: Path  # the file, or the folder of a Triton model
-    labels_file: Path
+    labels_file: Path | None
     reference_dir: Path
     preprocess: Mapping[str, str]
     default: bool = False
     scores_are: Literal["logits", "probabilities"] = "logits"
     embedding_output: int | None = None
     train_command: Sequence[str] | None = None
+    task: TaskName = "classification"
+    task_options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,25 +105,29 @@ class Reference:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A request that passed every check, with what the checks measured."""
+    """A request that passed every check, with what the checks measured (``probabilities`` only for a
+    classifier: the drift reference is kept for classifiers)."""
 
     card: ModelCard
     model: LoadedModel
-    probabilities: npt.NDArray[np.float32]
+    probabilities: npt.NDArray[np.float32] | None
     embedding: npt.NDArray[np.float32]
     projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
     samples_per_s: float
     reference: Reference
 
 
-def read_labels(path: Path) -> list[str]:
-    """One label per line, in output order."""
+def read_labels(path: Path, task: TaskName = "classification") -> list[str]:
+    """One label per line, in output order (classes, or the names of a regressor's values)."""
     if not path.is_file():
         raise AddError(f"labels file {path} does not exist")
     labels = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
     labels = [label for label in labels if label]
-    if len(labels) < 2:
-        raise AddError(f"labels file {path} names {len(labels)} labels; a classifier needs at least 2")
+    fewest = LABELS_MEAN[task][1]
+    if len(labels) < fewest:
+        raise AddError(
+            f"labels file {path} names {len(labels)} labels; a {task} model needs at least {fewest}"
+        )
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise AddError(f"labels file {path} repeats {', '.join(repeated[:5])}")
@@ -138,7 +152,9 @@ def parse_preprocessing(modality: Modality, pairs: Mapping[str, str], tokenizer_
     version as ``tokenizer.json``.
     """
     schema = PREPROCESSING[modality]
-    known = sorted(set(schema.model_fields) - {"kind"})
+    known = sorted(
+        set(schema.model_fields) - {"kind"} | ({"size"} if schema is ImagePreprocessing else set())
+    )
     unknown = sorted(set(pairs) - set(known))
     if unknown:
         raise AddError(
@@ -221,7 +237,11 @@ def _check_inputs(model: LoadedModel, preprocessing: Preprocessing) -> None:
     if not model.inputs:
         return  # TorchScript declares none; the reference run checks
     expected = preprocessing.input_shape
-    wanted_type = "tensor(int64)" if isinstance(preprocessing, TokensPreprocessing) else "tensor(float)"
+    wanted_type = "tensor(float)"
+    if isinstance(preprocessing, TokensPreprocessing):
+        wanted_type = "tensor(int64)"
+    elif isinstance(preprocessing, ImagePreprocessing) and preprocessing.dtype == "uint8":
+        wanted_type = "tensor(uint8)"
     feeds = len(preprocessing.inputs) if isinstance(preprocessing, TokensPreprocessing) else 1
     if len(model.inputs) != feeds:
         raise AddError(f"the model takes {len(model.inputs)} inputs; the preprocessing makes {feeds}")
@@ -238,17 +258,68 @@ def _check_inputs(model: LoadedModel, preprocessing: Preprocessing) -> None:
                 f"input {declared.name!r} has rank {len(declared.shape)} {declared.shape}; the preprocessing "
                 f"makes a batch of {expected}, rank {len(expected) + 1}"
             )
+        shown = ", ".join("width" if d == -1 else str(d) for d in expected)
         for have, want in zip(declared.shape[1:], expected, strict=True):
-            if have is not None and have != want:
+            if want == -1 and have is not None:
+                raise AddError(
+                    f"input {declared.name!r} has shape {declared.shape}, a fixed width of {have}; the "
+                    f"preprocessing makes a dynamic width (declare size={have}x<height> instead)"
+                )
+            if have is not None and want != -1 and have != want:
                 raise AddError(
                     f"input {declared.name!r} has shape {declared.shape}; the preprocessing makes "
-                    f"[batch, {', '.join(map(str, expected))}] (change --preprocess to match)"
+                    f"[batch, {shown}] (change --preprocess to match)"
                 )
+
+
+def _labels(request: AddRequest) -> list[str]:
+    meaning, fewest = LABELS_MEAN[request.task]
+    if fewest == 0:
+        if request.labels_file is not None:
+            raise AddError(f"--labels: a {request.task} model has no labels ({meaning})")
+        return []
+    if request.labels_file is None:
+        raise AddError(f"a {request.task} model needs --labels (its {meaning}, one a line, in output order)")
+    return read_labels(request.labels_file, request.task)
+
+
+def _run_reference(
+    model: LoadedModel, preprocess: Preprocessor, decoded: list[Any]
+) -> tuple[list[list[npt.NDArray[np.float32]]], float]:
+    """The model's raw outputs per batch of reference samples, and samples per second in-process."""
+    started = time.perf_counter()
+    raw: list[list[npt.NDArray[np.float32]]] = []
+    for start in range(0, len(decoded), BATCH):
+        try:
+            raw.append(model.run(preprocess.batch(decoded[start : start + BATCH])))
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's model on valid input is reported
+            raise AddError(f"the model fails on the reference samples: {type(exc).__name__}: {exc}") from None
+    return raw, len(decoded) / max(time.perf_counter() - started, 1e-9)
+
+
+def _check_task_outputs(
+    card: ModelCard, raw: list[list[npt.NDArray[np.float32]]], decoded: list[Any], work_dir: Path
+) -> None:
+    """Every reference batch's raw outputs turned into the task's outputs, as Triton will."""
+    assert card.source is not None
+    vocabulary = None
+    if isinstance(card.task, SequenceTask):
+        vocabulary = read_vocabulary(work_dir / card.task.vocabulary)
+    for number, outputs in enumerate(raw):
+        if max(i for i in (card.source.scores, card.source.boxes or 0, card.source.box_classes or 0)) >= len(
+            outputs
+        ):
+            raise AddError(f"the model has {len(outputs)} outputs; the task options name a later one")
+        items = decoded[number * BATCH : (number + 1) * BATCH]
+        try:
+            runner_outputs(card, outputs, items, None, vocabulary)
+        except OutputShapeError as exc:
+            raise AddError(f"the model's outputs do not fit a {card.task.kind} model: {exc}") from None
 
 
 def prepare(request: AddRequest, work_dir: Path) -> Prepared:
     """Check everything and run the reference samples in-process; ``work_dir`` receives files to be written
-    with the version (the model file, a tokenizer).
+    with the version (the model file, a tokenizer, a vocabulary).
 
     Raises:
         AddError: naming what is wrong.
@@ -258,8 +329,15 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
     if request.source_format not in get_args(SourceFormat):
         raise AddError(f"unsupported model format {request.source_format}")
     source_format: SourceFormat = "onnx" if request.source_format == "onnx" else "torchscript"
-    labels = read_labels(request.labels_file)
+    try:
+        task, source_options = parse_task(request.task, request.task_options, work_dir)
+    except TaskOptionError as exc:
+        raise AddError(str(exc)) from None
+    classifier = isinstance(task, ClassificationTask)
+    labels = _labels(request)
     preprocessing = parse_preprocessing(request.modality, request.preprocess, work_dir)
+    if isinstance(task, DetectionTask) and not isinstance(preprocessing, ImagePreprocessing):
+        raise AddError(f"a detection model takes images, not {request.modality.value}")
     model_name = "model.onnx" if source_format == "onnx" else "model.pt"
     if not request.model_file.is_file():
         raise AddError(f"model file {request.model_file} does not exist")
@@ -270,35 +348,39 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
     except ModelFileError as exc:
         raise AddError(str(exc)) from None
     _check_inputs(model, preprocessing)
-    reference = read_reference(request.reference_dir, request.modality, labels)
+    reference = read_reference(request.reference_dir, request.modality, labels if classifier else [])
     preprocess = preprocessor(preprocessing, "cpu", root=work_dir)
     decoded = _decode_all(preprocess, reference)
     embedding_index = request.embedding_output
+    if isinstance(task, EmbeddingTask) and embedding_index is None:
+        embedding_index = 0  # the drift monitor tests a projection of the vector itself
     source = SourceModel(
         file=model_name,
         inputs=[i.name for i in model.inputs] or inputs,
         scores=0,
         scores_are=request.scores_are,
         embedding=embedding_index,
+        **source_options,
     )
-    started = time.perf_counter()
-    raw: list[list[npt.NDArray[np.float32]]] = []
-    for start in range(0, len(decoded), BATCH):
-        try:
-            outputs = model.run(preprocess.batch(decoded[start : start + BATCH]))
-        except Exception as exc:  # noqa: BLE001 - any failure of the user's model on valid input is reported
-            raise AddError(f"the model fails on the reference samples: {type(exc).__name__}: {exc}") from None
-        raw.append(outputs)
-    samples_per_s = len(decoded) / max(time.perf_counter() - started, 1e-9)
+    raw, samples_per_s = _run_reference(model, preprocess, decoded)
     widths = [o.reshape(len(o), -1).shape[1] for o in raw[0]]
-    if widths[0] != len(labels):
+    if classifier and widths[0] != len(labels):
         raise AddError(
             f"the model's output 0 has {widths[0]} values per sample; the labels file names {len(labels)}"
         )
     if embedding_index is not None and embedding_index >= len(widths):
         raise AddError(f"--embedding-output {embedding_index}: the model has {len(widths)} outputs")
-    merged = [np.concatenate([batch[i] for batch in raw]) for i in range(len(widths))]
-    probabilities, embedding = source_outputs(merged, source, None)
+    merged = (
+        [np.concatenate([batch[i] for batch in raw]) for i in range(len(widths))]
+        if classifier or (embedding_index is not None)
+        else []
+    )
+    probabilities: npt.NDArray[np.float32] | None = None
+    embedding = np.zeros((len(decoded), 0), dtype=np.float32)
+    if classifier:
+        probabilities, embedding = source_outputs(merged, source, None)
+    elif embedding_index is not None:
+        embedding = merged[embedding_index].reshape(len(decoded), -1).astype(np.float32)
     projection = None
     if embedding_index is not None:
         projection = pca_projection(embedding, EMBEDDING_DIMS)
@@ -307,11 +389,12 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
         source = source.model_copy(update={"projection": PROJECTION_FILE})
     metrics: dict[str, Any] = {
         "samples": len(decoded),
-        "classes": len(labels),
         "evaluation": "the reference samples given to models add",
         "samples_per_s_in_process": round(samples_per_s, 1),
     }
-    if reference.labels is not None:
+    if classifier:
+        metrics["classes"] = len(labels)
+    if probabilities is not None and reference.labels is not None:
         report = classification_report(np.asarray(reference.labels), probabilities.argmax(axis=1), labels)
         metrics["accuracy"] = report["accuracy"]
     retraining = (
@@ -319,22 +402,28 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
         if request.train_command
         else Retraining()
     )
-    card = ModelCard(
-        name=request.name,
-        version=1,
-        modality=request.modality,
-        labels=labels,
-        outputs=Outputs(
-            embedding="EMBEDDING" if embedding_index is not None else None,
-            embedding_dims=EMBEDDING_DIMS if embedding_index is not None else 0,
-        ),
-        preprocessing=preprocessing,
-        source_format=source_format,
-        source=source,
-        default=request.default,
-        metrics=metrics,
-        retraining=retraining,
-    )
+    try:
+        card = ModelCard(
+            name=request.name,
+            version=1,
+            modality=request.modality,
+            task=task,
+            labels=labels,
+            outputs=Outputs(
+                embedding="EMBEDDING" if embedding_index is not None else None,
+                embedding_dims=EMBEDDING_DIMS if embedding_index is not None else 0,
+            ),
+            preprocessing=preprocessing,
+            source_format=source_format,
+            source=source,
+            default=request.default,
+            metrics=metrics,
+            retraining=retraining,
+        )
+    except ValidationError as exc:
+        raise AddError(f"the model card does not validate: {exc.errors()[0]['msg']}") from None
+    if not classifier:
+        _check_task_outputs(card, raw, decoded, work_dir)
     return Prepared(card, model, probabilities, embedding, projection, samples_per_s, reference)
 
 
@@ -355,8 +444,9 @@ def write_model(repo: Path, prepared: Prepared, work_dir: Path, reference_dir: P
         if prepared.projection is not None:
             mean, components = prepared.projection
             np.savez(version_dir / PROJECTION_FILE, mean=mean, components=components)
-        statistics = reference_statistics(prepared.probabilities, prepared.embedding, card.labels, seed=0)
-        (version_dir / "reference.json").write_text(json.dumps(statistics))
+        if prepared.probabilities is not None:
+            statistics = reference_statistics(prepared.probabilities, prepared.embedding, card.labels, seed=0)
+            (version_dir / "reference.json").write_text(json.dumps(statistics))
         (version_dir / "metrics.json").write_text(
             json.dumps({"model": card.name, "version": 1, **card.metrics})
         )

@@ -111,6 +111,13 @@ def write_triton_model(repo: Path, request: AddRequest) -> tuple[Path, ModelCard
         raise AddError(f"model name {request.name!r} must match {MODEL_NAME_PATTERN}")
     if (repo / request.name).exists():
         raise AddError(f"a model named {request.name!r} exists in {repo}; pick another name or remove it")
+    if request.task != "classification":
+        raise AddError(
+            f"a Triton model folder is added as a classifier; serve a {request.task} model from its --onnx "
+            "or --torchscript file"
+        )
+    if request.labels_file is None:
+        raise AddError("a classifier needs --labels (its classes, one a line, in output order)")
     labels = read_labels(request.labels_file)
     config, payload, scores, version = check_folder(request, labels)
     reference = read_reference(request.reference_dir, request.modality, labels)

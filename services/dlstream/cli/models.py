@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dlstream.cli.context import repository_of, settings_of
+from dlstream.domain.card import TASKS
 from dlstream.domain.contract import Modality
 from dlstream.runtime.cpu_sharing import share_cores_while_waiting
 
@@ -96,7 +97,27 @@ def models_publish(ctx: click.Context, names: tuple[str, ...]) -> None:
     help="A Triton model folder that takes the payload bytes (any backend, an ensemble).",
 )
 @click.option(
-    "--labels", "labels_file", type=click.Path(path_type=Path), required=True, help="One label a line."
+    "--task",
+    type=click.Choice(list(TASKS)),
+    default="classification",
+    show_default=True,
+    help="What the model predicts.",
+)
+@click.option(
+    "--task-option",
+    "task_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="The task's settings: threshold (multilabel); score_threshold, iou_threshold, max_detections, "
+    "box_format, boxes_normalised, boxes, box_classes (detection); dims, normalise (embedding); "
+    "vocabulary, blank, max_length (sequence).",
+)
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(path_type=Path),
+    help="One label a line, in output order: classes, or a regressor's value names (none for embedding "
+    "and sequence models).",
 )
 @click.option(
     "--reference",
@@ -126,7 +147,9 @@ def models_add(
     onnx_file: Path | None,
     torchscript_file: Path | None,
     triton_dir: Path | None,
-    labels_file: Path,
+    task: str,
+    task_pairs: tuple[str, ...],
+    labels_file: Path | None,
     reference_dir: Path,
     pairs: tuple[str, ...],
     outputs: str,
@@ -146,12 +169,8 @@ def models_add(
     if len(given) != 1:
         raise click.UsageError("give exactly one of --onnx FILE, --torchscript FILE and --triton DIR")
     source_format, model_path = given[0]
-    preprocess: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--preprocess {pair!r}: expected KEY=VALUE")
-        preprocess[key.strip()] = value.strip()
+    preprocess = _key_values("--preprocess", pairs)
+    task_options = _key_values("--task-option", task_pairs)
     request = AddRequest(
         name=name,
         modality=Modality(modality),
@@ -164,18 +183,34 @@ def models_add(
         scores_are="logits" if outputs == "logits" else "probabilities",
         embedding_output=embedding_output,
         train_command=shlex.split(train_command) if train_command else None,
+        task=task,  # type: ignore[arg-type]
+        task_options=task_options,
     )
     add = add_triton_and_serve if source_format == "triton" else add_and_serve
     served = add(settings_of(ctx), repository_of(ctx), request)
     card = served.added.card
     accuracy = "" if card.accuracy is None else f", accuracy {card.accuracy:.3f} on the labelled reference"
     where = "through Triton" if source_format == "triton" else "in-process"
+    said = [card.modality.value, card.task.kind, card.source_format]
+    if card.labels:
+        said.append(f"{len(card.labels)} {'values' if card.task.kind == 'regression' else 'classes'}")
     click.echo(
-        f"{name} v{card.version} ({card.modality.value}, {card.source_format}, "
-        f"{len(card.labels)} classes{accuracy}): "
+        f"{name} v{card.version} ({', '.join(said)}{accuracy}): "
         f"{card.metrics['samples']} reference samples at {served.added.samples_per_s:.1f}/s {where}; "
         f"served by Triton after {served.load_s:.1f} s -> {served.added.path}"
     )
+
+
+def _key_values(option: str, pairs: tuple[str, ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{option} {pair!r}: expected KEY=VALUE")
+        values[key.strip()] = (
+            value if option == "--task-option" and key.strip() == "vocabulary" else value.strip()
+        )
+    return values
 
 
 @models.command("list")

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,30 +32,78 @@ class _Frozen(BaseModel):
 
 
 class ImagePreprocessing(_Frozen):
-    """PNG/JPEG bytes to a float tensor: decode, convert, resize (and crop), scale, normalise."""
+    """PNG/JPEG bytes to a tensor: decode, convert, resize (stretch, crop, letterbox or to a fixed height),
+    then scale and normalise (float32) or keep the pixels (uint8).
+
+    ``size`` is accepted on input as a side (``28``) or as ``WIDTHxHEIGHT`` (``192x48``) and sets ``width``
+    and ``height``. With ``resize="fixed-height"`` and no ``width``, lines keep their aspect ratio and a
+    batch is padded on the right to its widest (at least ``min_width``, at most ``max_width``).
+    """
 
     kind: Literal["image"] = "image"
-    colour: Literal["L", "RGB"] = Field(description="Colour mode the image is converted to.")
-    size: int = Field(ge=1, le=4096, description="Side of the square input.")
-    resize: Literal["stretch", "shorter-side"] = Field(
-        "stretch", description="stretch to size x size, or scale the shorter side to resize_to and crop."
+    colour: Literal["L", "RGB", "BGR"] = Field(description="Colour mode and channel order of the input.")
+    width: int | None = Field(
+        None, ge=1, le=8192, description="Input width (None: dynamic, with resize fixed-height)."
+    )
+    height: int = Field(ge=1, le=8192, description="Input height.")
+    resize: Literal["stretch", "shorter-side", "letterbox", "fixed-height"] = Field(
+        "stretch",
+        description="stretch to width x height; scale the shorter side to resize_to and centre-crop; "
+        "letterbox (keep the aspect ratio, pad with pad_value); or scale to the height, keeping the aspect "
+        "ratio, and pad on the right.",
     )
     resize_to: int | None = Field(None, ge=1, description="Shorter side before the centre crop.")
+    pad_value: float = Field(0.0, ge=0, le=255, description="Pixel value (0..255) of the padding.")
+    pad_align: Literal["centre", "top-left"] = Field(
+        "centre", description="Where a letterboxed image sits in its input."
+    )
+    min_width: int | None = Field(
+        None, ge=1, description="Dynamic width: a batch is padded to at least this."
+    )
+    max_width: int = Field(
+        1280, ge=1, le=8192, description="Dynamic width: wider lines are squeezed to this."
+    )
+    dtype: Literal["float32", "uint8"] = Field(
+        "float32", description="float32 (scaled and normalised) or uint8 (the pixels as they are)."
+    )
     scale: float = Field(1.0 / 255.0, gt=0, description="Pixels (0..255) are multiplied by this first.")
     mean: list[float] = Field(default_factory=lambda: [0.0], description="Subtracted per channel.")
     std: list[float] = Field(default_factory=lambda: [1.0], description="Divided by, per channel.")
     layout: Literal["CHW", "HWC"] = "CHW"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _size(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or "size" not in values:
+            return values
+        values = dict(values)
+        size = values.pop("size")
+        if isinstance(size, str) and "x" in size.lower():
+            width, _, height = size.lower().partition("x")
+            if not (width.strip().isdigit() and height.strip().isdigit()):
+                raise ValueError(f"size {size!r}: give one side (28) or WIDTHxHEIGHT (192x48)")
+            values.setdefault("width", int(width))
+            values.setdefault("height", int(height))
+        else:
+            values.setdefault("width", size)
+            values.setdefault("height", size)
+        return values
+
     @property
     def channels(self) -> int:
-        """1 for L, 3 for RGB."""
+        """1 for L, 3 for RGB and BGR."""
         return 1 if self.colour == "L" else 3
 
     @property
+    def dynamic_width(self) -> bool:
+        """Whether the width of the input follows each batch's widest line."""
+        return self.width is None
+
+    @property
     def input_shape(self) -> list[int]:
-        """The tensor shape of one decoded payload."""
-        c, s = self.channels, self.size
-        return [c, s, s] if self.layout == "CHW" else [s, s, c]
+        """The tensor shape of one decoded payload (-1: the dynamic width)."""
+        c, h, w = self.channels, self.height, self.width if self.width is not None else -1
+        return [c, h, w] if self.layout == "CHW" else [h, w, c]
 
     @model_validator(mode="after")
     def _per_channel(self) -> ImagePreprocessing:
@@ -65,6 +113,15 @@ class ImagePreprocessing(_Frozen):
                 raise ValueError(f"{name} has {len(values)} values; {self.colour} needs 1 or {self.channels}")
         if any(v <= 0 for v in self.std):
             raise ValueError("std values must be positive")
+        if self.width is None and self.resize != "fixed-height":
+            raise ValueError(
+                f"resize {self.resize} needs a width (size=WIDTHxHEIGHT); only fixed-height "
+                "takes a dynamic width"
+            )
+        if self.resize == "shorter-side" and self.width != self.height:
+            raise ValueError("resize shorter-side centre-crops a square: give one size")
+        if self.min_width is not None and self.min_width > self.max_width:
+            raise ValueError(f"min_width {self.min_width} is above max_width {self.max_width}")
         return self
 
 
@@ -133,13 +190,101 @@ Preprocessing = Annotated[
 ]
 
 
+class ClassificationTask(_Frozen):
+    """One class per event: the labels' scores sum to one (softmax)."""
+
+    kind: Literal["classification"] = "classification"
+
+
+class MultilabelTask(_Frozen):
+    """Any number of classes per event: an independent score per label (sigmoid), a label is present when
+    its score reaches its threshold."""
+
+    kind: Literal["multilabel"] = "multilabel"
+    threshold: float = Field(0.5, gt=0, lt=1, description="The threshold of every label not in thresholds.")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds of single labels.")
+
+    def threshold_of(self, label: str) -> float:
+        """The threshold a label's score must reach."""
+        return self.thresholds.get(label, self.threshold)
+
+
+BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
+
+
+class DetectionTask(_Frozen):
+    """Boxes with a class and a score each, in the original image's pixels (``xyxy``)."""
+
+    kind: Literal["detection"] = "detection"
+    score_threshold: float = Field(0.25, ge=0, lt=1, description="Detections scoring less are dropped.")
+    iou_threshold: float | None = Field(
+        0.45,
+        gt=0,
+        le=1,
+        description="Non-maximum suppression per class at this IoU (None: the model suppresses itself).",
+    )
+    max_detections: int = Field(100, ge=1, le=10_000, description="The most detections kept per event.")
+
+
+class EmbeddingTask(_Frozen):
+    """A vector per event (for a search index, deduplication, ...)."""
+
+    kind: Literal["embedding"] = "embedding"
+    dims: int = Field(ge=1, le=65_536, description="Width of the vector.")
+    normalise: bool = Field(True, description="Scale each vector to unit L2 norm.")
+
+
+class RegressionTask(_Frozen):
+    """One or more named values per event (the card's labels name them, in output order)."""
+
+    kind: Literal["regression"] = "regression"
+
+
+class SequenceTask(_Frozen):
+    """Per-step scores decoded to text: CTC greedy decoding (best token per step, repeats merged, blanks
+    dropped) with the vocabulary file kept with the version (one token per line, in output order)."""
+
+    kind: Literal["sequence"] = "sequence"
+    vocabulary: str = Field("vocabulary.txt", description="The vocabulary file in the version folder.")
+    blank: int = Field(0, ge=0, description="Index of the CTC blank token.")
+    max_length: int = Field(256, ge=1, le=65_536, description="Longest text kept, in tokens.")
+
+
+Task = Annotated[
+    ClassificationTask | MultilabelTask | DetectionTask | EmbeddingTask | RegressionTask | SequenceTask,
+    Field(discriminator="kind"),
+]
+TaskName = Literal["classification", "multilabel", "detection", "embedding", "regression", "sequence"]
+TASKS: tuple[TaskName, ...] = get_args(TaskName)
+# What a task's labels are, and the fewest it takes.
+LABELS_MEAN: dict[str, tuple[str, int]] = {
+    "classification": ("classes", 2),
+    "multilabel": ("classes", 1),
+    "detection": ("classes", 1),
+    "regression": ("value names", 1),
+    "embedding": ("nothing", 0),
+    "sequence": ("nothing (the vocabulary file holds the tokens)", 0),
+}
+
+
 class Outputs(_Frozen):
-    """What the model's output tensors mean."""
+    """The Triton output tensors a worker reads, by task (every dlstream runner emits these names; a Triton
+    model of its owner names its own): per-class scores (classification, multilabel), values (regression),
+    a vector (embedding), text and its confidence (sequence), boxes, their scores and classes and how many
+    are real (detection), and, for any task, the compact embedding the drift monitor tests."""
 
     scores: str = Field("PROBABILITIES", description="Name of the per-class output.")
     scores_are: Literal["probabilities", "logits"] = "probabilities"
     embedding: str | None = Field("EMBEDDING", description="Name of the embedding output, or none.")
     embedding_dims: int = Field(8, ge=0, description="Width of the embedding output (0 without one).")
+    values: str = Field("VALUES", description="Regression: the values, in label order.")
+    vector: str = Field("VECTOR", description="Embedding: the vector.")
+    text: str = Field("TEXT", description="Sequence: the decoded text (UTF-8 bytes).")
+    confidence: str = Field("CONFIDENCE", description="Sequence: the mean confidence of the kept steps.")
+    boxes: str = Field("BOXES", description="Detection: [max_detections, 4] xyxy boxes in image pixels.")
+    box_scores: str = Field("BOX_SCORES", description="Detection: [max_detections] scores.")
+    box_classes: str = Field("BOX_CLASSES", description="Detection: [max_detections] class indices.")
+    box_count: str = Field("BOX_COUNT", description="Detection: [1] how many rows are detections.")
 
 
 class Retraining(_Frozen):
@@ -168,6 +313,17 @@ class SourceModel(_Frozen):
     scores_are: Literal["probabilities", "logits"] = "logits"
     embedding: int | None = Field(None, ge=0, description="Index of the embedding output, if any.")
     projection: str | None = Field(None, description="File of the embedding projection (mean, components).")
+    boxes: int | None = Field(
+        None,
+        ge=0,
+        description="Detection: index of the boxes output ([N, 4]; None: output 0 is YOLO-style "
+        "[4 + classes, N], boxes then class scores).",
+    )
+    box_format: BoxFormat = Field("xyxy", description="Detection: how the model's boxes are written.")
+    boxes_normalised: bool = Field(False, description="Detection: boxes in 0..1 of the input, not pixels.")
+    box_classes: int | None = Field(
+        None, ge=0, description="Detection: index of a class-index output (the scores are then one per box)."
+    )
 
 
 class ModelCard(_Frozen):
@@ -177,7 +333,12 @@ class ModelCard(_Frozen):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: int = Field(ge=1)
     modality: Modality
-    labels: list[str] = Field(min_length=2)
+    task: Task = Field(default_factory=ClassificationTask, description="What the model predicts.")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Classes (classification, multilabel, detection) or value names "
+        "(regression), in output order; none for embedding and sequence models.",
+    )
     outputs: Outputs = Outputs()
     preprocessing: Preprocessing | None = Field(
         description="How payloads become model inputs (None: the Triton model decodes them itself)."
@@ -203,6 +364,32 @@ class ModelCard(_Frozen):
         if any(not label.strip() for label in labels):
             raise ValueError("a label is empty")
         return labels
+
+    @model_validator(mode="after")
+    def _labels_of_task(self) -> ModelCard:
+        meaning, fewest = LABELS_MEAN[self.task.kind]
+        if len(self.labels) < fewest:
+            raise ValueError(f"a {self.task.kind} model needs at least {fewest} labels ({meaning})")
+        if fewest == 0 and self.labels:
+            raise ValueError(f"a {self.task.kind} model has no labels")
+        if isinstance(self.task, MultilabelTask):
+            unknown = sorted(set(self.task.thresholds) - set(self.labels))
+            if unknown:
+                raise ValueError(f"thresholds of unknown labels: {', '.join(unknown[:5])}")
+        return self
+
+    def output_names(self) -> list[str]:
+        """The Triton outputs a worker reads for this model's task, the drift embedding last (when any)."""
+        names, kind = self.outputs, self.task.kind
+        by_task = {
+            "classification": [names.scores],
+            "multilabel": [names.scores],
+            "regression": [names.values],
+            "embedding": [names.vector],
+            "sequence": [names.text, names.confidence],
+            "detection": [names.boxes, names.box_scores, names.box_classes, names.box_count],
+        }
+        return by_task[kind] + ([names.embedding] if names.embedding else [])
 
     @property
     def accuracy(self) -> float | None:

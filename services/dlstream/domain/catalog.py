@@ -141,7 +141,8 @@ def catalog_from_triton(
             problems[name] = str(exc)
             continue
         outputs = len(card.labels)
-        declared = _output_width(config, card.outputs.scores)
+        scored = card.task.kind in ("classification", "multilabel")
+        declared = _output_width(config, card.outputs.scores) if scored else None
         if declared is not None and declared != outputs:
             problems[name] = (
                 f"model {name!r} has {outputs} labels but its {card.outputs.scores} has {declared}"

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from dlstream.domain.errors import ContractError, DeadLetterReason
 
@@ -261,21 +262,103 @@ class Timing(BaseModel):
     )
 
 
-class PredictionData(BaseModel):
-    """The ``data`` of a prediction event."""
+class _PredictionBase(BaseModel):
+    """What every prediction carries, whatever the model's task. Readers ignore fields they do not know, so
+    fields added later do not break them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     request_id: str
     modality: Modality
     model: str
     model_version: str
+    embedding: list[float] = Field(default_factory=list, description="Compact projection used for drift.")
+    timing: Timing
+
+
+class PredictionData(_PredictionBase):
+    """A classifier's prediction: the most probable class, the top k, and every probability for small label
+    sets."""
+
+    task: Literal["classification"] = "classification"
     label: str
     score: float = Field(ge=0.0, le=1.0)
     top_k: list[ScoredLabel]
     probabilities: list[float] | None = None
-    embedding: list[float] = Field(default_factory=list, description="Compact projection used for drift.")
-    timing: Timing
+
+
+class MultilabelPrediction(_PredictionBase):
+    """A multi-label tagger's prediction: the labels whose score reached their threshold, best first, and
+    every label's score."""
+
+    task: Literal["multilabel"] = "multilabel"
+    labels: list[ScoredLabel] = Field(description="The labels present, best first.")
+    scores: dict[str, float] = Field(description="Every label's score (0..1), in label order.")
+
+
+class Box(BaseModel):
+    """One detected object: its class, score and box (``xyxy`` pixels of the original image)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    label: str
+    score: float = Field(ge=0.0, le=1.0)
+    box: list[float] = Field(min_length=4, max_length=4, description="x_min, y_min, x_max, y_max in pixels.")
+
+
+class DetectionPrediction(_PredictionBase):
+    """A detector's prediction: the objects found, best first."""
+
+    task: Literal["detection"] = "detection"
+    detections: list[Box]
+
+
+class EmbeddingPrediction(_PredictionBase):
+    """An embedder's prediction: the vector (L2-normalised when the card says so)."""
+
+    task: Literal["embedding"] = "embedding"
+    vector: list[float]
+
+
+class RegressionPrediction(_PredictionBase):
+    """A regressor's prediction: each named value."""
+
+    task: Literal["regression"] = "regression"
+    values: dict[str, float]
+
+
+class SequencePrediction(_PredictionBase):
+    """A sequence model's prediction (OCR, speech recognition): the decoded text and the mean confidence of
+    the steps that made it."""
+
+    task: Literal["sequence"] = "sequence"
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+def _task_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("task", "classification"))
+    return str(getattr(value, "task", "classification"))
+
+
+AnyPrediction = Annotated[
+    Annotated[PredictionData, Tag("classification")]
+    | Annotated[MultilabelPrediction, Tag("multilabel")]
+    | Annotated[DetectionPrediction, Tag("detection")]
+    | Annotated[EmbeddingPrediction, Tag("embedding")]
+    | Annotated[RegressionPrediction, Tag("regression")]
+    | Annotated[SequencePrediction, Tag("sequence")],
+    Discriminator(_task_of),
+]
+PREDICTION_MODELS: dict[str, type[_PredictionBase]] = {
+    "classification": PredictionData,
+    "multilabel": MultilabelPrediction,
+    "detection": DetectionPrediction,
+    "embedding": EmbeddingPrediction,
+    "regression": RegressionPrediction,
+    "sequence": SequencePrediction,
+}
 
 
 class PredictionEvent(BaseModel):
@@ -290,7 +373,18 @@ class PredictionEvent(BaseModel):
     time: str = Field(default_factory=lambda: format_time(datetime.now(UTC)))
     subject: str = Field(description="The request id.")
     datacontenttype: str = "application/json"
-    data: PredictionData
+    data: AnyPrediction
+
+    @property
+    def classification(self) -> PredictionData:
+        """The data of a classifier's prediction.
+
+        Raises:
+            ValueError: the prediction is of another task.
+        """
+        if not isinstance(self.data, PredictionData):
+            raise ValueError(f"a {self.data.task} prediction has no class; read its data")
+        return self.data
 
     def to_kafka(self) -> KafkaRecord:
         """Encode in structured content mode, keyed by the request id."""

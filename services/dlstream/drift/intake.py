@@ -52,13 +52,20 @@ async def retrying(
 
 
 def parse_predictions(records: Sequence[tuple[str, bytes]]) -> list[PredictionData]:
-    """The predictions among ``(topic, value)`` records; others are logged and skipped."""
+    """The classifiers' predictions among ``(topic, value)`` records; records that are not predictions are
+    logged and skipped, and so are predictions of the tasks whose window statistics the monitor does not
+    keep (every task but classification)."""
     parsed = []
     for topic, value in records:
         try:
-            parsed.append(PredictionEvent.from_kafka(value).data)
+            data = PredictionEvent.from_kafka(value).data
         except ContractError as error:
             log.error("drift.bad_prediction", topic=topic, error=error.message)
+            continue
+        if isinstance(data, PredictionData):
+            parsed.append(data)
+        else:
+            log.debug("drift.task_not_monitored", model=data.model, task=data.task)
     return parsed
 
 

@@ -23,12 +23,11 @@ import structlog
 
 from dlstream.adapters.triton.client import Inference, PayloadRejected, near_equal_parts
 from dlstream.config.settings import Settings
-from dlstream.domain.card import Outputs
 from dlstream.domain.catalog import ModelCatalog, ServedModel, Unavailable
 from dlstream.domain.contract import KafkaRecord, Modality, RequestEvent, Timing, dead_letter, parse_request
 from dlstream.domain.errors import ContractError, DeadLetterReason, ModelUnavailable, TransientError
 from dlstream.inference.metrics import InferenceMetrics
-from dlstream.inference.predictions import build_prediction
+from dlstream.inference.predictions import task_prediction
 from dlstream.inference.routing import modality_of_topic
 from dlstream.runtime.health import WorkerState
 
@@ -55,7 +54,7 @@ class Sink(Protocol):
         """Produce ``(topic, record)`` pairs and wait for all acknowledgements."""
 
 
-Infer = Callable[[str, list[bytes], Outputs, str], Awaitable[list[Inference]]]
+Infer = Callable[[str, list[bytes], Sequence[str], str], Awaitable[list[Inference]]]
 Catalog = Callable[[], ModelCatalog]
 Answer = Inference | ContractError | ModelUnavailable
 WAIT_POLL_S = 0.25
@@ -294,7 +293,7 @@ class InferenceProcessor:
         card = model.card
         try:
             payloads = [event.data for event in events]
-            return list(await self.infer(model.name, payloads, card.outputs, card.payload_input))
+            return list(await self.infer(model.name, payloads, card.output_names(), card.payload_input))
         except PayloadRejected as error:
             if len(events) == 1:
                 return [error]
@@ -339,16 +338,22 @@ class InferenceProcessor:
         result: Inference,
         decision: Decision | None,
     ) -> tuple[str, KafkaRecord]:
-        """The prediction of one inferred event (``decision``: its batch; None for an event that waited)."""
-        if len(result.probabilities) != len(model.labels):
-            error = ContractError(
-                DeadLetterReason.BAD_MODEL_OUTPUT,
-                f"model {model.name} version {result.model_version} returned {len(result.probabilities)} "
-                f"scores for {len(model.labels)} labels",
-            )
-            return self._dead_letter(record, error)
+        """The prediction of one inferred event (``decision``: its batch; None for an event that waited), or
+        its dead letter when the model's output does not fit its card."""
         timing = self._timing(event, record.fetched_at, decision)
-        return self._prediction(event, model, result, timing)
+        try:
+            prediction = task_prediction(
+                event,
+                model.card,
+                result,
+                timing=timing,
+                k=self.settings.inference.top_k,
+                full_probabilities_max_classes=self.settings.inference.full_probabilities_max_classes,
+            )
+        except ContractError as error:
+            return self._dead_letter(record, error)
+        self.metrics.predictions_out.labels(model=result.model).inc()
+        return self.settings.topics.prediction(event.modality), prediction.to_kafka()
 
     @staticmethod
     def _timing(event: RequestEvent, fetched_at: float | None, decision: Decision | None) -> Timing:
@@ -371,24 +376,6 @@ class InferenceProcessor:
             total_ms=total_ms,
             **parts,
         )
-
-    def _prediction(
-        self, event: RequestEvent, model: ServedModel, result: Inference, timing: Timing
-    ) -> tuple[str, KafkaRecord]:
-        prediction = build_prediction(
-            event,
-            model=result.model,
-            model_version=result.model_version,
-            labels=model.labels,
-            probabilities=result.probabilities,
-            embedding=result.embedding,
-            timing=timing,
-            k=self.settings.inference.top_k,
-            full_probabilities_max_classes=self.settings.inference.full_probabilities_max_classes,
-        )
-        self.metrics.predictions_out.labels(model=result.model).inc()
-        topic = self.settings.topics.prediction(event.modality)
-        return topic, prediction.to_kafka()
 
     def _dead_letter(self, record: ConsumedRecord, error: ContractError) -> tuple[str, KafkaRecord]:
         self.metrics.dead_letters.labels(reason=error.reason.value).inc()

@@ -63,13 +63,13 @@ def run_demo(
     score = DemoScore(sent=len(truth))
     for prediction in subscribe(settings, follow=True, ids=truth, idle_timeout_s=timeout_s):
         modality, true = truth[prediction.data.request_id]
-        score.add(modality.value, prediction.data.label == true)
+        score.add(modality.value, prediction.classification.label == true)
         show(_line(prediction, true))
     return score
 
 
 def _line(prediction: PredictionEvent, true: str | None) -> str:
-    d = prediction.data
+    d = prediction.classification
     verdict = "" if true is None else ("  ok" if d.label == true else f"  MISS (true {true})")
     return (
         f"{d.modality.value:<5} {d.model + ':v' + d.model_version:<18} {d.label[:28]:<28} {d.score:6.3f}  "

@@ -13,7 +13,7 @@ from dlstream.models import ModelSpec, Payloads, Tensors, TrainConfig, Training
 
 TEST_FRACTION = 0.2
 MEAN, STD = 0.1307, 0.3081
-PREPROCESSING = ImagePreprocessing(colour="L", size=28, scale=1.0 / 255.0, mean=[MEAN], std=[STD])
+PREPROCESSING = ImagePreprocessing(colour="L", width=28, height=28, scale=1.0 / 255.0, mean=[MEAN], std=[STD])
 
 
 def labels() -> list[str]:

@@ -15,7 +15,14 @@ from dlstream.models import ModelSpec, Payloads
 REFERENCE_VIEWS = 48
 # EfficientNet-Lite was trained on (x - 127) / 128, not on ImageNet mean/std.
 PREPROCESSING = ImagePreprocessing(
-    colour="RGB", size=224, resize="shorter-side", resize_to=256, scale=1.0, mean=[127.0], std=[128.0]
+    colour="RGB",
+    width=224,
+    height=224,
+    resize="shorter-side",
+    resize_to=256,
+    scale=1.0,
+    mean=[127.0],
+    std=[128.0],
 )
 
 

@@ -24,7 +24,7 @@ from dlstream.domain.card import Outputs
 from dlstream.domain.errors import ContractError, DeadLetterReason, ModelUnavailable, TransientError
 
 INPUT = "PAYLOAD"
-DEFAULT_OUTPUTS = Outputs()
+DEFAULT_NAMES = (Outputs().scores, Outputs().embedding or "")
 T = TypeVar("T")
 
 
@@ -37,12 +37,11 @@ class PayloadRejected(ContractError):
 
 @dataclass(frozen=True, slots=True)
 class Inference:
-    """What one payload produced, and which model version produced it."""
+    """What one payload produced (its row of each output, by name), and which model version produced it."""
 
     model: str
     model_version: str
-    probabilities: npt.NDArray[np.float32]
-    embedding: npt.NDArray[np.float32]
+    outputs: dict[str, npt.NDArray[Any]]
 
 
 def near_equal_parts(items: Sequence[T], size: int) -> list[list[T]]:
@@ -64,6 +63,9 @@ def translate(exc: InferenceServerException, model: str) -> ContractError | Tran
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
     if status.endswith("INVALID_ARGUMENT"):
+        bad_output = f"{DeadLetterReason.BAD_MODEL_OUTPUT.value}: "
+        if bad_output in message:
+            return ContractError(DeadLetterReason.BAD_MODEL_OUTPUT, message[message.index(bad_output) :])
         return PayloadRejected(message)
     if "unknown model" in message.lower() or "no available versions" in message.lower():
         return ModelUnavailable(f"Triton {model}: {status or 'error'}: {message}")
@@ -99,31 +101,31 @@ class AsyncTriton:
         self._client: Any = grpc_client(settings)
 
     async def infer(
-        self, model: str, payload: bytes, outputs: Outputs = DEFAULT_OUTPUTS, input_name: str = INPUT
+        self, model: str, payload: bytes, names: Sequence[str] = DEFAULT_NAMES, input_name: str = INPUT
     ) -> Inference:
         """Run one payload through ``model``; see :meth:`infer_batch`."""
-        return (await self.infer_batch(model, [payload], outputs, input_name))[0]
+        return (await self.infer_batch(model, [payload], names, input_name))[0]
 
     async def infer_batch(
         self,
         model: str,
         payloads: Sequence[bytes],
-        outputs: Outputs = DEFAULT_OUTPUTS,
+        names: Sequence[str] = DEFAULT_NAMES,
         input_name: str = INPUT,
     ) -> list[Inference]:
         """Run ``payloads`` through ``model`` in one request (at most the model's ``max_batch_size``);
-        ``outputs`` and ``input_name`` (from its card) name the tensors to read and the one that takes the
-        payloads. One :class:`Inference` per payload, in order.
+        ``names`` (from its card, :meth:`ModelCard.output_names`) are the outputs to read and
+        ``input_name`` the input that takes the payloads. One :class:`Inference` per payload, in order.
 
         Raises:
             PayloadRejected: the model refused the request (one payload of it, or its size).
-            ContractError: the model answered a number of rows other than the number of payloads.
+            ContractError: the model answered a number of rows other than the number of payloads, or said
+                its output is wrong (``bad-model-output``).
             ModelUnavailable: Triton does not serve the model (now).
             TransientError: Triton is unavailable for now.
         """
         tensor = grpcclient.InferInput(input_name, [len(payloads), 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[payload] for payload in payloads], dtype=object))
-        names = [outputs.scores] + ([outputs.embedding] if outputs.embedding else [])
         requested = [grpcclient.InferRequestedOutput(name) for name in names]
         try:
             result = await self._client.infer(
@@ -132,21 +134,21 @@ class AsyncTriton:
         except InferenceServerException as exc:
             raise translate(exc, model) from None
         version = str(result.get_response().model_version)
-        scores = result.as_numpy(outputs.scores)
-        no_embedding = np.zeros((len(payloads), 0), np.float32)
-        embedding = result.as_numpy(outputs.embedding) if outputs.embedding else no_embedding
-        if scores is None or embedding is None:
-            raise TransientError(f"Triton {model} answered without {names}")
-        if len(scores) != len(payloads) or len(embedding) != len(payloads):
-            raise ContractError(
-                DeadLetterReason.BAD_MODEL_OUTPUT,
-                f"model {model} version {version} answered {len(scores)} rows for {len(payloads)} payloads",
-            )
-        probabilities = scores.astype(np.float32)
-        if outputs.scores_are == "logits":
-            probabilities = softmax(probabilities)
-        vectors = embedding.astype(np.float32)
-        return [Inference(model, version, probabilities[i], vectors[i]) for i in range(len(payloads))]
+        arrays = {name: result.as_numpy(name) for name in names}
+        missing = [name for name, array in arrays.items() if array is None]
+        if missing:
+            raise TransientError(f"Triton {model} answered without {missing}")
+        for name, array in arrays.items():
+            if len(array) != len(payloads):
+                raise ContractError(
+                    DeadLetterReason.BAD_MODEL_OUTPUT,
+                    f"model {model} version {version} answered {len(array)} rows of {name} for "
+                    f"{len(payloads)} payloads",
+                )
+        return [
+            Inference(model, version, {name: array[i] for name, array in arrays.items()})
+            for i in range(len(payloads))
+        ]
 
     async def close(self) -> None:
         """Close the channel."""

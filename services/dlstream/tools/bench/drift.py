@@ -46,7 +46,7 @@ from dlstream.domain.contract import PredictionData, PredictionEvent, Timing, ne
 from dlstream.drift.calibration import expected_windows_to_false_alert
 from dlstream.drift.metrics import DriftMetrics
 from dlstream.drift.monitor import DriftMonitor
-from dlstream.inference.predictions import build_prediction
+from dlstream.inference.predictions import task_prediction
 from dlstream.models.reference import reference_statistics
 from dlstream.models.samples import held_out_payloads
 from dlstream.models.zoo.drifted import drifted_digits, noisy_speech, unseen_topic_texts
@@ -78,19 +78,17 @@ async def _predict(settings: Settings, served: ServedModel, payloads: list[bytes
         results = []
         for start in range(0, len(payloads), 64):
             part = payloads[start : start + 64]
-            results += await asyncio.gather(*(triton.infer(served.name, p) for p in part))
+            names = served.card.output_names()
+            results += await asyncio.gather(*(triton.infer(served.name, p, names) for p in part))
     finally:
         await triton.close()
     timing = Timing(queued_ms=0.0, inference_ms=0.0, total_ms=0.0)
     modality = served.card.modality
     return [
-        build_prediction(
+        task_prediction(
             new_request(modality, p, content_type=CONTENT_TYPES[modality.value], source="bench/drift"),
-            model=r.model,
-            model_version=r.model_version,
-            labels=served.labels,
-            probabilities=r.probabilities,
-            embedding=r.embedding,
+            served.card,
+            r,
             timing=timing,
             k=settings.inference.top_k,
             full_probabilities_max_classes=settings.inference.full_probabilities_max_classes,
@@ -290,11 +288,11 @@ def bench_model(
     payloads, _ = held_out_payloads(model, int(served.card.metrics.get("seed", 0)))
     progress(f"{model}: predicting {len(payloads)} held-out samples and their drifted versions")
     events = asyncio.run(_predict(settings, served, payloads))
-    pool = [event.data for event in events]
+    pool = [event.classification for event in events]
     if any(p.probabilities is None for p in pool[:1]):
         raise ValueError(f"{model}'s predictions carry no full probabilities to build references from")
     drifted_pools = {
-        name: [event.data for event in asyncio.run(_predict(settings, served, drifted))]
+        name: [event.classification for event in asyncio.run(_predict(settings, served, drifted))]
         for name, drifted in drifted_sets(model, payloads).items()
     }
     alert_after = settings.drift.alert_after_windows

@@ -17,7 +17,7 @@ from dlstream.adapters.triton.client import AsyncTriton
 from dlstream.adapters.triton.discovery import TritonDiscovery
 from dlstream.config.settings import Settings, load_settings
 from dlstream.domain.contract import Modality, Timing, parse_request
-from dlstream.inference.predictions import build_prediction
+from dlstream.inference.predictions import task_prediction
 from dlstream.runtime.logs import configure_logging
 
 
@@ -48,7 +48,7 @@ def build_naive_app(settings: Settings) -> faust.App:
         model = catalog.default_name(Modality.IMAGE)
         if model is None or model not in catalog.models:
             raise RuntimeError(f"Triton serves no default image model ({dict(catalog.problems)})")
-        labels = catalog.models[model].labels
+        card = catalog.models[model].card
         async for event in stream.events():
             request = parse_request(
                 event.value,
@@ -56,15 +56,12 @@ def build_naive_app(settings: Settings) -> faust.App:
                 modality=Modality.IMAGE,
                 max_payload_bytes=settings.contract.max_payload_bytes,
             )
-            result = await triton.infer(model, request.data)
+            result = await triton.infer(model, request.data, card.output_names())
             total_ms = (datetime.now(UTC) - request.time).total_seconds() * 1000
-            prediction = build_prediction(
+            prediction = task_prediction(
                 request,
-                model=result.model,
-                model_version=result.model_version,
-                labels=labels,
-                probabilities=result.probabilities,
-                embedding=result.embedding,
+                card,
+                result,
                 timing=Timing(queued_ms=0.0, inference_ms=0.0, total_ms=max(0.0, total_ms)),
                 k=inference.top_k,
                 full_probabilities_max_classes=inference.full_probabilities_max_classes,

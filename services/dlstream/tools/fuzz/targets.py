@@ -123,7 +123,7 @@ def _image_decoder() -> Callable[[bytes], object]:
     from dlstream.domain.card import ImagePreprocessing
     from dlstream.models.preprocess.declared import preprocessor
 
-    return preprocessor(ImagePreprocessing(colour="L", size=28)).decode
+    return preprocessor(ImagePreprocessing(colour="L", width=28, height=28)).decode
 
 
 def _audio_decoder() -> Callable[[bytes], object]:
