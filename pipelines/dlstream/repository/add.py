@@ -53,7 +53,7 @@ from dlstream.models.reference import pca_projection, reference_statistics
 from dlstream.models.serving import runner_outputs, source_outputs
 from dlstream.models.source_models import LoadedModel, ModelFileError, load_model_file
 from dlstream.models.triton_config import write_configs
-from dlstream.repository.task_options import TaskOptionError, parse_task
+from dlstream.repository.task_options import TaskOptionError, number_or_text, parse_task
 
 SourceFormat = Literal["onnx", "torchscript"]
 REFERENCE_SUFFIXES: dict[Modality, tuple[str, ...]] = {
@@ -137,12 +137,7 @@ def read_labels(path: Path, task: TaskName = "classification") -> list[str]:
 def _value(text: str) -> Any:
     if "," in text:
         return [_value(part) for part in text.split(",") if part.strip()]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    return number_or_text(text)
 
 
 def parse_preprocessing(modality: Modality, pairs: Mapping[str, str], tokenizer_dir: Path) -> Preprocessing:

@@ -45,18 +45,23 @@ def _owners(key: str) -> list[str]:
     return owners + (["detection"] if key in DETECTION_OUTPUTS else [])
 
 
-def _value(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "false", "yes", "no"):
-        return lowered in ("true", "yes")
-    if lowered in ("none", "null"):
-        return None
+def number_or_text(text: str) -> Any:
+    """An option's value: an int, else a float, else the text."""
     for kind in (int, float):
         try:
             return kind(text)
         except ValueError:
             continue
     return text
+
+
+def _value(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false", "yes", "no"):
+        return lowered in ("true", "yes")
+    if lowered in ("none", "null"):
+        return None
+    return number_or_text(text)
 
 
 def parse_task(task: TaskName, options: Mapping[str, str], work_dir: Path) -> tuple[Task, dict[str, Any]]:
