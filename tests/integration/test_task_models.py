@@ -22,9 +22,9 @@ from dlstream.models.serving import Named, runner_outputs
 from dlstream.models.source_models import load_model_file
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import TopicFactory
+from tests.integration.drift import MONITOR_ARGV, drift_settings, judged_windows
 from tests.integration.workers import (
     Worker,
-    deployment_settings,
     dlstream,
     raw_outcomes,
     wait_for_predictions,
@@ -59,6 +59,7 @@ RECOGNISER_PREPROCESS = (
     "std=0.5",
     "pad_value=127.5",
 )
+WINDOW = 10
 DIRECTION_PREPROCESS = (*RECOGNISER_PREPROCESS[:1], "size=192x48", *RECOGNISER_PREPROCESS[2:])
 
 
@@ -123,7 +124,9 @@ def test_a_text_recogniser_and_a_48x192_classifier_from_a_package_are_added_and_
     text_lines(tmp_path / "reference", 20, seed=1)
     labels = tmp_path / "directions.txt"
     labels.write_text("0\n180\n")
-    deployed = deployment_settings(empty_triton.settings, topics, group_id)
+    deployed = drift_settings(
+        empty_triton.settings, topics, group_id, repository=empty_triton.repository, window_size=WINDOW
+    )
     add = ["models", "add", "ocr", "--modality", "image", "--onnx", str(recogniser), "--task", "sequence"]
     add += ["--task-option", f"vocabulary={vocabulary}", "--outputs", "probabilities"]
     add += ["--reference", str(tmp_path / "reference")]
@@ -140,6 +143,10 @@ def test_a_text_recogniser_and_a_48x192_classifier_from_a_package_are_added_and_
     texts = text_lines(stream, 24, seed=2)
     (stream / "zz-not-an-image.png").write_bytes(b"GIF89a, not a PNG")
     worker = Worker(deployed, tmp_path / "worker.log", repository=empty_triton.repository).start()
+    monitor = Worker(
+        deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=empty_triton.repository
+    )
+    monitor.start()
     try:
         sent = {}
         for model in ("ocr", "direction"):
@@ -150,8 +157,14 @@ def test_a_text_recogniser_and_a_48x192_classifier_from_a_package_are_added_and_
         images = {i for i, (_, path) in sent.items() if path.name[0].isdigit()}
         found = wait_for_predictions(deployed, images)
         assert worker.terminate() == 0
+        # The monitor windows both models' predictions (a sequence model's by text length, step confidence
+        # and character mix): 24 each, windows of 10.
+        for model in ("ocr", "direction"):
+            judged_windows(deployed, model, "1", len(images) // 2 // WINDOW)
+        assert monitor.terminate() == 0
     finally:
         worker.stop()
+        monitor.stop()
     letters = raw_outcomes(deployed)[1]
     assert sorted(d.reason.value for d in letters) == ["undecodable-payload"] * 2
     assert len(found) == len(sent) - 2

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dlstream.adapters.triton.answers import build_prediction, top_k
 from dlstream.adapters.triton.client import near_equal_parts
 from dlstream.domain.contract import Modality, PredictionEvent, Timing, new_request
 from dlstream.domain.errors import ContractError, DeadLetterReason
-from dlstream.inference.predictions import build_prediction, top_k
 from dlstream.inference.routing import modality_of_topic
 
 pytestmark = pytest.mark.unit

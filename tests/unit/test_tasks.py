@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from dlstream.adapters.triton.answers import task_prediction
 from dlstream.adapters.triton.client import Inference
 from dlstream.domain.card import (
     DetectionTask,
@@ -31,7 +32,6 @@ from dlstream.domain.contract import (
     new_request,
 )
 from dlstream.domain.errors import ContractError, DeadLetterReason
-from dlstream.inference.predictions import task_prediction
 from dlstream.models.postprocess import OutputShapeError, ctc_greedy, detections, nms, task_outputs
 from dlstream.models.preprocess.declared import Geometry, image_batch, preprocessor
 from dlstream.models.preprocess.image import encode_png
@@ -300,3 +300,41 @@ def test_the_triton_config_declares_each_tasks_outputs() -> None:
         ("BOX_COUNT", "TYPE_INT32", [1]),
     ]
     assert output_tensors(card_of(SequenceTask(), []))[0] == ("TEXT", "TYPE_STRING", [1])
+
+
+def test_each_tasks_drift_signals_are_a_category_a_scalar_and_a_vector() -> None:
+    from dlstream.domain.contract import Box, RegressionPrediction, ScoredLabel
+    from dlstream.domain.drift_signals import categories, signals, summary
+
+    common: dict[str, Any] = {
+        "request_id": "r",
+        "modality": Modality.IMAGE,
+        "model": "m",
+        "model_version": "1",
+    }
+    common |= {"embedding": [0.5], "timing": TIMING}
+    text = SequencePrediction(**common, text="ab 12!", confidence=0.8)
+    found = signals(text, [])
+    assert categories("sequence", [])[found.category or 0] == "4-7 chars"
+    assert found.scalar == 0.8
+    assert found.vector == pytest.approx([2 / 6, 2 / 6, 1 / 6, 1 / 6, 0.0, 6 / 64, 0.5])
+    boxes = DetectionPrediction(
+        **common,
+        detections=[
+            Box(label="dog", score=0.9, box=[0, 0, 99, 9]),
+            Box(label="dog", score=0.5, box=[0, 0, 9, 9]),
+        ],
+    )
+    found = signals(boxes, ["cat", "dog"])
+    assert (categories("detection", ["cat", "dog"])[found.category or 0], found.scalar) == ("2 objects", 0.7)
+    assert found.vector[:2] == [0.0, 1.0]
+    tags = MultilabelPrediction(
+        **common, labels=[ScoredLabel(label="b", score=0.7)], scores={"a": 0.2, "b": 0.7}
+    )
+    assert signals(tags, ["a", "b"]).category == 1
+    none = MultilabelPrediction(**common, labels=[], scores={"a": 0.2, "b": 0.3})
+    assert categories("multilabel", ["a", "b"])[signals(none, ["a", "b"]).category or 0] == "(none present)"
+    ages = RegressionPrediction(**common, values={"age": 31.5, "height": 1.7})
+    assert signals(ages, ["age", "height"]).scalar == 31.5
+    assert summary(ages) == "31.5,1.7"
+    assert summary(SequencePrediction(**common, text="a\tb\nc", confidence=0.5)) == "a b c"

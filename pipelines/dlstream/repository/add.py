@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from dlstream.adapters.triton.answers import task_prediction
+from dlstream.adapters.triton.client import Inference
 from dlstream.domain.card import (
     CARD_FILE,
     LABELS_MEAN,
@@ -42,8 +44,9 @@ from dlstream.domain.card import (
     TaskName,
     TokensPreprocessing,
 )
-from dlstream.domain.contract import Modality
-from dlstream.domain.errors import DlstreamError
+from dlstream.domain.contract import Modality, Timing, new_request
+from dlstream.domain.drift_signals import Signals, categories, signals
+from dlstream.domain.errors import ContractError, DlstreamError
 from dlstream.models.evaluate import classification_report
 from dlstream.models.export import EMBEDDING_DIMS, TRITON_MODEL_FILE
 from dlstream.models.postprocess import OutputShapeError, read_vocabulary
@@ -105,8 +108,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A request that passed every check, with what the checks measured (``probabilities`` only for a
-    classifier: the drift reference is kept for classifiers)."""
+    """A request that passed every check, with what the checks measured (``probabilities`` for a
+    classifier; the drift reference of another task's predictions in ``task_reference``)."""
 
     card: ModelCard
     model: LoadedModel
@@ -115,6 +118,7 @@ class Prepared:
     projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
     samples_per_s: float
     reference: Reference
+    task_reference: dict[str, Any] | None = None
 
 
 def read_labels(path: Path, task: TaskName = "classification") -> list[str]:
@@ -292,11 +296,20 @@ def _run_reference(
     return raw, len(decoded) / max(time.perf_counter() - started, 1e-9)
 
 
-def _check_task_outputs(
-    card: ModelCard, raw: list[list[npt.NDArray[np.float32]]], decoded: list[Any], work_dir: Path
-) -> None:
-    """Every reference batch's raw outputs turned into the task's outputs, as Triton will."""
+def _task_reference(
+    card: ModelCard,
+    raw: list[list[npt.NDArray[np.float32]]],
+    decoded: list[Any],
+    work_dir: Path,
+    projection: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None,
+) -> dict[str, Any]:
+    """Every reference batch's raw outputs turned into the task's outputs and predictions, as Triton and
+    the workers will, and the drift reference of their signals (:mod:`dlstream.domain.drift_signals`)."""
     assert card.source is not None
+    event = new_request(card.modality, b"", content_type="application/octet-stream", source="models add")
+    timing = Timing(queued_ms=0.0, inference_ms=0.0, total_ms=0.0)
+    index = {label: i for i, label in enumerate(card.labels)}
+    found: list[Signals] = []
     vocabulary = None
     if isinstance(card.task, SequenceTask):
         vocabulary = read_vocabulary(work_dir / card.task.vocabulary)
@@ -307,9 +320,31 @@ def _check_task_outputs(
             raise AddError(f"the model has {len(outputs)} outputs; the task options name a later one")
         items = decoded[number * BATCH : (number + 1) * BATCH]
         try:
-            runner_outputs(card, outputs, items, None, vocabulary)
+            named = runner_outputs(card, outputs, items, projection, vocabulary)
         except OutputShapeError as exc:
             raise AddError(f"the model's outputs do not fit a {card.task.kind} model: {exc}") from None
+        for row in range(len(items)):
+            answer = Inference(card.name, "1", {name: array[row] for name, array in named.items()})
+            try:
+                prediction = task_prediction(
+                    event, card, answer, timing=timing, k=1, full_probabilities_max_classes=0
+                )
+            except ContractError as exc:
+                raise AddError(
+                    f"the model's outputs do not fit a {card.task.kind} model: {exc.message}"
+                ) from None
+            found.append(signals(prediction.data, card.labels, index))
+    names = categories(card.task.kind, card.labels)
+    scalars = np.asarray([s.scalar for s in found], dtype=np.float64)
+    floor = float(scalars.min()) - 1.0 if len(scalars) else 0.0
+    # Scores whose argmax is each prediction's category and whose max its scalar: what the reference's
+    # classes and confidence are read from.
+    scores = np.full((len(found), len(names)), floor, dtype=np.float64)
+    for row, signal in enumerate(found):
+        scores[row, signal.category or 0] = signal.scalar
+    vectors = np.asarray([s.vector for s in found], dtype=np.float32).reshape(len(found), -1)
+    statistics = reference_statistics(scores.astype(np.float32), vectors, names, seed=0)
+    return {**statistics, "task": card.task.kind, "card_labels": card.labels}
 
 
 def prepare(request: AddRequest, work_dir: Path) -> Prepared:
@@ -417,9 +452,10 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
         )
     except ValidationError as exc:
         raise AddError(f"the model card does not validate: {exc.errors()[0]['msg']}") from None
-    if not classifier:
-        _check_task_outputs(card, raw, decoded, work_dir)
-    return Prepared(card, model, probabilities, embedding, projection, samples_per_s, reference)
+    task_reference = None if classifier else _task_reference(card, raw, decoded, work_dir, projection)
+    return Prepared(
+        card, model, probabilities, embedding, projection, samples_per_s, reference, task_reference
+    )
 
 
 def write_model(repo: Path, prepared: Prepared, work_dir: Path, reference_dir: Path) -> Path:
@@ -439,9 +475,10 @@ def write_model(repo: Path, prepared: Prepared, work_dir: Path, reference_dir: P
         if prepared.projection is not None:
             mean, components = prepared.projection
             np.savez(version_dir / PROJECTION_FILE, mean=mean, components=components)
+        statistics = prepared.task_reference
         if prepared.probabilities is not None:
             statistics = reference_statistics(prepared.probabilities, prepared.embedding, card.labels, seed=0)
-            (version_dir / "reference.json").write_text(json.dumps(statistics))
+        (version_dir / "reference.json").write_text(json.dumps(statistics))
         (version_dir / "metrics.json").write_text(
             json.dumps({"model": card.name, "version": 1, **card.metrics})
         )

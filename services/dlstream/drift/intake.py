@@ -17,7 +17,8 @@ from typing import TypeVar
 import structlog
 
 from dlstream.config.settings import RetrySettings
-from dlstream.domain.contract import DriftAlert, FeedbackLabel, PredictionData, PredictionEvent
+from dlstream.domain.contract import DriftAlert, FeedbackLabel, PredictionEvent
+from dlstream.domain.drift_signals import AnyData
 from dlstream.domain.errors import AccessDenied, ContractError, TransientError
 from dlstream.drift.monitor import DriftMonitor
 from dlstream.runtime.health import WorkerState
@@ -51,21 +52,14 @@ async def retrying(
             return result
 
 
-def parse_predictions(records: Sequence[tuple[str, bytes]]) -> list[PredictionData]:
-    """The classifiers' predictions among ``(topic, value)`` records; records that are not predictions are
-    logged and skipped, and so are predictions of the tasks whose window statistics the monitor does not
-    keep (every task but classification)."""
-    parsed = []
+def parse_predictions(records: Sequence[tuple[str, bytes]]) -> list[AnyData]:
+    """The predictions among ``(topic, value)`` records; others are logged and skipped."""
+    parsed: list[AnyData] = []
     for topic, value in records:
         try:
-            data = PredictionEvent.from_kafka(value).data
+            parsed.append(PredictionEvent.from_kafka(value).data)
         except ContractError as error:
             log.error("drift.bad_prediction", topic=topic, error=error.message)
-            continue
-        if isinstance(data, PredictionData):
-            parsed.append(data)
-        else:
-            log.debug("drift.task_not_monitored", model=data.model, task=data.task)
     return parsed
 
 

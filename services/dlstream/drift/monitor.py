@@ -22,12 +22,13 @@ from dlstream.domain.contract import (
     PredictionData,
     format_time,
 )
+from dlstream.domain.drift_signals import AnyData, signals, summary
 from dlstream.domain.monitoring import FINAL_RUN_STATES, RetrainContext, VersionSummary
 from dlstream.drift.alerting import AlertAction, VersionState
 from dlstream.drift.calibration import Calibration
 from dlstream.drift.metrics import DriftMetrics
 from dlstream.drift.version_detector import Judgement, VersionDetector
-from dlstream.drift.windows import Reference, WindowResult, encode_row
+from dlstream.drift.windows import Reference, WindowResult, encode_row, encode_signals
 from dlstream.retrain.decisions import retrain_check
 from dlstream.retrain.launchers import Launcher
 
@@ -152,7 +153,7 @@ class DriftMonitor:
             )
         return calibration
 
-    async def observe(self, predictions: Sequence[PredictionData]) -> list[DriftAlert]:
+    async def observe(self, predictions: Sequence[AnyData]) -> list[DriftAlert]:
         """Add predictions to their windows and evaluate every window that filled; the alerts it changed.
 
         Safe to call again with the same batch after a failure (Redis away): predictions recorded by the
@@ -163,17 +164,23 @@ class DriftMonitor:
         batch = []
         # Looked up once per version of the batch: its modality (an enum's value is a slow property) and its
         # reference's class index by label (None without a reference).
-        versions: dict[tuple[str, str], tuple[str, dict[str, int] | None]] = {}
+        versions: dict[tuple[str, str], tuple[str, Reference | None]] = {}
         for prediction in predictions:
-            model, version, label = prediction.model, prediction.model_version, prediction.label
+            model, version = prediction.model, prediction.model_version
             known = versions.get((model, version))
             if known is None:
                 reference = await self.reference(model, version)
-                index = None if reference is None else reference.class_index
-                known = versions[(model, version)] = (prediction.modality.value, index)
-            modality, index = known
-            position = None if index is None else index.get(label)
-            row = None if position is None else encode_row(prediction, position)
+                known = versions[(model, version)] = (prediction.modality.value, reference)
+            modality, reference = known
+            if isinstance(prediction, PredictionData):
+                label = prediction.label
+                position = None if reference is None else reference.class_index.get(label)
+                row = None if position is None else encode_row(prediction, position)
+            else:
+                label, row = summary(prediction), None
+                if reference is not None:
+                    found = signals(prediction, reference.task_labels, reference.task_label_index)
+                    row = None if found.category is None else encode_signals(found)
             batch.append(Recorded(prediction.request_id, Seen(model, version, label, modality), row))
         recording = await self.store.record_predictions(batch)
         joined = [

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dlstream.domain.contract import PredictionData
+from dlstream.domain.drift_signals import Signals
 from dlstream.drift.calibration import Calibration, HeldOut
 from dlstream.drift.statistical_tests import OUTLIER_QUANTILE, FeatureMap, WindowTest
 
@@ -39,6 +40,13 @@ def encode_row(data: PredictionData, label_index: int) -> bytes:
     return _row_format(width).pack(
         label_index, data.score, len(probabilities), *probabilities, *data.embedding
     )
+
+
+def encode_signals(found: Signals) -> bytes:
+    """One prediction of a task other than classification as a row: ``[category, scalar, 0, *vector]``
+    (:mod:`dlstream.domain.drift_signals`)."""
+    vector = found.vector
+    return _row_format(3 + len(vector)).pack(found.category or 0, found.scalar, 0, *vector)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,18 @@ class Reference:
     calibration_embedding: Array
     components: npt.NDArray[np.int64] | None = None  # component of each reference prediction
     calibration_components: npt.NDArray[np.int64] | None = None
+    # A task other than classification: its card's labels (its predictions' categories are ``labels``).
+    card_labels: list[str] | None = None
+
+    @property
+    def task_labels(self) -> list[str]:
+        """The card's labels, which the drift signals of a prediction read (:func:`signals`)."""
+        return self.labels if self.card_labels is None else self.card_labels
+
+    @cached_property
+    def task_label_index(self) -> dict[str, int]:
+        """Each card label's position."""
+        return {label: i for i, label in enumerate(self.task_labels)}
 
     @cached_property
     def class_index(self) -> dict[str, int]:
@@ -122,6 +142,7 @@ class Reference:
             calibration_embedding=calibration_embedding,
             components=components,
             calibration_components=calibration_components,
+            card_labels=document.get("card_labels"),
         )
 
     @property

@@ -21,13 +21,13 @@ from typing import Protocol
 
 import structlog
 
+from dlstream.adapters.triton.answers import task_prediction
 from dlstream.adapters.triton.client import Inference, PayloadRejected, near_equal_parts
 from dlstream.config.settings import Settings
 from dlstream.domain.catalog import ModelCatalog, ServedModel, Unavailable
 from dlstream.domain.contract import KafkaRecord, Modality, RequestEvent, Timing, dead_letter, parse_request
 from dlstream.domain.errors import ContractError, DeadLetterReason, ModelUnavailable, TransientError
 from dlstream.inference.metrics import InferenceMetrics
-from dlstream.inference.predictions import task_prediction
 from dlstream.inference.routing import modality_of_topic
 from dlstream.runtime.health import WorkerState
 

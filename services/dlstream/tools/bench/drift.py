@@ -38,6 +38,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from dlstream.adapters.redis.drift_store import DriftStore, PeekedWindows, async_redis
+from dlstream.adapters.triton.answers import task_prediction
 from dlstream.adapters.triton.client import AsyncTriton
 from dlstream.adapters.triton.discovery import discover_once
 from dlstream.config.settings import Settings
@@ -46,7 +47,6 @@ from dlstream.domain.contract import PredictionData, PredictionEvent, Timing, ne
 from dlstream.drift.calibration import expected_windows_to_false_alert
 from dlstream.drift.metrics import DriftMetrics
 from dlstream.drift.monitor import DriftMonitor
-from dlstream.inference.predictions import task_prediction
 from dlstream.models.reference import reference_statistics
 from dlstream.models.samples import held_out_payloads
 from dlstream.models.zoo.drifted import drifted_digits, noisy_speech, unseen_topic_texts

@@ -13,11 +13,11 @@ from typing import Any
 import faust
 
 from dlstream.adapters.faust.app import faust_credentials
+from dlstream.adapters.triton.answers import task_prediction
 from dlstream.adapters.triton.client import AsyncTriton
 from dlstream.adapters.triton.discovery import TritonDiscovery
 from dlstream.config.settings import Settings, load_settings
 from dlstream.domain.contract import Modality, Timing, parse_request
-from dlstream.inference.predictions import task_prediction
 from dlstream.runtime.logs import configure_logging
 
 

@@ -1,4 +1,5 @@
-"""Turning a model's outputs into the prediction event of the wire contract, per task. Pure functions.
+"""Triton's answer for one event turned into the prediction event of the wire contract, per task: pure
+functions, used by workers and by ``models add`` (which builds a new model's drift reference from them).
 
 A model output that does not fit its card (the wrong width, a class index out of range, text that is not
 UTF-8) raises ContractError ``bad-model-output``: the event is dead-lettered, not predicted wrongly.
