@@ -1,7 +1,8 @@
-"""Models that are not square-image classifiers, trained elsewhere and shipped in a package (the PP-OCR
-text-line models of PyPI's rapidocr-onnxruntime), added with `dlstream models add` and streamed from
-`dlstream publish`: a 48x192 direction classifier and a text recogniser (sequence, CTC) whose predictions,
-read back by the SDK, match the same ONNX files run in-process with the declared preprocessing."""
+"""Models that are not square-image classifiers, trained elsewhere and shipped in packages (the PP-OCR
+text-line models of PyPI's rapidocr-onnxruntime, NudeNet's detector), added with `dlstream models add` and
+streamed from `dlstream publish`: a text recogniser (sequence, CTC), a 48x192 direction classifier and a
+YOLOv8 detector whose predictions, read back by the SDK, match the same ONNX files run in-process with the
+declared preprocessing."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
-from dlstream.domain.contract import SequencePrediction
+from dlstream.domain.contract import DetectionPrediction, SequencePrediction
 from dlstream.models.postprocess import read_vocabulary
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.preprocess.image import encode_png
 from dlstream.models.serving import Named, runner_outputs
 from dlstream.models.source_models import load_model_file
+from dlstream.models.zoo.data.photos import photo
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings, judged_windows
@@ -60,6 +63,11 @@ RECOGNISER_PREPROCESS = (
     "pad_value=127.5",
 )
 WINDOW = 10
+# NudeNet's YOLOv8n (PyPI's nudenet, 320n.onnx): an image padded at the bottom and right to a square, scaled
+# to 320x320, RGB in 0..1; boxes as centre, width and height in input pixels; overlaps suppressed across
+# classes.
+DETECTOR_PREPROCESS = ("colour=RGB", "size=320", "resize=letterbox", "pad_align=top-left", "pad_value=0")
+DETECTOR_OPTIONS = ("box_format=cxcywh", "score_threshold=0.25", "iou_threshold=0.45", "class_agnostic=true")
 DIRECTION_PREPROCESS = (*RECOGNISER_PREPROCESS[:1], "size=192x48", *RECOGNISER_PREPROCESS[2:])
 
 
@@ -114,79 +122,122 @@ def in_process(version_dir: Path, payloads: list[bytes]) -> list[Named]:
     return answers
 
 
+def people_photos(folder: Path, count: int, seed: int) -> None:
+    """``count`` crops of scikit-image's bundled photos (two of them show a person) as PNGs in ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("astronaut", "camera", "coffee", "chelsea")
+    for i in range(count):
+        image = photo(names[i % len(names)])
+        image = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image
+        height, width = image.shape[:2]
+        crop_h, crop_w = int(height * rng.uniform(0.6, 1.0)), int(width * rng.uniform(0.6, 1.0))
+        top, left = int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1))
+        crop = np.ascontiguousarray(image[top : top + crop_h, left : left + crop_w])
+        (folder / f"{i:03d}.png").write_bytes(encode_png(crop))
+
+
+def add_model(deployed: Settings, name: str, model: Path, *options: str, preprocess: tuple[str, ...]) -> None:
+    args = ["models", "add", name, "--modality", "image", "--onnx", str(model), "--outputs", "probabilities"]
+    for pair in preprocess:
+        args += ["--preprocess", pair]
+    print(dlstream(deployed, *args, *options).stdout.strip())
+
+
 @pytest.mark.slow(
-    reason="two models added (each a CLI run and a load in Triton), then streamed and run in-process"
+    reason="three models added (each a CLI run and a load in Triton), streamed and run in-process"
 )
-def test_a_text_recogniser_and_a_48x192_classifier_from_a_package_are_added_and_streamed(
+def test_a_text_recogniser_a_48x192_classifier_and_a_detector_from_packages_are_added_and_streamed(
     empty_triton: LocalStack, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
-    recogniser, direction, vocabulary = ocr_files(tmp_path)
-    text_lines(tmp_path / "reference", 20, seed=1)
-    labels = tmp_path / "directions.txt"
-    labels.write_text("0\n180\n")
-    deployed = drift_settings(
-        empty_triton.settings, topics, group_id, repository=empty_triton.repository, window_size=WINDOW
-    )
-    add = ["models", "add", "ocr", "--modality", "image", "--onnx", str(recogniser), "--task", "sequence"]
-    add += ["--task-option", f"vocabulary={vocabulary}", "--outputs", "probabilities"]
-    add += ["--reference", str(tmp_path / "reference")]
-    for pair in RECOGNISER_PREPROCESS:
-        add += ["--preprocess", pair]
-    print(dlstream(deployed, *add).stdout.strip())
-    add = ["models", "add", "direction", "--modality", "image", "--onnx", str(direction), "--default"]
-    add += ["--labels", str(labels), "--reference", str(tmp_path / "reference"), "--outputs", "probabilities"]
-    for pair in DIRECTION_PREPROCESS:
-        add += ["--preprocess", pair]
-    print(dlstream(deployed, *add).stdout.strip())
+    import nudenet  # type: ignore[import-untyped]
+    import nudenet.nudenet  # type: ignore[import-untyped]
 
-    stream = tmp_path / "stream"
+    detector_classes = list(vars(nudenet.nudenet)["__labels"])  # the package's class names, in output order
+    recogniser, direction, vocabulary = ocr_files(tmp_path)
+    text_lines(tmp_path / "lines", 20, seed=1)
+    people_photos(tmp_path / "photos", 20, seed=1)
+    directions, classes = tmp_path / "directions.txt", tmp_path / "classes.txt"
+    directions.write_text("0\n180\n")
+    classes.write_text("\n".join(detector_classes) + "\n")
+    repository = empty_triton.repository
+    deployed = drift_settings(
+        empty_triton.settings, topics, group_id, repository=repository, window_size=WINDOW
+    )
+    lines, photos = ("--reference", str(tmp_path / "lines")), ("--reference", str(tmp_path / "photos"))
+    sequence = ("--task", "sequence", "--task-option", f"vocabulary={vocabulary}")
+    add_model(deployed, "ocr", recogniser, *sequence, *lines, preprocess=RECOGNISER_PREPROCESS)
+    labelled = ("--labels", str(directions), "--default")
+    add_model(deployed, "direction", direction, *labelled, *lines, preprocess=DIRECTION_PREPROCESS)
+    detection = (
+        "--task",
+        "detection",
+        "--labels",
+        str(classes),
+        *(f"--task-option={o}" for o in DETECTOR_OPTIONS),
+    )
+    detector = Path(nudenet.__file__).parent / "320n.onnx"
+    add_model(deployed, "people", detector, *detection, *photos, preprocess=DETECTOR_PREPROCESS)
+
+    stream, pictures = tmp_path / "stream", tmp_path / "pictures"
     texts = text_lines(stream, 24, seed=2)
     (stream / "zz-not-an-image.png").write_bytes(b"GIF89a, not a PNG")
-    worker = Worker(deployed, tmp_path / "worker.log", repository=empty_triton.repository).start()
-    monitor = Worker(
-        deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=empty_triton.repository
-    )
-    monitor.start()
+    people_photos(pictures, 12, seed=2)
+    worker = Worker(deployed, tmp_path / "worker.log", repository=repository).start()
+    monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository).start()
     try:
         sent = {}
-        for model in ("ocr", "direction"):
-            published = dlstream(deployed, "publish", "image", str(stream), "--model", model, "--print-ids")
+        for model, folder in (("ocr", stream), ("direction", stream), ("people", pictures)):
+            published = dlstream(deployed, "publish", "image", str(folder), "--model", model, "--print-ids")
             for line in published.stdout.splitlines():
                 event = json.loads(line)
                 sent[event["id"]] = (model, Path(event["path"]))
         images = {i for i, (_, path) in sent.items() if path.name[0].isdigit()}
         found = wait_for_predictions(deployed, images)
         assert worker.terminate() == 0
-        # The monitor windows both models' predictions (a sequence model's by text length, step confidence
-        # and character mix): 24 each, windows of 10.
-        for model in ("ocr", "direction"):
-            judged_windows(deployed, model, "1", len(images) // 2 // WINDOW)
+        # The monitor windows every model's predictions (a sequence model's by text length, step confidence
+        # and character mix; a detector's by objects per photo, their scores, classes and box areas).
+        for model, count in (("ocr", 24), ("direction", 24), ("people", 12)):
+            judged_windows(deployed, model, "1", count // WINDOW)
         assert monitor.terminate() == 0
     finally:
         worker.stop()
         monitor.stop()
     letters = raw_outcomes(deployed)[1]
     assert sorted(d.reason.value for d in letters) == ["undecodable-payload"] * 2
-    assert len(found) == len(sent) - 2
+    assert len(found) == len(images)
+    by_file = {(model, path.name): found[i].data for i, (model, path) in sent.items() if i in found}
 
-    by_file = {(model, path.name): found[i] for i, (model, path) in sent.items() if i in found}
     files = sorted(stream.glob("[0-9]*.png"))
     payloads = [f.read_bytes() for f in files]
-    read = [
-        in_process(empty_triton.repository / "ocr" / "1", payloads)[i]["TEXT"][0][0].decode()
-        for i in range(len(files))
-    ]
-    streamed = [by_file[("ocr", f.name)].data for f in files]
-    assert all(isinstance(p, SequencePrediction) for p in streamed)
-    assert [p.text for p in streamed if isinstance(p, SequencePrediction)] == read
+    read = [answer["TEXT"][0][0].decode() for answer in in_process(repository / "ocr" / "1", payloads)]
+    streamed = [by_file[("ocr", f.name)] for f in files]
+    assert [p.text if isinstance(p, SequencePrediction) else None for p in streamed] == read
     upright = [i for i in range(len(files)) if i % 4 != 3]
     right = sum(read[i].strip() == texts[i] for i in upright)
     print(f"recognised {right} of {len(upright)} upright lines exactly; e.g. {read[:3]} for {texts[:3]}")
     assert right >= len(upright) * 0.7
 
-    directions = in_process(empty_triton.repository / "direction" / "1", payloads)
-    expected = [["0", "180"][int(d["PROBABILITIES"][0].argmax())] for d in directions]
-    served = [by_file[("direction", f.name)].classification.label for f in files]
+    answers = in_process(repository / "direction" / "1", payloads)
+    expected = [["0", "180"][int(answer["PROBABILITIES"][0].argmax())] for answer in answers]
+    served = [getattr(by_file[("direction", f.name)], "label", None) for f in files]
     assert served == expected
     truth = ["180" if i % 4 == 3 else "0" for i in range(len(files))]
     print(f"direction right on {sum(a == b for a, b in zip(served, truth, strict=True))} of {len(files)}")
+
+    shots = sorted(pictures.glob("*.png"))
+    answers = in_process(repository / "people" / "1", [f.read_bytes() for f in shots])
+    objects, faces = 0, 0
+    for shot, answer in zip(shots, answers, strict=True):
+        boxes = by_file[("people", shot.name)]
+        assert isinstance(boxes, DetectionPrediction)
+        count = int(answer["BOX_COUNT"][0][0])
+        assert [d.label for d in boxes.detections] == [
+            detector_classes[int(c)] for c in answer["BOX_CLASSES"][0][:count]
+        ]
+        for served_box, box in zip(boxes.detections, answer["BOXES"][0][:count], strict=True):
+            assert np.abs(np.asarray(served_box.box) - box).max() <= 1.0
+        objects += count
+        faces += sum("FACE" in d.label for d in boxes.detections)
+    print(f"{objects} objects in {len(shots)} photos, {faces} of them faces")
+    assert faces

@@ -173,8 +173,9 @@ def detections(
         boxes, scores, chosen = to_xyxy(boxes[keep], source.box_format), scores[keep], chosen[keep]
         if source.boxes_normalised:
             boxes = boxes * np.asarray([input_size[0], input_size[1]] * 2, dtype=np.float32)
+        groups = np.zeros_like(chosen) if task.class_agnostic else chosen
         order = (
-            nms(boxes, scores, chosen, task.iou_threshold)
+            nms(boxes, scores, groups, task.iou_threshold)
             if task.iou_threshold is not None
             else np.argsort(-scores, kind="stable")
         )[:limit]

@@ -108,9 +108,9 @@ def models_publish(ctx: click.Context, names: tuple[str, ...]) -> None:
     "task_pairs",
     multiple=True,
     metavar="KEY=VALUE",
-    help="The task's settings: threshold (multilabel); score_threshold, iou_threshold, max_detections, "
-    "box_format, boxes_normalised, boxes, box_classes (detection); dims, normalise (embedding); "
-    "vocabulary, blank, max_length (sequence).",
+    help="The task's settings: threshold (multilabel); score_threshold, iou_threshold, class_agnostic, "
+    "max_detections, box_format, boxes_normalised, boxes, box_classes (detection); dims, normalise "
+    "(embedding); vocabulary, blank, max_length (sequence).",
 )
 @click.option(
     "--labels",

@@ -224,6 +224,9 @@ class DetectionTask(_Frozen):
         description="Non-maximum suppression per class at this IoU (None: the model suppresses itself).",
     )
     max_detections: int = Field(100, ge=1, le=10_000, description="The most detections kept per event.")
+    class_agnostic: bool = Field(
+        False, description="Suppress overlapping boxes across classes, not per class."
+    )
 
 
 class EmbeddingTask(_Frozen):
