@@ -58,7 +58,7 @@ WORDS = (
 # the right), at a fixed width so that an answer does not depend on the rest of its batch.
 RECOGNISER_PREPROCESS = (
     "colour=BGR",
-    "size=640x48",
+    "size=320x48",
     "resize=fixed-height",
     "mean=0.5",
     "std=0.5",
@@ -97,7 +97,7 @@ def text_lines(folder: Path, count: int, seed: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     texts = []
     for i in range(count):
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 2)))
         font = ImageFont.truetype(str(font_file), rng.choice([18, 22, 26]))
         image = Image.new("RGB", (int(font.getlength(text)) + 16, 40), (255, 255, 255))
         ImageDraw.Draw(image).text((8, 6), text, fill=(0, 0, 0), font=font)
@@ -207,7 +207,7 @@ def test_a_recogniser_a_48x192_classifier_a_detector_and_an_embedder_from_packag
     )
 
     stream, pictures = tmp_path / "stream", tmp_path / "pictures"
-    texts = text_lines(stream, 24, seed=2)
+    texts = text_lines(stream, 16, seed=2)
     (stream / "zz-not-an-image.png").write_bytes(b"GIF89a, not a PNG")
     people_photos(pictures, 12, seed=2)
     worker = Worker(deployed, tmp_path / "worker.log", repository=repository).start()
@@ -228,7 +228,7 @@ def test_a_recogniser_a_48x192_classifier_a_detector_and_an_embedder_from_packag
         assert worker.terminate() == 0
         # The monitor windows every model's predictions (a sequence model's by text length, step confidence
         # and character mix; a detector's by objects per photo, their scores, classes and box areas).
-        for model, count in (("ocr", 24), ("direction", 24), ("people", 12), ("sentences", 16)):
+        for model, count in (("ocr", 16), ("direction", 16), ("people", 12), ("sentences", 16)):
             judged_windows(deployed, model, "1", count // WINDOW)
         assert monitor.terminate() == 0
     finally:
@@ -284,3 +284,25 @@ def test_a_recogniser_a_48x192_classifier_a_detector_and_an_embedder_from_packag
         assert isinstance(vector, EmbeddingPrediction)
         assert float(np.dot(vector.vector, answer["VECTOR"][0])) >= 0.999
         assert float(np.dot(vector.vector, owner)) >= 0.999  # and as the model's own library embeds them
+
+    # `bench models` measures each task's throughput through Triton and in-process (figures not judged).
+    names = ("ocr", "direction", "people", "sentences")
+    bench = dlstream(
+        deployed,
+        "bench",
+        "models",
+        *(f"--model={n}" for n in names),
+        "--seconds",
+        "0.2",
+        "--batches",
+        "1,4",
+        "--json",
+    )
+    figures = json.loads(bench.stdout)["models"]
+    print(
+        json.dumps(
+            {name: {k: v for k, v in f.items() if k != "triton_ips_by_batch"} for name, f in figures.items()}
+        )
+    )
+    assert [figures[n]["task"] for n in names] == ["sequence", "classification", "detection", "embedding"]
+    assert all(figures[n]["triton_best_ips"] > 0 and figures[n]["torch_in_process_ips"] > 0 for n in names)

@@ -23,18 +23,35 @@ def bench() -> None:
 )
 @click.option("--seconds", default=3.0, show_default=True, help="Measuring time of each figure.")
 @click.option(
+    "--batches",
+    default="1,4,16,32",
+    show_default=True,
+    help="Request sizes to measure Triton at (comma-separated).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (the default output is JSON too)."
 )
 @click.pass_context
-def bench_models_cmd(ctx: click.Context, names: tuple[str, ...], seconds: float, as_json: bool) -> None:
-    """Triton throughput at batch 1 and its best batch against in-process torch, per model."""
+def bench_models_cmd(
+    ctx: click.Context, names: tuple[str, ...], seconds: float, batches: str, as_json: bool
+) -> None:
+    """Triton throughput at batch 1 and its best batch against the same model in-process, per model (of
+    any task: an added model is measured on its reference samples)."""
     from dlstream.tools.bench.models import bench_models
     from dlstream.tools.stack.triton_server import loadable_models
 
     settings = settings_of(ctx)
     repo = repository_of(ctx)
     models = list(names) or [m for m in loadable_models(repo) if m != "healthcheck"]
-    report = bench_models(settings, repo, models, seconds)
+    try:
+        sizes = tuple(sorted({int(part) for part in batches.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(
+            f"{batches!r}: request sizes such as 1,4,16", param_hint="--batches"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{batches!r}: request sizes of 1 or more", param_hint="--batches")
+    report = bench_models(settings, repo, models, seconds, sizes)
     click.echo(report.model_dump_json(indent=None if as_json else 2))
 
 

@@ -1,7 +1,9 @@
-"""``dlstream bench models``: Triton throughput from raw bytes against the same model run in-process.
+"""``dlstream bench models``: Triton throughput from raw bytes against the same model run in-process, for
+models of every task.
 
 Every figure comes from one run on one machine: Triton over gRPC at batch 1 and at several batch sizes, and
-the in-process runner (same decoding, same TorchScript) at Triton's best batch size.
+the in-process runner (same decoding, same model file, same postprocessing) at Triton's best batch size. A
+built-in model is fed its held-out samples, an added one the reference samples it was added with.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import tritonclient.grpc as grpcclient
 from pydantic import BaseModel
 
 from dlstream.config.settings import Settings
+from dlstream.domain.card import read_card
 from dlstream.models.samples import held_out_payloads
-from dlstream.models.serving import load_runner, run_requests
+from dlstream.models.serving import load_runner, run_named
 
 BATCH_SIZES = (1, 4, 16, 32)
 
@@ -42,6 +45,7 @@ def _batches(payloads: list[bytes], size: int) -> list[np.ndarray[Any, np.dtype[
 class ModelFigures(BaseModel):
     """One model's throughput: Triton over gRPC by batch size, and the in-process runner at Triton's best."""
 
+    task: str
     triton_batch1_ips: float
     triton_best_batch: int
     triton_best_ips: float
@@ -67,16 +71,31 @@ class ModelsBench(BaseModel):
     models: dict[str, ModelFigures]
 
 
-def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> ModelFigures:
+def bench_payloads(repo: Path, model: str) -> list[bytes]:
+    """What a model is measured on: a plugin's held-out samples, or the reference samples of an added
+    model."""
+    version_dir = repo / model / "1"
+    card = read_card(version_dir)
+    if card.plugin is not None:
+        seed = json.loads((version_dir / "metrics.json").read_text())["seed"]
+        payloads, _ = held_out_payloads(card.plugin, seed)
+        return payloads
+    from dlstream.repository.add import read_reference
+
+    return read_reference(repo / model / "reference", card.modality, []).payloads
+
+
+def bench_model(
+    settings: Settings, repo: Path, model: str, seconds: float, batch_sizes: tuple[int, ...] = BATCH_SIZES
+) -> ModelFigures:
     """The figures for one model."""
     version_dir = repo / model / "1"
-    seed = json.loads((version_dir / "metrics.json").read_text())["seed"]
-    payloads, _ = held_out_payloads(model, seed)
+    payloads = bench_payloads(repo, model)
     client = grpcclient.InferenceServerClient(settings.triton.grpc_url)
     try:
         max_batch = int(client.get_model_config(model, as_json=True)["config"].get("max_batch_size", 1))
         triton: dict[int, float] = {}
-        for size in (s for s in BATCH_SIZES if s <= max_batch):
+        for size in sorted({min(s, max_batch) for s in batch_sizes}):
             batches = _batches(payloads, size)
 
             def infer(i: int, batches: list[np.ndarray[Any, np.dtype[np.object_]]] = batches) -> int:
@@ -95,13 +114,14 @@ def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> M
 
     def run_local(i: int) -> int:
         batch = local_batches[i % len(local_batches)]
-        result = run_requests(runner, [batch])[0]
+        result = run_named(runner, [batch])[0]
         if isinstance(result, Exception):
             raise result
         return len(batch)
 
     torch_ips = items_per_second(run_local, seconds)
     return ModelFigures(
+        task=runner.card.task.kind,
         triton_batch1_ips=round(triton[1], 1),
         triton_best_batch=best,
         triton_best_ips=round(triton[best], 1),
@@ -111,7 +131,13 @@ def bench_model(settings: Settings, repo: Path, model: str, seconds: float) -> M
     )
 
 
-def bench_models(settings: Settings, repo: Path, models: list[str], seconds: float) -> ModelsBench:
+def bench_models(
+    settings: Settings,
+    repo: Path,
+    models: list[str],
+    seconds: float,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+) -> ModelsBench:
     """Figures for every model (items per second, ``ips``), with what they were measured on."""
     import os
     import platform
@@ -124,5 +150,5 @@ def bench_models(settings: Settings, repo: Path, models: list[str], seconds: flo
             cpus=os.cpu_count(), platform=platform.platform(), torch_threads=torch.get_num_threads()
         ),
         seconds_per_figure=seconds,
-        models={model: bench_model(settings, repo, model, seconds) for model in models},
+        models={model: bench_model(settings, repo, model, seconds, batch_sizes) for model in models},
     )
