@@ -144,6 +144,22 @@ def test_bad_models_add_inputs_fail_clearly_and_leave_the_repository_as_it_was(t
         "empty reference": ({"reference_dir": empty}, "holds 0 image samples"),
         "undecodable reference": ({"reference_dir": garbage}, "24 of 24 reference samples do not decode"),
         "name clash": ({"name": "taken"}, "a model named 'taken' exists"),
+        "option of another task": ({"task_options": {"threshold": "0.3"}}, "it applies to multilabel models"),
+        "labels of an embedder": (
+            {"task": "embedding", "task_options": {"dims": "3"}},
+            "an embedding model has no labels",
+        ),
+        "detector without labels": ({"task": "detection", "labels_file": None}, "needs --labels"),
+        "no vocabulary": ({"task": "sequence", "labels_file": None}, "vocabulary=FILE"),
+        "dynamic width of a fixed input": (
+            {"preprocess": {"colour": "RGB", "height": "16", "resize": "fixed-height"}},
+            "a fixed width of 16",
+        ),
+        "vector width": (
+            {"task": "embedding", "task_options": {"dims": "5"}, "labels_file": None},
+            "the vector has 3 values; the card says 5",
+        ),
+        "value names": ({"task": "regression", "labels_file": four}, "3 values for 4 names"),
     }
     before = _snapshot(repo)
     for case, (change, message) in cases.items():

@@ -43,6 +43,7 @@ from dlstream.domain.card import (
     SourceModel,
     TaskName,
     TokensPreprocessing,
+    a_task,
 )
 from dlstream.domain.contract import Modality, Timing, new_request
 from dlstream.domain.drift_signals import Signals, categories, signals
@@ -130,7 +131,7 @@ def read_labels(path: Path, task: TaskName = "classification") -> list[str]:
     fewest = LABELS_MEAN[task][1]
     if len(labels) < fewest:
         raise AddError(
-            f"labels file {path} names {len(labels)} labels; a {task} model needs at least {fewest}"
+            f"labels file {path} names {len(labels)} labels; {a_task(task)} model needs at least {fewest}"
         )
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
@@ -258,11 +259,12 @@ def _check_inputs(model: LoadedModel, preprocessing: Preprocessing) -> None:
                 f"makes a batch of {expected}, rank {len(expected) + 1}"
             )
         shown = ", ".join("width" if d == -1 else str(d) for d in expected)
+        height = preprocessing.height if isinstance(preprocessing, ImagePreprocessing) else "<height>"
         for have, want in zip(declared.shape[1:], expected, strict=True):
             if want == -1 and have is not None:
                 raise AddError(
                     f"input {declared.name!r} has shape {declared.shape}, a fixed width of {have}; the "
-                    f"preprocessing makes a dynamic width (declare size={have}x<height> instead)"
+                    f"preprocessing makes a dynamic width (declare size={have}x{height} instead)"
                 )
             if have is not None and want != -1 and have != want:
                 raise AddError(
@@ -275,10 +277,12 @@ def _labels(request: AddRequest) -> list[str]:
     meaning, fewest = LABELS_MEAN[request.task]
     if fewest == 0:
         if request.labels_file is not None:
-            raise AddError(f"--labels: a {request.task} model has no labels ({meaning})")
+            raise AddError(f"--labels: {a_task(request.task)} model has no labels ({meaning})")
         return []
     if request.labels_file is None:
-        raise AddError(f"a {request.task} model needs --labels (its {meaning}, one a line, in output order)")
+        raise AddError(
+            f"{a_task(request.task)} model needs --labels (its {meaning}, one a line, in output order)"
+        )
     return read_labels(request.labels_file, request.task)
 
 
@@ -322,7 +326,7 @@ def _task_reference(
         try:
             named = runner_outputs(card, outputs, items, projection, vocabulary)
         except OutputShapeError as exc:
-            raise AddError(f"the model's outputs do not fit a {card.task.kind} model: {exc}") from None
+            raise AddError(f"the model's outputs do not fit {a_task(card.task.kind)} model: {exc}") from None
         for row in range(len(items)):
             answer = Inference(card.name, "1", {name: array[row] for name, array in named.items()})
             try:
@@ -331,7 +335,7 @@ def _task_reference(
                 )
             except ContractError as exc:
                 raise AddError(
-                    f"the model's outputs do not fit a {card.task.kind} model: {exc.message}"
+                    f"the model's outputs do not fit {a_task(card.task.kind)} model: {exc.message}"
                 ) from None
             found.append(signals(prediction.data, card.labels, index))
     names = categories(card.task.kind, card.labels)

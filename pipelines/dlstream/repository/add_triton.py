@@ -19,7 +19,7 @@ import numpy.typing as npt
 import tritonclient.http as triton_http
 
 from dlstream.adapters.triton.client import softmax
-from dlstream.domain.card import CARD_FILE, CARD_PARAMETER, MODEL_NAME_PATTERN, ModelCard, Outputs
+from dlstream.domain.card import CARD_FILE, CARD_PARAMETER, MODEL_NAME_PATTERN, ModelCard, Outputs, a_task
 from dlstream.models.reference import reference_statistics
 from dlstream.models.triton_config import card_parameter
 from dlstream.repository.add import AddError, AddRequest, read_labels, read_reference
@@ -113,8 +113,8 @@ def write_triton_model(repo: Path, request: AddRequest) -> tuple[Path, ModelCard
         raise AddError(f"a model named {request.name!r} exists in {repo}; pick another name or remove it")
     if request.task != "classification":
         raise AddError(
-            f"a Triton model folder is added as a classifier; serve a {request.task} model from its --onnx "
-            "or --torchscript file"
+            "a Triton model folder is added as a classifier; serve "
+            f"{a_task(request.task)} model from its --onnx or --torchscript file"
         )
     if request.labels_file is None:
         raise AddError("a classifier needs --labels (its classes, one a line, in output order)")

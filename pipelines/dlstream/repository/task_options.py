@@ -20,6 +20,7 @@ from dlstream.domain.card import (
     SourceModel,
     Task,
     TaskName,
+    a_task,
 )
 from dlstream.domain.errors import DlstreamError
 
@@ -84,7 +85,7 @@ def parse_task(task: TaskName, options: Mapping[str, str], work_dir: Path) -> tu
         else:
             owners = _owners(key)
             where = f"it applies to {', '.join(owners)} models" if owners else "no task takes it"
-            raise TaskOptionError(f"--task-option {key}: a {task} model does not take it ({where})")
+            raise TaskOptionError(f"--task-option {key}: {a_task(task)} model does not take it ({where})")
     if task == "multilabel":
         thresholds = {
             k.removeprefix("threshold."): v for k, v in options.items() if k.startswith("threshold.")
@@ -107,5 +108,5 @@ def parse_task(task: TaskName, options: Mapping[str, str], work_dir: Path) -> tu
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'][1:] or e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
         )
-        raise TaskOptionError(f"--task-option for a {task} model: {problems}") from None
+        raise TaskOptionError(f"--task-option for {a_task(task)} model: {problems}") from None
     return parsed, source_values

@@ -190,6 +190,11 @@ Preprocessing = Annotated[
 ]
 
 
+def a_task(kind: str) -> str:
+    """``kind`` with its article, for messages: "a detection", "an embedding"."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
 class ClassificationTask(_Frozen):
     """One class per event: the labels' scores sum to one (softmax)."""
 
@@ -372,9 +377,9 @@ class ModelCard(_Frozen):
     def _labels_of_task(self) -> ModelCard:
         meaning, fewest = LABELS_MEAN[self.task.kind]
         if len(self.labels) < fewest:
-            raise ValueError(f"a {self.task.kind} model needs at least {fewest} labels ({meaning})")
+            raise ValueError(f"{a_task(self.task.kind)} model needs at least {fewest} labels ({meaning})")
         if fewest == 0 and self.labels:
-            raise ValueError(f"a {self.task.kind} model has no labels")
+            raise ValueError(f"{a_task(self.task.kind)} model has no labels")
         if isinstance(self.task, MultilabelTask):
             unknown = sorted(set(self.task.thresholds) - set(self.labels))
             if unknown:

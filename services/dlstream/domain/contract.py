@@ -383,7 +383,7 @@ class PredictionEvent(BaseModel):
             ValueError: the prediction is of another task.
         """
         if not isinstance(self.data, PredictionData):
-            raise ValueError(f"a {self.data.task} prediction has no class; read its data")
+            raise ValueError(f"this prediction is of task {self.data.task}: it has no class; read its data")
         return self.data
 
     def to_kafka(self) -> KafkaRecord:
