@@ -33,8 +33,9 @@ down: ## stop every process of the local stack
 status: ## show the local stack's processes and health
 	$(VENV)/dlstream stack status
 
-docs: setup ## regenerate the README's configuration table from the settings
+docs: setup ## regenerate the README's configuration table and the prediction schemas (docs/schemas/)
 	$(VENV)/python scripts/update_readme_config.py
+	$(VENV)/python scripts/write_prediction_schemas.py
 
 lint: setup ## ruff lint and format check, and the import contracts between the layers
 	$(VENV)/ruff check services pipelines tests scripts setup.py

@@ -338,3 +338,14 @@ def test_each_tasks_drift_signals_are_a_category_a_scalar_and_a_vector() -> None
     assert signals(ages, ["age", "height"]).scalar == 31.5
     assert summary(ages) == "31.5,1.7"
     assert summary(SequencePrediction(**common, text="a\tb\nc", confidence=0.5)) == "a b c"
+
+
+def test_each_tasks_prediction_schema_is_published_in_the_docs() -> None:
+    import json
+
+    from dlstream.domain.contract import prediction_schemas
+
+    schemas = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+    for task, schema in prediction_schemas().items():
+        written = json.loads((schemas / f"prediction-data.{task}.schema.json").read_text())
+        assert written == schema, f"run `make docs`: the schema of {task} predictions changed"

@@ -336,6 +336,11 @@ class SequencePrediction(_PredictionBase):
     confidence: float = Field(ge=0.0, le=1.0)
 
 
+def prediction_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each task's prediction ``data`` (``docs/schemas/``, written by ``make docs``)."""
+    return {task: model.model_json_schema() for task, model in PREDICTION_MODELS.items()}
+
+
 def _task_of(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("task", "classification"))
