@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from dlstream.client.publisher import Publisher
 from dlstream.config.settings import Settings
 from dlstream.domain.card import read_card
 from dlstream.domain.contract import DetectionPrediction, EmbeddingPrediction, SequencePrediction
@@ -27,7 +28,7 @@ from dlstream.models.source_models import load_model_file
 from dlstream.models.zoo.data.photos import photo
 from dlstream.tools.stack.local_stack import LocalStack
 from tests.integration.conftest import PROJECT_ROOT, TopicFactory
-from tests.integration.drift import MONITOR_ARGV, drift_settings, judged_windows
+from tests.integration.drift import MONITOR_ARGV, drift_settings, judged_windows, overview, wait_for
 from tests.integration.workers import (
     Worker,
     dlstream,
@@ -230,6 +231,20 @@ def test_a_recogniser_a_48x192_classifier_a_detector_and_an_embedder_from_packag
         # and character mix; a detector's by objects per photo, their scores, classes and box areas).
         for model, count in (("ocr", 16), ("direction", 16), ("people", 12), ("sentences", 16)):
             judged_windows(deployed, model, "1", count // WINDOW)
+        # Labels in the recogniser's form (its text) are scored in its task's metric: character error rate.
+        truths = {
+            path.name: text for path, text in zip(sorted(stream.glob("[0-9]*.png")), texts, strict=True)
+        }
+        with Publisher(deployed) as publisher:
+            for request_id, (model, path) in sent.items():
+                if model == "ocr" and path.name in truths:
+                    publisher.publish_label(request_id, truths[path.name])
+        cer = wait_for(
+            lambda: (overview(deployed)["ocr"]["versions"]["1"].get("metric") or {}).get("value"),
+            timeout_s=120,
+            what="the character error rate of the recogniser's labelled predictions",
+        )
+        print(f"ocr: character error rate {cer} on {len(truths)} labelled lines")
         assert monitor.terminate() == 0
     finally:
         worker.stop()

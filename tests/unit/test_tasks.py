@@ -349,3 +349,22 @@ def test_each_tasks_prediction_schema_is_published_in_the_docs() -> None:
     for task, schema in prediction_schemas().items():
         written = json.loads((schemas / f"prediction-data.{task}.schema.json").read_text())
         assert written == schema, f"run `make docs`: the schema of {task} predictions changed"
+
+
+def test_a_label_is_scored_in_its_tasks_metric() -> None:
+    from dlstream.domain.feedback import edit_distance, metric, score
+
+    assert edit_distance("kafka", "kafak") == 2
+    totals: dict[str, float] = {}
+    for truth, said in (("kafka", "kafka"), ("drift", "dirft")):
+        for key, value in score("sequence", truth, said).items():
+            totals[key] = totals.get(key, 0.0) + value
+    name, rate = metric("sequence", totals)
+    assert name == "cer"
+    assert rate == pytest.approx(0.2)  # 2 errors in 10 characters
+    tags = score("multilabel", "spam,ads", "ads,adult")
+    assert (tags["tp"], tags["fp"], tags["fn"]) == (1, 1, 1)
+    assert metric("multilabel", tags) == ("micro_f1", 0.5)
+    assert metric("regression", score("regression", "30,2", "31.5,2")) == ("mae", 0.75)
+    assert metric("classification", score("classification", "cat", "dog")) == ("accuracy", 0.0)
+    assert metric("regression", {}) == ("mae", None)

@@ -43,6 +43,10 @@ class VersionSummary(BaseModel):
     predictions: int = 0
     labelled: int | None = None
     accuracy: float | None = None
+    metric: dict[str, str | float] | None = Field(
+        None,
+        description="The task's metric on labelled predictions: name (accuracy, micro_f1, cer, ...), value.",
+    )
 
 
 class RetrainingRun(BaseModel):

@@ -181,7 +181,8 @@ class DriftMonitor:
                 if reference is not None:
                     found = signals(prediction, reference.task_labels, reference.task_label_index)
                     row = None if found.category is None else encode_signals(found)
-            batch.append(Recorded(prediction.request_id, Seen(model, version, label, modality), row))
+            seen = Seen(model, version, label, modality, prediction.task)
+            batch.append(Recorded(prediction.request_id, seen, row))
         recording = await self.store.record_predictions(batch)
         joined = [
             (item.request_id, label, item.seen)

@@ -9,7 +9,10 @@ def _version_line(version: str, summary: VersionSummary) -> str:
     line = f"  v{version}: {summary.windows} windows, {summary.flagged_windows} flagged"
     if summary.last_p_value is not None:
         line += f", last p={summary.last_p_value:.3g}"
-    if summary.labelled and summary.accuracy is not None:
+    metric = summary.metric or {}
+    if summary.labelled and metric.get("name") not in (None, "accuracy"):
+        line += f", {metric['name']} {float(metric['value']):.3f} on {summary.labelled} labels"
+    elif summary.labelled and summary.accuracy is not None:
         line += f", accuracy {summary.accuracy:.3f} on {summary.labelled} labels"
     calibration = summary.calibration
     if calibration is not None:

@@ -18,7 +18,7 @@ from dlstream.adapters.redis.drift_store import with_store
 from dlstream.adapters.triton.control import load_in_triton
 from dlstream.client.reader import read_records
 from dlstream.config.settings import Settings
-from dlstream.domain.card import ModelCard, read_card
+from dlstream.domain.card import ModelCard, a_task, read_card
 from dlstream.domain.contract import header_map
 from dlstream.domain.errors import StackError
 from dlstream.models.data_cache import TrainingDataCache
@@ -118,6 +118,11 @@ def _retrain(settings: Settings, *, model: str, repository: Path, started: float
     card = read_card(serving_dir)
     if card.retraining.kind == "none" or card.preprocessing is None:
         raise NoRecipe(f"{model} has no training recipe or command; the alert stands, nothing is retrained")
+    if card.task.kind != "classification":
+        raise NoRecipe(
+            f"{model} is {a_task(card.task.kind)} model: its retraining gate is not built yet; the alert "
+            "stands, nothing is retrained"
+        )
     retrain = settings.retrain
     feedback_records = with_store(settings, lambda s: s.feedback(model))
     if not feedback_records:

@@ -22,6 +22,7 @@ from dlstream.adapters.redis.drift_scripts import LOOKUP_SEEN, RECORD_PREDICTION
 from dlstream.config.settings import DriftSettings, RedisSettings, Settings
 from dlstream.domain.contract import DriftAlert
 from dlstream.domain.errors import TransientError
+from dlstream.domain.feedback import metric, score
 from dlstream.domain.monitoring import (
     ModelOverview,
     RetrainContext,
@@ -54,18 +55,19 @@ class Seen(NamedTuple):
 
     model: str
     version: str
-    label: str
+    label: str  # what the prediction said (:func:`dlstream.domain.drift_signals.summary`)
     modality: str
+    task: str = "classification"
 
     def encode(self) -> str:
-        """Compact form for Redis."""
-        return "\t".join([self.model, self.version, self.label, self.modality])
+        """Compact form for Redis (a classifier's without its task, as before tasks existed)."""
+        fields = [self.model, self.version, self.label, self.modality]
+        return "\t".join(fields if self.task == "classification" else [*fields, self.task])
 
     @classmethod
     def decode(cls, raw: bytes) -> Seen:
         """Parse :meth:`encode`'s form."""
-        model, version, label, modality = raw.decode().split("\t")
-        return cls(model, version, label, modality)
+        return cls(*raw.decode().split("\t"))
 
 
 @dataclass(frozen=True)
@@ -323,8 +325,9 @@ class DriftStore:
         models: set[str] = set()
         for request_id, label, seen in matched:
             accuracy = self.key("accuracy", seen.model, seen.version)
-            pipe.hincrby(accuracy, "labelled", 1)
-            pipe.hincrby(accuracy, "correct", int(label == seen.label))
+            for counter, value in score(seen.task, label, seen.label).items():
+                pipe.hincrbyfloat(accuracy, counter, value)
+            pipe.hset(accuracy, "task", seen.task)
             pipe.expire(accuracy, self.settings.state_ttl_s)
             record = {
                 "request_id": request_id,
@@ -414,10 +417,15 @@ class DriftStore:
             pipe.exists(self.key("retrain", "lock", model))
         results = await self._execute(pipe)
         for i, name in enumerate(summaries):
-            counts = {k.decode(): int(v) for k, v in results[i].items()}
+            fields = {k.decode(): v.decode() for k, v in results[i].items()}
+            task = fields.pop("task", "classification")
+            counts = {k: float(v) for k, v in fields.items()}
             if counts.get("labelled"):
-                summaries[name]["labelled"] = counts["labelled"]
+                summaries[name]["labelled"] = int(counts["labelled"])
                 summaries[name]["accuracy"] = round(counts.get("correct", 0) / counts["labelled"], 4)
+                metric_name, value = metric(task, counts)
+                if value is not None:
+                    summaries[name]["metric"] = {"name": metric_name, "value": round(value, 4)}
         rest = results[len(summaries) :]
         overview: dict[str, ModelOverview] = {}
         for j, model in enumerate(models):
