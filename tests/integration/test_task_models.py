@@ -300,6 +300,14 @@ def test_a_recogniser_a_48x192_classifier_a_detector_and_an_embedder_from_packag
         assert float(np.dot(vector.vector, answer["VECTOR"][0])) >= 0.999
         assert float(np.dot(vector.vector, owner)) >= 0.999  # and as the model's own library embeds them
 
+    listed = dlstream(deployed, "models", "list", "--json").stdout.splitlines()
+    rows = [json.loads(line) for line in listed if line.startswith("{")]
+    assert {row["name"]: row["task"] for row in rows} == {
+        "ocr": "sequence",
+        "direction": "classification",
+        "people": "detection",
+        "sentences": "embedding",
+    }
     # `bench models` measures each task's throughput through Triton and in-process (figures not judged).
     names = ("ocr", "direction", "people", "sentences")
     bench = dlstream(

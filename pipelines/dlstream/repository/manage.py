@@ -124,6 +124,7 @@ class ModelRow(BaseModel):
 
     name: str
     modality: str
+    task: str
     format: str
     versions: list[int]
     serving: list[int]
@@ -159,6 +160,7 @@ def model_rows(settings: Settings, repo: Path | None) -> list[ModelRow]:
             ModelRow(
                 name=name,
                 modality=card.modality.value,
+                task=card.task.kind,
                 format=card.source_format,
                 versions=versions or [int(v) for v in (served.versions if served else ())],
                 serving=[int(v) for v in served.versions] if served else [],

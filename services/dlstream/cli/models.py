@@ -217,7 +217,8 @@ def _key_values(option: str, pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model instead of a table.")
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
-    """Every model: modality, format, versions, serving version, default, accuracy, open alert, retraining."""
+    """Every model: modality, task, format, versions, serving version, default, accuracy, open alert,
+    retraining."""
     from dlstream.repository.manage import model_rows
 
     repo = repository_of(ctx)
@@ -228,7 +229,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         accuracy = "-" if row.accuracy is None else f"{row.accuracy:.3f}"
         serving = ",".join(map(str, row.serving)) or "-"
         click.echo(
-            f"{row.name:<16} {row.modality:<6} {row.format:<12} "
+            f"{row.name:<16} {row.modality:<6} {row.task:<15} {row.format:<12} "
             f"versions {','.join(map(str, row.versions)):<8} serving {serving:<4} "
             f"{'default' if row.default else '':<8} accuracy {accuracy:<6} "
             f"alert {'OPEN' if row.open_alert else '-':<5} retraining {row.retraining}"
