@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dlstream.adapters.triton.client import sigmoid, softmax
 from dlstream.domain.card import (
     BoxFormat,
     DetectionTask,
@@ -40,17 +41,6 @@ BAD_OUTPUT_PREFIX = f"{DeadLetterReason.BAD_MODEL_OUTPUT.value}: "
 
 class OutputShapeError(ValueError):
     """A model's output does not have the shape its card declares."""
-
-
-def softmax(logits: Array) -> Array:
-    """Probabilities along the last axis (numerically stable)."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True), dtype=np.float32)
-
-
-def sigmoid(logits: Array) -> Array:
-    """Independent probabilities (numerically stable for large magnitudes)."""
-    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * logits)), dtype=np.float32)
 
 
 def read_vocabulary(path: Path) -> list[str]:

@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from dlstream.adapters.triton.client import softmax
 from dlstream.config.settings import Settings
 from dlstream.domain.card import ModelCard, SequenceTask, SourceModel, read_card
-from dlstream.models.postprocess import read_vocabulary, softmax, task_outputs
+from dlstream.models.postprocess import read_vocabulary, task_outputs
 from dlstream.models.preprocess.declared import ImageItem, Preprocessor, preprocessor
 from dlstream.models.preprocess.errors import PayloadError
 from dlstream.models.source_models import LoadedModel, ServingModule, load_model_file

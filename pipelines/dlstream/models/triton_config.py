@@ -16,8 +16,6 @@ from dlstream.domain.card import (
     DetectionTask,
     EmbeddingTask,
     ModelCard,
-    RegressionTask,
-    SequenceTask,
 )
 
 # How long Triton's dynamic batcher holds a request for more. A worker sends its whole batch at once, so the
@@ -38,28 +36,24 @@ def card_parameter(card: ModelCard) -> str:
 
 
 def output_tensors(card: ModelCard) -> list[tuple[str, str, list[int]]]:
-    """``(name, Triton data type, dims)`` of each output the card's task serves, the drift embedding last."""
+    """``(name, Triton data type, dims)`` of each output the card's task serves
+    (:meth:`ModelCard.output_names`, the drift embedding last)."""
     names, task = card.outputs, card.task
-    tensors: list[tuple[str, str, list[int]]]
-    if isinstance(task, RegressionTask):
-        tensors = [(names.values, "TYPE_FP32", [len(card.labels)])]
-    elif isinstance(task, EmbeddingTask):
-        tensors = [(names.vector, "TYPE_FP32", [task.dims])]
-    elif isinstance(task, SequenceTask):
-        tensors = [(names.text, "TYPE_STRING", [1]), (names.confidence, "TYPE_FP32", [1])]
-    elif isinstance(task, DetectionTask):
-        most = task.max_detections
-        tensors = [
-            (names.boxes, "TYPE_FP32", [most, 4]),
-            (names.box_scores, "TYPE_FP32", [most]),
-            (names.box_classes, "TYPE_INT32", [most]),
-            (names.box_count, "TYPE_INT32", [1]),
-        ]
-    else:
-        tensors = [(names.scores, "TYPE_FP32", [len(card.labels)])]
+    most = task.max_detections if isinstance(task, DetectionTask) else 0
+    shapes: dict[str, tuple[str, list[int]]] = {
+        names.scores: ("TYPE_FP32", [len(card.labels)]),
+        names.values: ("TYPE_FP32", [len(card.labels)]),
+        names.vector: ("TYPE_FP32", [task.dims if isinstance(task, EmbeddingTask) else 0]),
+        names.text: ("TYPE_STRING", [1]),
+        names.confidence: ("TYPE_FP32", [1]),
+        names.boxes: ("TYPE_FP32", [most, 4]),
+        names.box_scores: ("TYPE_FP32", [most]),
+        names.box_classes: ("TYPE_INT32", [most]),
+        names.box_count: ("TYPE_INT32", [1]),
+    }
     if names.embedding:
-        tensors.append((names.embedding, "TYPE_FP32", [names.embedding_dims]))
-    return tensors
+        shapes[names.embedding] = ("TYPE_FP32", [names.embedding_dims])
+    return [(name, *shapes[name]) for name in card.output_names()]
 
 
 def render_config(card: ModelCard, *, gpu: bool, pinned: int | None = None) -> str:

@@ -318,10 +318,6 @@ def _task_reference(
     if isinstance(card.task, SequenceTask):
         vocabulary = read_vocabulary(work_dir / card.task.vocabulary)
     for number, outputs in enumerate(raw):
-        if max(i for i in (card.source.scores, card.source.boxes or 0, card.source.box_classes or 0)) >= len(
-            outputs
-        ):
-            raise AddError(f"the model has {len(outputs)} outputs; the task options name a later one")
         items = decoded[number * BATCH : (number + 1) * BATCH]
         try:
             named = runner_outputs(card, outputs, items, projection, vocabulary)
@@ -404,6 +400,11 @@ def prepare(request: AddRequest, work_dir: Path) -> Prepared:
         )
     if embedding_index is not None and embedding_index >= len(widths):
         raise AddError(f"--embedding-output {embedding_index}: the model has {len(widths)} outputs")
+    named_outputs = [i for i in (source.boxes, source.box_classes) if i is not None]
+    if named_outputs and max(named_outputs) >= len(widths):
+        raise AddError(
+            f"the model has {len(widths)} outputs; the task options name output {max(named_outputs)}"
+        )
     merged = (
         [np.concatenate([batch[i] for batch in raw]) for i in range(len(widths))]
         if classifier or (embedding_index is not None)

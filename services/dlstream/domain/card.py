@@ -226,7 +226,8 @@ class DetectionTask(_Frozen):
         0.45,
         gt=0,
         le=1,
-        description="Non-maximum suppression per class at this IoU (None: the model suppresses itself).",
+        description="Non-maximum suppression at this IoU, per class unless class_agnostic (None: the model "
+        "suppresses itself).",
     )
     max_detections: int = Field(100, ge=1, le=10_000, description="The most detections kept per event.")
     class_agnostic: bool = Field(

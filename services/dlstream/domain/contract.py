@@ -347,6 +347,15 @@ def _task_of(value: Any) -> str:
     return str(getattr(value, "task", "classification"))
 
 
+# A prediction of any task (``AnyPrediction`` is the same, tagged by ``task`` for parsing).
+AnyPredictionData = (
+    PredictionData
+    | MultilabelPrediction
+    | DetectionPrediction
+    | EmbeddingPrediction
+    | RegressionPrediction
+    | SequencePrediction
+)
 AnyPrediction = Annotated[
     Annotated[PredictionData, Tag("classification")]
     | Annotated[MultilabelPrediction, Tag("multilabel")]

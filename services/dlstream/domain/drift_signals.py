@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dlstream.domain.contract import (
+    AnyPredictionData,
     DetectionPrediction,
     EmbeddingPrediction,
     MultilabelPrediction,
@@ -35,15 +36,6 @@ NO_LABEL = "(none present)"
 ONE = ("all",)
 # Past this many labels the per-label scores (multilabel) or class mix (detection) stay out of the vector.
 MAX_LABELS_IN_VECTOR = 32
-
-AnyData = (
-    PredictionData
-    | MultilabelPrediction
-    | DetectionPrediction
-    | EmbeddingPrediction
-    | RegressionPrediction
-    | SequencePrediction
-)
 
 
 @dataclass(frozen=True)
@@ -84,7 +76,7 @@ def character_mix(text: str) -> list[float]:
     return [c / total for c in counts] + [min(len(text), 64) / 64]
 
 
-def signals(data: AnyData, labels: Sequence[str], index: dict[str, int] | None = None) -> Signals:
+def signals(data: AnyPredictionData, labels: Sequence[str], index: dict[str, int] | None = None) -> Signals:
     """The drift signals of one prediction of a model whose card has ``labels`` (``index``: label -> its
     position, when the caller keeps one)."""
     index = index if index is not None else {label: i for i, label in enumerate(labels)}
@@ -119,7 +111,7 @@ def signals(data: AnyData, labels: Sequence[str], index: dict[str, int] | None =
     )
 
 
-def summary(data: AnyData) -> str:
+def summary(data: AnyPredictionData) -> str:
     """What a prediction said, in one line (kept beside it for its feedback label): the class, the labels
     present, the objects' classes, the first value or the text."""
     if isinstance(data, PredictionData):

@@ -17,8 +17,7 @@ from typing import TypeVar
 import structlog
 
 from dlstream.config.settings import RetrySettings
-from dlstream.domain.contract import DriftAlert, FeedbackLabel, PredictionEvent
-from dlstream.domain.drift_signals import AnyData
+from dlstream.domain.contract import AnyPredictionData, DriftAlert, FeedbackLabel, PredictionEvent
 from dlstream.domain.errors import AccessDenied, ContractError, TransientError
 from dlstream.drift.monitor import DriftMonitor
 from dlstream.runtime.health import WorkerState
@@ -52,9 +51,9 @@ async def retrying(
             return result
 
 
-def parse_predictions(records: Sequence[tuple[str, bytes]]) -> list[AnyData]:
+def parse_predictions(records: Sequence[tuple[str, bytes]]) -> list[AnyPredictionData]:
     """The predictions among ``(topic, value)`` records; others are logged and skipped."""
-    parsed: list[AnyData] = []
+    parsed: list[AnyPredictionData] = []
     for topic, value in records:
         try:
             parsed.append(PredictionEvent.from_kafka(value).data)

@@ -15,6 +15,7 @@ import structlog
 from dlstream.adapters.redis.drift_store import PeekedWindows, Recorded, Recording, Seen
 from dlstream.config.settings import Settings
 from dlstream.domain.contract import (
+    AnyPredictionData,
     DriftAlert,
     DriftTestOutcome,
     FeedbackLabel,
@@ -22,7 +23,7 @@ from dlstream.domain.contract import (
     PredictionData,
     format_time,
 )
-from dlstream.domain.drift_signals import AnyData, signals, summary
+from dlstream.domain.drift_signals import signals, summary
 from dlstream.domain.monitoring import FINAL_RUN_STATES, RetrainContext, VersionSummary
 from dlstream.drift.alerting import AlertAction, VersionState
 from dlstream.drift.calibration import Calibration
@@ -153,7 +154,7 @@ class DriftMonitor:
             )
         return calibration
 
-    async def observe(self, predictions: Sequence[AnyData]) -> list[DriftAlert]:
+    async def observe(self, predictions: Sequence[AnyPredictionData]) -> list[DriftAlert]:
         """Add predictions to their windows and evaluate every window that filled; the alerts it changed.
 
         Safe to call again with the same batch after a failure (Redis away): predictions recorded by the

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dlstream.adapters.triton.client import Inference, softmax
+from dlstream.adapters.triton.client import Inference, sigmoid, softmax
 from dlstream.domain.card import ModelCard, MultilabelTask
 from dlstream.domain.contract import (
     Box,
@@ -139,7 +139,7 @@ def task_prediction(
     if isinstance(task, MultilabelTask):
         scores = _finite(_row(inference, names.scores, card, len(card.labels)), card, version, names.scores)
         if names.scores_are == "logits":
-            scores = (0.5 * (1.0 + np.tanh(0.5 * scores))).astype(np.float32)
+            scores = sigmoid(scores)
         scores = np.clip(scores, 0.0, 1.0)
         present = [
             ScoredLabel(label=label, score=float(scores[i]))

@@ -57,6 +57,11 @@ def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True), dtype=np.float32)
 
 
+def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Independent probabilities from logits (numerically stable for large magnitudes)."""
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * logits)), dtype=np.float32)
+
+
 def translate(exc: InferenceServerException, model: str) -> ContractError | TransientError:
     """The project's error for a Triton error: rejected payloads are final, a model Triton does not serve
     is :class:`ModelUnavailable`, everything else transient."""
